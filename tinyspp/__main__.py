@@ -1,0 +1,5 @@
+import sys
+
+from tinyspp.cli import main
+
+sys.exit(main())
