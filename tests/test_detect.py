@@ -63,3 +63,87 @@ def test_average_precision_bad_input():
         average_precision(np.ones(2), np.ones(3))
     with pytest.raises(ValueError, match="differ in length"):
         evaluate_detections(_gt()[:1], _gt(), 2)
+
+
+# ---------------------------------------------------------------- data
+def test_synthetic_set_is_deterministic_and_valid():
+    from tinyspp.detect.data import make_detection_set, train_test_sets
+
+    a = make_detection_set(3, seed=5, size_range=(64, 96))
+    b = make_detection_set(3, seed=5, size_range=(64, 96))
+    for x, y in zip(a.images, b.images):
+        np.testing.assert_array_equal(x, y)
+    shapes = set()
+    for img, boxes, labels in zip(a.images, a.boxes, a.labels):
+        H, W, C = img.shape
+        shapes.add((H, W))
+        assert C == 3 and img.dtype == np.float32 and 0 <= img.min() and img.max() <= 1
+        assert 64 <= H <= 96 and 64 <= W <= 96
+        assert len(boxes) == len(labels) >= 1
+        assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= W).all() and (boxes[:, 3] <= H).all()
+        assert (boxes[:, 2:] > boxes[:, :2]).all()
+        assert set(labels.tolist()) <= set(range(len(a.class_names)))
+    assert len(shapes) > 1                                    # images of varying size
+    train, test = train_test_sets(2, 2, seed=5, size_range=(64, 96))
+    assert not np.array_equal(train.images[0][:10, :10], test.images[0][:10, :10])
+
+
+def test_voc_loader_reads_a_tiny_folder(tmp_path):
+    from skimage import io
+
+    from tinyspp.detect.data import load_voc
+
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "ImageSets" / "Main").mkdir(parents=True)
+    img = np.zeros((20, 30, 3), dtype=np.uint8)
+    img[5:10, 2:12] = 255
+    io.imsave(tmp_path / "JPEGImages" / "000001.jpg", img, check_contrast=False)
+    io.imsave(tmp_path / "JPEGImages" / "000002.jpg", img[..., 0], check_contrast=False)
+    obj = ("<object><name>{}</name><difficult>{}</difficult><bndbox><xmin>{}</xmin>"
+           "<ymin>{}</ymin><xmax>{}</xmax><ymax>{}</ymax></bndbox></object>")
+    (tmp_path / "Annotations" / "000001.xml").write_text(
+        "<annotation><filename>000001.jpg</filename>" + obj.format("dog", 0, 3, 6, 12, 10)
+        + obj.format("cat", 1, 1, 1, 4, 4) + obj.format("cat", 0, 1, 1, 30, 20)
+        + "</annotation>")
+    (tmp_path / "Annotations" / "000002.xml").write_text(
+        "<annotation>" + obj.format("dog", 0, 1, 1, 5, 5) + "</annotation>")
+    (tmp_path / "ImageSets" / "Main" / "val.txt").write_text("000002\n")
+    ds = load_voc(tmp_path)
+    assert ds.class_names == ("cat", "dog")
+    assert len(ds.images) == 2 and ds.images[0].shape == (20, 30, 3)
+    assert ds.images[1].shape == (20, 30, 3) and ds.images[0].dtype == np.float32
+    # 1-based inclusive VOC corners -> [xmin - 1, ymin - 1, xmax, ymax]; difficult object dropped
+    np.testing.assert_array_equal(ds.boxes[0], [[2, 5, 12, 10], [0, 0, 30, 20]])
+    np.testing.assert_array_equal(ds.labels[0], [1, 0])
+    assert len(load_voc(tmp_path, skip_difficult=False).boxes[0]) == 3
+    val = load_voc(tmp_path, split="val", class_names=["dog"])
+    assert len(val.images) == 1 and val.labels[0].tolist() == [0]
+    with pytest.raises(FileNotFoundError, match="load_voc"):
+        load_voc(tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------- proposals
+def test_selective_search_returns_valid_boxes_with_recall():
+    from tinyspp.detect.data import make_detection_set
+    from tinyspp.detect.proposals import proposal_recall, selective_search
+
+    ds = make_detection_set(3, seed=1, size_range=(80, 100))
+    props = [selective_search(img, max_boxes=300, seed=0) for img in ds.images]
+    for img, p in zip(ds.images, props):
+        H, W = img.shape[:2]
+        assert p.ndim == 2 and p.shape[1] == 4 and 1 <= len(p) <= 300
+        assert len(np.unique(p, axis=0)) == len(p)            # deduplicated
+        assert (p[:, :2] >= 0).all() and (p[:, 2] <= W).all() and (p[:, 3] <= H).all()
+        assert (p[:, 2] - p[:, 0] >= 4).all() and (p[:, 3] - p[:, 1] >= 4).all()
+    assert proposal_recall(props, ds.boxes, 0.5) >= 0.8
+    np.testing.assert_array_equal(props[0], selective_search(ds.images[0], max_boxes=300, seed=0))
+
+
+def test_selective_search_bad_input():
+    from tinyspp.detect.proposals import selective_search
+
+    with pytest.raises(ValueError, match="selective_search: image"):
+        selective_search(np.zeros((10, 10)))
+    with pytest.raises(ValueError, match="colour_spaces"):
+        selective_search(np.zeros((10, 10, 3)), colour_spaces=("xyz",))
