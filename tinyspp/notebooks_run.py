@@ -1,0 +1,130 @@
+"""Execute the teaching notebooks in ``notebooks/`` with nbclient (``make notebooks``).
+
+``python -m tinyspp.notebooks_run`` runs every ``notebooks/NN_*.ipynb`` in order in a fresh kernel
+of *this* interpreter and stores the outputs in place. The notebooks read the environment variable
+``TINYSPP_QUICK`` (see :func:`tinyspp.viz.quick_mode`): ``1`` shrinks data and epochs so that the
+test suite can execute them in seconds (``tests/test_notebooks.py``), ``0`` is the full run whose
+outputs are committed. Only a full run writes the README thumbnails to ``notebooks/figures/``.
+
+Examples
+--------
+>>> [p.name for p in notebook_paths()][:1]
+['01_bin_math.ipynb']
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+# Caches a kernel may create (matplotlib font cache, IPython history, CuPy kernels, ...): never the
+# home directory. Variables already set by the caller (tests/conftest.py) are kept.
+_CACHE_VARS = {
+    "MPLCONFIGDIR": "mpl",
+    "XDG_CACHE_HOME": "xdg",
+    "SCIKIT_LEARN_DATA": "sklearn",
+    "CUPY_CACHE_DIR": "cupy",
+    "IPYTHONDIR": "ipython",
+    "JUPYTER_CONFIG_DIR": "jupyter",
+    "JUPYTER_DATA_DIR": "jupyter-data",
+    "JUPYTER_RUNTIME_DIR": "jupyter-runtime",
+    "TINYSPP_CACHE_DIR": "tinyspp",
+}
+
+
+def notebook_paths(folder: Path | str = NOTEBOOK_DIR) -> list[Path]:
+    """The notebooks ``NN_*.ipynb`` of ``folder``, sorted by number."""
+    return sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
+
+
+def kernel_env(quick: bool) -> dict:
+    """The environment of the kernel: ours, plus ``TINYSPP_QUICK`` and cache folders off home.
+
+    ``MPLBACKEND`` is dropped so that the kernel draws figures inline (the test suite sets Agg for
+    itself, which would leave the notebooks without pictures).
+    """
+    env = dict(os.environ)
+    env["TINYSPP_QUICK"] = "1" if quick else "0"
+    env.pop("MPLBACKEND", None)
+    missing = [var for var in _CACHE_VARS if not env.get(var)]
+    if missing:
+        root = tempfile.mkdtemp(prefix="tinyspp-nb-cache-")
+        for var in missing:
+            env[var] = os.path.join(root, _CACHE_VARS[var])
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    return env
+
+
+def execute_notebook(path: Path | str, quick: bool = True, timeout: int = 600, save: bool = False):
+    """Execute one notebook top to bottom in a fresh kernel of ``sys.executable``.
+
+    Parameters
+    ----------
+    path : path of the ``.ipynb`` file; the kernel's working directory is its folder.
+    quick : sets ``TINYSPP_QUICK`` in the kernel to ``1`` (True) or ``0``.
+    timeout : seconds allowed per cell.
+    save : write the executed notebook (with outputs) back to ``path``.
+
+    Returns
+    -------
+    nb : the executed ``nbformat.NotebookNode``. A failing cell raises
+        ``nbclient.exceptions.CellExecutionError`` naming the cell and the traceback.
+    """
+    import nbformat
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    env = kernel_env(quick)
+    # Only the native kernel of this interpreter: a user's own "python3" kernel spec (another
+    # environment) must not be picked up.
+    specs = KernelSpecManager(kernel_dirs=[], ensure_native_kernel=True)
+    km = KernelManager(kernel_name="python3", kernel_spec_manager=specs)
+    client = NotebookClient(nb, km=km, timeout=timeout, record_timing=False)
+    client.execute(cwd=str(path.parent), env=env)
+    if save:
+        nb.metadata["kernelspec"] = {
+            "name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"
+        }
+        nbformat.write(nb, path)
+    return nb
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tinyspp.notebooks_run",
+        description="Execute the notebooks and store their outputs in place.",
+    )
+    parser.add_argument("names", nargs="*",
+                        help="notebooks to run (file names or prefixes such as 02); default all")
+    parser.add_argument("--quick", action="store_true",
+                        help="quick mode (TINYSPP_QUICK=1); default: TINYSPP_QUICK from the "
+                             "environment, else a full run")
+    parser.add_argument("--no-save", action="store_true", help="execute without writing outputs")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    args = parser.parse_args(argv)
+    quick = args.quick or os.environ.get("TINYSPP_QUICK", "0") not in ("", "0")
+    paths = notebook_paths()
+    if args.names:
+        paths = [p for p in paths if any(p.name.startswith(n) for n in args.names)]
+    if not paths:
+        print("no notebooks matched", file=sys.stderr)
+        return 1
+    for p in paths:
+        t0 = time.perf_counter()
+        print(f"{p.name}: running ({'quick' if quick else 'full'}) ...", flush=True)
+        execute_notebook(p, quick=quick, timeout=args.timeout, save=not args.no_save)
+        print(f"{p.name}: done in {time.perf_counter() - t0:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
