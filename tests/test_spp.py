@@ -1,0 +1,213 @@
+"""Image SPP (tinyspp.ops.spp): loop reference, gradients, layout, ties, NaN, bad input."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import MODES, level_sets, nchw_shapes, seeds, tie_free
+
+from tinyspp.backend import asnumpy
+from tinyspp.bins import bin_edges, spp_output_length
+from tinyspp.gradcheck import numerical_grad_of_output, rel_error
+from tinyspp.ops.spp import spp_backward, spp_forward
+
+fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def spp_loop(x, levels, mode="adaptive", pool="max"):
+    """Reference: one Python loop iteration per (image, channel, bin). Returns out, argmax."""
+    N, C, H, W = x.shape
+    outs, args = [], []
+    for n in levels:
+        rows, cols = bin_edges(H, n, mode), bin_edges(W, n, mode)
+        out = np.zeros((N, C, n, n), x.dtype)
+        arg = np.zeros((N, C, n, n), np.int64)
+        for i in range(N):
+            for c in range(C):
+                for by, (y0, y1) in enumerate(rows):
+                    for bx, (x0, x1) in enumerate(cols):
+                        win = x[i, c, y0:y1, x0:x1]
+                        if pool == "avg":
+                            out[i, c, by, bx] = win.mean()
+                            continue
+                        k = int(np.argmax(win))  # first max (or first NaN) in row-major order
+                        out[i, c, by, bx] = win.flat[k]
+                        arg[i, c, by, bx] = (y0 + k // win.shape[1]) * W + x0 + k % win.shape[1]
+        outs.append(out.reshape(N, -1))
+        args.append(arg.reshape(N, -1))
+    return np.concatenate(outs, axis=1), np.concatenate(args, axis=1)
+
+
+def bins_valid(H, W, levels, mode):
+    try:
+        for n in levels:
+            bin_edges(H, n, mode), bin_edges(W, n, mode)
+    except ValueError:
+        return False
+    return True
+
+
+@fixture_ok
+@given(nchw_shapes(), level_sets(), st.sampled_from(MODES), st.sampled_from(["max", "avg"]),
+       seeds)
+def test_matches_loop_reference_or_raises_like_bins(xp, shape, levels, mode, pool, seed):
+    x = np.random.default_rng(seed).standard_normal(shape)
+    if not bins_valid(shape[2], shape[3], levels, mode):
+        with pytest.raises(ValueError, match="spp_forward.*adaptive"):
+            spp_forward(xp.asarray(x), levels, mode=mode, pool=pool)
+        return
+    out, cache = spp_forward(xp.asarray(x), levels, mode=mode, pool=pool)
+    ref, ref_arg = spp_loop(x, levels, mode, pool)
+    assert out.shape == (shape[0], spp_output_length(shape[1], levels))
+    if pool == "max":
+        np.testing.assert_array_equal(asnumpy(out), ref)
+        np.testing.assert_array_equal(asnumpy(cache.argmax), ref_arg)
+    else:
+        np.testing.assert_allclose(asnumpy(out), ref, rtol=1e-12, atol=1e-12)
+
+
+@fixture_ok
+@given(nchw_shapes(max_n=2, max_c=2, max_hw=7), level_sets(max_level=5, max_len=3),
+       st.sampled_from(MODES), st.sampled_from(["max", "avg"]), seeds)
+def test_gradient_matches_central_differences(xp, shape, levels, mode, pool, seed):
+    if not bins_valid(shape[2], shape[3], levels, mode):
+        levels, mode = (1,), mode  # every mode pools any size into one bin
+    x = xp.asarray(tie_free(shape, seed))
+    out, cache = spp_forward(x, levels, mode=mode, pool=pool)
+    dout = xp.asarray(np.random.default_rng(seed + 1).standard_normal(out.shape))
+    dx = spp_backward(dout, cache)
+    num = numerical_grad_of_output(lambda v: spp_forward(v, levels, mode=mode, pool=pool)[0],
+                                   x, dout, eps=1e-6)
+    err = rel_error(dx, num)
+    assert err < 1e-6, f"eps=1e-6 tol=1e-6 err={err}\nanalytic={asnumpy(dx)}\nnumeric={num}"
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+@pytest.mark.parametrize("mode", MODES)
+def test_ones_in_ones_out(xp, mode, pool):
+    out, _ = spp_forward(xp.ones((2, 3, 16, 16)), (6, 3, 2, 1), mode=mode, pool=pool)
+    np.testing.assert_array_equal(asnumpy(out), np.ones((2, 3 * 50)))
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_levels_larger_than_the_map_repeat_cells(xp, pool):
+    x = np.random.default_rng(0).standard_normal((1, 2, 2, 3))
+    out, _ = spp_forward(xp.asarray(x), (4, 1), pool=pool)
+    level4 = asnumpy(out)[0, :32].reshape(2, 4, 4)
+    # adaptive bins of 4 over 2 rows: rows (0, 0, 1, 1); over 3 columns: (0, 0|1, 1|2, 2)
+    assert np.array_equal(level4[:, 0, 0], x[0, :, 0, 0])
+    assert np.array_equal(level4[:, 3, 3], x[0, :, 1, 2])
+    np.testing.assert_allclose(asnumpy(out), spp_loop(x, (4, 1), pool=pool)[0], rtol=1e-12)
+
+
+def test_layout_hand_computed(xp):
+    # C = 2 channels of a 2x2 map, levels (2, 1): [c0 bins (y, x), c1 bins, c0 max, c1 max]
+    x = np.array([[[[1.0, 2.0], [3.0, 4.0]], [[8.0, 7.0], [6.0, 5.0]]]])
+    out, cache = spp_forward(xp.asarray(x), (2, 1))
+    assert asnumpy(out).tolist() == [[1, 2, 3, 4, 8, 7, 6, 5, 4, 8]]
+    assert asnumpy(cache.argmax).tolist() == [[0, 1, 2, 3, 0, 1, 2, 3, 3, 0]]
+    avg, _ = spp_forward(xp.asarray(x), (1,), pool="avg")
+    assert asnumpy(avg).tolist() == [[2.5, 6.5]]
+
+
+def test_non_square_matches_reference(xp):
+    x = tie_free((2, 3, 5, 11), seed=3)
+    for pool in ("max", "avg"):
+        out, _ = spp_forward(xp.asarray(x), (4, 2, 1), pool=pool)
+        np.testing.assert_allclose(asnumpy(out), spp_loop(x, (4, 2, 1), pool=pool)[0],
+                                   rtol=1e-12)
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_non_contiguous_input(xp, pool):
+    base = xp.asarray(tie_free((9, 7, 3, 2), seed=4))
+    x = base.transpose(3, 2, 1, 0)  # (2, 3, 7, 9), not C-contiguous
+    assert not x.flags.c_contiguous
+    out, cache = spp_forward(x, pool=pool)
+    ref, ref_cache = spp_forward(xp.ascontiguousarray(x), pool=pool)
+    np.testing.assert_array_equal(asnumpy(out), asnumpy(ref))
+    dout = xp.ones(out.shape)
+    np.testing.assert_array_equal(asnumpy(spp_backward(dout, cache)),
+                                  asnumpy(spp_backward(dout, ref_cache)))
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_float32_equals_float64_within_1e6(xp, pool):
+    x = np.random.default_rng(5).standard_normal((2, 4, 11, 9))
+    o64, c64 = spp_forward(xp.asarray(x), pool=pool)
+    o32, c32 = spp_forward(xp.asarray(x.astype(np.float32)), pool=pool)
+    assert o32.dtype == np.float32
+    np.testing.assert_allclose(asnumpy(o32), asnumpy(o64), atol=1e-6)
+    d = np.random.default_rng(6).standard_normal(o64.shape)
+    dx32 = spp_backward(xp.asarray(d.astype(np.float32)), c32)
+    assert dx32.dtype == np.float32
+    np.testing.assert_allclose(asnumpy(dx32), asnumpy(spp_backward(xp.asarray(d), c64)),
+                               atol=1e-6)
+
+
+def test_ties_route_gradient_to_first_max_in_row_major_order(xp):
+    # one bin over a 3x4 map; the maximum 5 appears at (0, 3), (1, 0) and (2, 2):
+    # row-major order picks (0, 3) even though column 0 comes earlier in row 1
+    x = np.zeros((1, 1, 3, 4))
+    x[0, 0, 0, 3] = x[0, 0, 1, 0] = x[0, 0, 2, 2] = 5.0
+    out, cache = spp_forward(xp.asarray(x), (1,))
+    assert asnumpy(cache.argmax).tolist() == [[3]]
+    dx = asnumpy(spp_backward(xp.ones((1, 1)), cache))
+    expected = np.zeros((1, 1, 3, 4))
+    expected[0, 0, 0, 3] = 1.0
+    np.testing.assert_array_equal(dx, expected)
+    # a constant map: every bin's gradient goes to its top-left cell
+    out, cache = spp_forward(xp.ones((1, 1, 4, 4)), (2,))
+    assert asnumpy(cache.argmax).tolist() == [[0, 2, 8, 10]]
+
+
+def test_nan_propagates_and_first_nan_wins(xp):
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    x[0, 0, 1, 3] = x[0, 0, 0, 1] = np.nan  # (0, 1) comes first in row-major order
+    out, cache = spp_forward(xp.asarray(x), (2, 1))
+    out, arg = asnumpy(out)[0], asnumpy(cache.argmax)[0]
+    assert np.isnan(out[[0, 1, 4]]).all()  # top-left, top-right bins and the global bin
+    assert out[2:4].tolist() == [13.0, 15.0]  # bins without NaN are unaffected
+    assert arg[[0, 1, 4]].tolist() == [1, 7, 1]
+    avg, _ = spp_forward(xp.asarray(x), (2,), pool="avg")
+    assert np.isnan(asnumpy(avg)[0, :2]).all() and not np.isnan(asnumpy(avg)[0, 2:]).any()
+
+
+def test_output_length_constant_across_input_sizes(xp):
+    lengths = {spp_forward(xp.ones((1, 5, h, w)))[0].shape for h, w in [(1, 1), (6, 6), (13, 13),
+                                                                        (10, 31), (40, 3)]}
+    assert lengths == {(1, 5 * 50)}
+
+
+def test_impl_xp_equals_auto_on_numpy():
+    x = tie_free((2, 3, 9, 8), seed=7)
+    a, ca = spp_forward(x, impl="auto")
+    b, cb = spp_forward(x, impl="xp")
+    assert ca.impl == cb.impl == "xp"
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, pattern",
+    [
+        ({"x": np.ones((3, 32))}, ValueError, r"spp_forward: x must be 4-D"),
+        ({"x": np.ones((1, 1, 4, 4), dtype=np.int64)}, TypeError, r"x must have a floating"),
+        ({"x": np.ones((0, 1, 4, 4))}, ValueError, r"x must have no empty axis"),
+        ({"levels": ()}, ValueError, r"levels must not be empty"),
+        ({"levels": (2, 0)}, ValueError, r"levels\[1\] must be >= 1"),
+        ({"mode": "fancy"}, ValueError, r"mode must be one of"),
+        ({"pool": "sum"}, ValueError, r"pool must be one of"),
+        ({"impl": "cuda"}, ValueError, r"impl must be one of"),
+        ({"levels": (6,), "mode": "paper"}, ValueError, r"size=4.*n=6.*adaptive"),
+    ],
+)
+def test_bad_input_names_the_argument(kwargs, exc, pattern):
+    kwargs = {"x": np.ones((1, 1, 4, 4)), **kwargs}
+    with pytest.raises(exc, match=pattern):
+        spp_forward(**kwargs)
+
+
+def test_backward_rejects_wrong_dout_shape():
+    _, cache = spp_forward(np.ones((2, 3, 5, 5)), (2, 1))
+    with pytest.raises(ValueError, match=r"spp_backward: dout must have shape \(2, 15\)"):
+        spp_backward(np.ones((2, 14)), cache)

@@ -1,0 +1,312 @@
+"""Spatial pyramid pooling of whole maps (He et al. 2014, Sec. 2.3 and Appendix).
+
+``spp_forward`` pools an ``(N, C, H, W)`` map into a fixed-length ``(N, C * sum(n*n))`` vector,
+whatever ``H`` and ``W`` are: the property that lets SPP-net take images of any size. Bins come
+from ``tinyspp.bins.bin_table`` (modes ``adaptive``, ``paper``, ``caffe``). Layout of the output:
+levels in the order given, each level's ``(N, C, n, n)`` result flattened channel-major (x fastest)
+and concatenated.
+
+Max semantics: the argmax is the absolute flat index ``h*W + w`` in the (H, W) plane; ties go to
+the first maximal element in row-major order inside the bin; NaN propagates (the first NaN in
+row-major order wins). Average pooling is the mean over the bin's cells.
+
+How the NumPy path works (``impl="xp"``): the map is moved channel-last, ``(H, W, N*C)``, so every
+gather moves contiguous ``N*C`` vectors. Per level it reduces over the WIDTH of every column bin
+first (first maximal column of each row), then over the HEIGHT of every row bin (first row holding
+the maximum): that order yields exactly the row-major-first tie rule. Bins are gathered with an
+index array padded to the longest bin by repeating the bin's start, which never changes the first
+maximum. Backward scatters ``dout`` through the argmax with one ``bincount``.
+
+Examples
+--------
+>>> import numpy as np
+>>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+>>> out, cache = spp_forward(x, levels=(2, 1))
+>>> out                       # level 2: the 4 quadrant maxima; level 1: the global maximum
+array([[ 5.,  7., 13., 15., 15.]])
+>>> cache.argmax.tolist()     # flat h*W + w of each maximum
+[[5, 7, 13, 15, 15]]
+>>> spp_backward(np.ones((1, 5)), cache)[0, 0]
+array([[0., 0., 0., 0.],
+       [0., 1., 0., 1.],
+       [0., 0., 0., 0.],
+       [0., 1., 0., 2.]])
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..backend import get_array_module, is_gpu_array
+from ..bins import DEFAULT_LEVELS, MODES, BinTable, bin_table
+from ..validate import check_array, check_choice, check_levels, check_nchw
+
+POOLS = ("max", "avg")
+IMPLS = ("auto", "xp", "kernel")
+
+
+class SPPCache(NamedTuple):
+    """What ``spp_backward`` needs from ``spp_forward``."""
+
+    x_shape: tuple  # (N, C, H, W)
+    levels: tuple  # bins per side, e.g. (6, 3, 2, 1)
+    mode: str  # "adaptive" | "paper" | "caffe"
+    pool: str  # "max" | "avg"
+    impl: str  # the path actually taken: "xp" or "kernel"
+    argmax: object  # (N, D) int32 flat h*W + w of each maximum (any int dtype from kernels)
+    #                 None for avg
+    table: BinTable  # every bin, in output order (channels=C offsets)
+    dtype: object  # dtype of x (the gradient is returned in it)
+
+
+def check_spp_args(levels, mode, pool, impl, func):
+    """Validate the hyper-parameters shared by image and region SPP; return ``levels``."""
+    levels = check_levels(levels, func)
+    check_choice(mode, "mode", func, MODES)
+    check_choice(pool, "pool", func, POOLS)
+    check_choice(impl, "impl", func, IMPLS)
+    return levels
+
+
+def pyramid_table(height, width, levels, mode, channels, func):
+    """``bin_table`` whose errors (e.g. paper mode on a map smaller than a level) name ``func``."""
+    try:
+        return bin_table(height, width, levels, mode, channels=channels)
+    except ValueError as err:
+        raise ValueError(f"{func}: for an (H, W) = ({height}, {width}) map, {err}") from None
+
+
+def spp_forward(x, levels=DEFAULT_LEVELS, mode="adaptive", pool="max", impl="auto"):
+    """Spatial pyramid pooling: any ``(N, C, H, W)`` map to a fixed ``(N, C * sum(n*n))`` vector.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), floating (NumPy or CuPy)
+    levels : sequence of int
+        Bins per side of each pyramid level, in output order (default ``(6, 3, 2, 1)``).
+    mode : {"adaptive", "paper", "caffe"}
+        Bin rule (see ``tinyspp.bins``). ``paper`` and ``caffe`` raise a ValueError for sizes
+        where they cannot make ``n`` non-empty bins.
+    pool : {"max", "avg"}
+    impl : {"auto", "xp", "kernel"}
+        ``auto``: the CUDA kernel for CuPy inputs, the array-module path for NumPy inputs;
+        ``xp``: always the array-module path; ``kernel``: always ``tinyspp.kernels`` (its CPU
+        emulation for NumPy inputs).
+
+    Returns
+    -------
+    out : ndarray of shape (N, D), D = C * sum(n*n), dtype of x
+        Level by level; within a level ``out[:, off + (c*n + by)*n + bx]``.
+    cache : SPPCache
+        ``cache.argmax`` is an int32 array of shape (N, D): flat ``h*W + w`` of each maximum.
+    """
+    func = "spp_forward"
+    N, C, H, W = check_nchw(x, "x", func)
+    levels = check_spp_args(levels, mode, pool, impl, func)
+    table = pyramid_table(H, W, levels, mode, C, func)
+    xp = get_array_module(x)
+    path = "kernel" if impl == "kernel" or (impl == "auto" and is_gpu_array(x)) else "xp"
+    if path == "kernel":
+        from .. import kernels
+
+        out, argmax = kernels.spp_forward(xp.ascontiguousarray(x), table, pool)
+    elif pool == "max":
+        out, argmax = _max_forward(x, table)
+    else:
+        out, argmax = _avg_forward(x, table), None
+    return out, SPPCache((N, C, H, W), levels, mode, pool, path, argmax, table, x.dtype)
+
+
+def spp_backward(dout, cache):
+    """Gradient of ``spp_forward``.
+
+    Parameters
+    ----------
+    dout : ndarray of shape (N, D)
+        Upstream gradient, D = C * sum(n*n).
+    cache : SPPCache
+
+    Returns
+    -------
+    dx : ndarray of shape (N, C, H, W), dtype of the forward input
+        Max: each ``dout`` entry added at its bin's argmax (overlapping bins accumulate).
+        Avg: each ``dout`` entry spread evenly over its bin's cells.
+    """
+    func = "spp_backward"
+    N, C, H, W = cache.x_shape
+    D = C * sum(n * n for n in cache.levels)
+    check_array(dout, "dout", func, ndim=2, layout="(N, D)")
+    if tuple(dout.shape) != (N, D):
+        raise ValueError(f"{func}: dout must have shape {(N, D)}, got {tuple(dout.shape)}")
+    xp = get_array_module(dout)
+    if cache.impl == "kernel":
+        from .. import kernels
+
+        dx = kernels.spp_backward(xp.ascontiguousarray(dout), cache.argmax, cache.x_shape,
+                                  cache.table, cache.pool)
+    elif cache.pool == "max":
+        dx = scatter_max_grad(dout, cache.argmax, channel_of_column(cache.table, C, xp),
+                              (N, C, H, W))
+    else:
+        dx = _avg_backward(dout, cache.table, (N, C, H, W))
+    return dx.astype(cache.dtype, copy=False)
+
+
+# --- helpers shared with region pooling ------------------------------------------------------
+
+def channel_of_column(table, C, xp=np):
+    """Channel index of every output column, shape (D,) int64 (the channel-major layout)."""
+    chans = [np.repeat(np.arange(C, dtype=np.int64), n * n) for n in table.levels]
+    return xp.asarray(np.concatenate(chans))
+
+
+def scatter_max_grad(dout, argmax, chan, shape):
+    """Route ``dout (N, D)`` to ``dx (N, C, H, W)`` through the flat argmax with one bincount.
+
+    ``chan (D,)`` is each column's channel. Returns float64 (bincount's dtype) of ``shape``.
+    """
+    xp = get_array_module(dout)
+    N, C, H, W = shape
+    plane = (xp.arange(N, dtype=np.int64)[:, None] * C + chan[None, :]) * (H * W)  # (N, D)
+    flat = (plane + argmax.astype(np.int64, copy=False)).ravel()
+    dx = xp.bincount(flat, weights=dout.ravel(), minlength=N * C * H * W)
+    return dx.reshape(N, C, H, W)
+
+
+def first_max(candidates):
+    """Elementwise max over a list of same-shape arrays and the index of the first maximum.
+
+    NaN-sticky: a NaN candidate is the maximum and the first NaN wins. Returns ``(m, k)``: ``m``
+    the maximum, ``k`` (uint8, or int32 for 256+ candidates) the index of the first candidate
+    equal to it. No data-dependent branches per element: ``k`` counts the leading misses.
+    """
+    xp = get_array_module(candidates[0])
+    kdtype = np.uint8 if len(candidates) < 256 else np.int32
+    if len(candidates) == 1:
+        return candidates[0].copy(), xp.zeros(candidates[0].shape, dtype=kdtype)
+    m = xp.maximum(candidates[0], candidates[1])  # propagates NaN
+    for v in candidates[2:]:
+        xp.maximum(m, v, out=m)
+    has_nan = bool(xp.isnan(m).any())
+
+    def miss(v):  # v is not the bin's value: differs from m, or (NaN bin) is not NaN itself
+        out = v != m
+        if has_nan:
+            out &= v == v
+        return out
+
+    # k = number of leading misses: the first candidate equal to the maximum
+    not_found = miss(candidates[0])
+    k = not_found.astype(kdtype)
+    for v in candidates[1:-1]:
+        not_found &= miss(v)
+        k += not_found
+    return m, k
+
+
+def padded_index(starts, ends):
+    """``(n, L)`` int64: row ``i`` lists ``starts[i] .. ends[i]-1``, padded with ``starts[i]``."""
+    starts, ends = np.asarray(starts), np.asarray(ends)
+    L = int((ends - starts).max())
+    k = np.arange(L)[None, :]
+    return np.where(k < (ends - starts)[:, None], starts[:, None] + k, starts[:, None])
+
+
+def gather(a, index, axis):
+    """``a`` indexed with the int vector ``index`` along ``axis`` (0 or 1): a strided view when
+    ``index`` is an arithmetic progression (common for pyramid bins), a gathered copy otherwise."""
+    xp = get_array_module(a)
+    index = np.asarray(index)
+    step = int(index[1] - index[0]) if index.size > 1 else 1
+    if step > 0 and np.array_equal(np.diff(index), np.full(index.size - 1, step)):
+        sl = slice(int(index[0]), int(index[-1]) + 1, step)
+    else:
+        sl = xp.asarray(index)
+    return a[sl] if axis == 0 else a[:, sl]
+
+
+def level_edges(table):
+    """Per level ``(n, ys, ye, xs, xe)``: the row and column bin edges as (n,) int64 arrays."""
+    m0 = 0
+    for n in table.levels:
+        ys = table.y0[m0:m0 + n * n:n]
+        ye = table.y1[m0:m0 + n * n:n]
+        xs, xe = table.x0[m0:m0 + n], table.x1[m0:m0 + n]
+        yield n, ys, ye, xs, xe
+        m0 += n * n
+
+
+def _channel_last(x):
+    """(N, C, H, W) -> contiguous (H, W, N*C)."""
+    N, C, H, W = x.shape
+    xp = get_array_module(x)
+    return xp.ascontiguousarray(x.transpose(2, 3, 0, 1)).reshape(H, W, N * C)
+
+
+def _to_output(levels_out, N, C):
+    """List of per-level channel-last ``(n, n, N*C)`` arrays -> ``(N, C * sum n*n)``."""
+    xp = get_array_module(levels_out[0])
+    parts = [v.reshape(-1, N, C).transpose(1, 2, 0).reshape(N, -1) for v in levels_out]
+    return xp.concatenate(parts, axis=1)
+
+
+def _from_output(dout, table, N, C):
+    """Inverse of ``_to_output``: per level ``(n, n, N*C)`` arrays of ``dout (N, D)``."""
+    xp = get_array_module(dout)
+    parts, off = [], 0
+    for n in table.levels:
+        d = dout[:, off:off + C * n * n].reshape(N * C, n * n)
+        parts.append(xp.ascontiguousarray(d.T).reshape(n, n, N * C))
+        off += C * n * n
+    return parts
+
+
+def _max_forward(x, table):
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    xt = _channel_last(x)  # (H, W, NC)
+    values, argmax = [], []
+    for n, ys, ye, xs, xe in level_edges(table):
+        cols, rows = padded_index(xs, xe), padded_index(ys, ye)  # (n, Lx), (n, Ly)
+        # width first: the first maximal column of every row inside each column bin
+        vw, kw = first_max([gather(xt, cols[:, k], 1) for k in range(cols.shape[1])])
+        # then height: the first row (of those row maxima) holding the bin's maximum
+        v, kh = first_max([gather(vw, rows[:, k], 0) for k in range(rows.shape[1])])
+        r = xp.asarray(ys.astype(np.int32))[:, None, None] + kh  # (n, n, NC) absolute row
+        # the column of the maximum in row r: kw[r, bx, nc], read through a flat index
+        NC = N * C
+        flat = (r * n + xp.arange(n, dtype=np.int32)[None, :, None]) * NC
+        flat += xp.arange(NC, dtype=np.int32)
+        c = xp.asarray(xs.astype(np.int32))[None, :, None] + kw.ravel()[flat]
+        values.append(v)
+        argmax.append(r * W + c)
+    return _to_output(values, N, C), _to_output(argmax, N, C)
+
+
+def _avg_forward(x, table):
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    xt = _channel_last(x)
+    values = []
+    for _n, ys, ye, xs, xe in level_edges(table):
+        vw = xp.stack([xt[:, s:e].sum(axis=1) for s, e in zip(xs, xe)], axis=1)  # (H, n, NC)
+        v = xp.stack([vw[s:e].sum(axis=0) for s, e in zip(ys, ye)], axis=0)  # (n, n, NC)
+        area = np.outer(ye - ys, xe - xs)[:, :, None]
+        values.append(v / xp.asarray(area, dtype=x.dtype))
+    return _to_output(values, N, C)
+
+
+def _avg_backward(dout, table, shape):
+    xp = get_array_module(dout)
+    N, C, H, W = shape
+    dxt = xp.zeros((H, W, N * C), dtype=dout.dtype)
+    for (n, ys, ye, xs, xe), g in zip(level_edges(table), _from_output(dout, table, N, C)):
+        g = g / xp.asarray(np.outer(ye - ys, xe - xs)[:, :, None], dtype=dout.dtype)
+        dvw = xp.zeros((H, n, N * C), dtype=dout.dtype)
+        for i, (s, e) in enumerate(zip(ys, ye)):
+            dvw[s:e] += g[i]
+        for j, (s, e) in enumerate(zip(xs, xe)):
+            dxt[:, s:e] += dvw[:, j:j + 1]
+    return xp.ascontiguousarray(dxt.reshape(H, W, N, C).transpose(2, 3, 0, 1))
