@@ -35,7 +35,9 @@ _CACHE_VARS = {
     "JUPYTER_DATA_DIR": "jupyter-data",
     "JUPYTER_RUNTIME_DIR": "jupyter-runtime",
     "TINYSPP_CACHE_DIR": "tinyspp",
+    "HYPOTHESIS_STORAGE_DIRECTORY": "hypothesis",
 }
+_CACHE_ROOT = None  # one temporary folder per process, made on first need
 
 
 def notebook_paths(folder: Path | str = NOTEBOOK_DIR) -> list[Path]:
@@ -54,9 +56,10 @@ def kernel_env(quick: bool) -> dict:
     env.pop("MPLBACKEND", None)
     missing = [var for var in _CACHE_VARS if not env.get(var)]
     if missing:
-        root = tempfile.mkdtemp(prefix="tinyspp-nb-cache-")
+        global _CACHE_ROOT
+        _CACHE_ROOT = _CACHE_ROOT or tempfile.mkdtemp(prefix="tinyspp-nb-cache-")
         for var in missing:
-            env[var] = os.path.join(root, _CACHE_VARS[var])
+            env[var] = os.path.join(_CACHE_ROOT, _CACHE_VARS[var])
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     return env
 
