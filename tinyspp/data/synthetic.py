@@ -28,7 +28,8 @@ from skimage.util import img_as_float32
 from ..validate import check_int
 from .dataset import ImageSet
 
-SHAPES = ("disk", "square", "triangle", "cross", "ring", "star", "diamond", "crescent")
+SHAPES = ("disk", "square", "triangle", "cross", "ring", "star", "diamond", "crescent", "arrow",
+          "hexagon")
 BACKGROUNDS = ("astronaut", "coffee", "chelsea", "rocket", "coins", "brick", "grass", "gravel")
 
 
@@ -57,10 +58,16 @@ def _polygon(kind: str, r: float, angle: float) -> np.ndarray:
     elif kind == "star":
         t = np.deg2rad(np.arange(10) * 36 - 90) + angle
         rad = np.where(np.arange(10) % 2 == 0, r, 0.42 * r)
-    elif kind == "cross":
+    elif kind == "hexagon":
+        t = np.deg2rad(np.arange(6) * 60) + angle
+        rad = np.full(6, r)
+    elif kind in ("cross", "arrow"):
         a, b = r, 0.35 * r  # arm half-length, arm half-width
-        pts = np.array([(-a, -b), (-a, b), (-b, b), (-b, a), (b, a), (b, b), (a, b), (a, -b),
-                        (b, -b), (b, -a), (-b, -a), (-b, -b)])
+        if kind == "cross":
+            pts = np.array([(-a, -b), (-a, b), (-b, b), (-b, a), (b, a), (b, b), (a, b),
+                            (a, -b), (b, -b), (b, -a), (-b, -a), (-b, -b)])
+        else:  # pointing up: a triangular head on a shaft
+            pts = np.array([(-a, 0), (0, a), (0, b), (a, b), (a, -b), (0, -b), (0, -a)])
         c, s = np.cos(angle), np.sin(angle)
         return pts @ np.array([[c, s], [-s, c]])
     else:
