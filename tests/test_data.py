@@ -94,7 +94,7 @@ def test_only_classes_relabels():
     sub = ds.only_classes(("star", "disk"))
     assert sub.classes == ("star", "disk") and sub.labels.tolist() == [1, 1, 0, 0]
     with pytest.raises(ValueError, match="only_classes: unknown classes"):
-        ds.only_classes(("hexagon",))
+        ds.only_classes(("heptagon",))
 
 
 def test_imageset_rejects_bad_input():
@@ -111,7 +111,7 @@ def test_imageset_rejects_bad_input():
 
 def test_loaders_reject_bad_arguments():
     with pytest.raises(ValueError, match="make_synthetic: classes"):
-        make_synthetic(1, classes=("hexagon",))
+        make_synthetic(1, classes=("heptagon",))
     with pytest.raises(ValueError, match="make_synthetic: size_range"):
         make_synthetic(1, size_range=(40, 20))
     with pytest.raises(TypeError, match="make_digits: size_range must be an integer"):

@@ -12,7 +12,7 @@ Examples
 --------
 >>> train, val, test = synthetic_splits(n_train=2, n_val=1, n_test=1, seed=0)
 >>> len(train), train.classes[:3], train.images[0].dtype, train.channels
-(16, ('disk', 'square', 'triangle'), dtype('float32'), 3)
+(20, ('disk', 'square', 'triangle'), dtype('float32'), 3)
 """
 
 from __future__ import annotations
