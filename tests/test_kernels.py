@@ -1,0 +1,408 @@
+"""The CUDA kernel source (pyramid_pool.cu), run through its CPU emulation and, where a GPU is
+present, through CuPy: equal to the NumPy path bit for bit in the forward pass (values and argmax)
+and to 1e-12 (float64) in the backward pass."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import level_sets, nchw_shapes, seeds
+
+from tinyspp import kernels
+from tinyspp.backend import gpu_available
+from tinyspp.bins import MODES, bin_table
+from tinyspp.kernels import common, emulate
+
+GPU_REASON = "needs CuPy and a CUDA device (none here); run `make test-gpu` on a GPU machine"
+NVCC = shutil.which("nvcc")
+TOL = {np.float64: 1e-12, np.float32: 1e-5}
+
+
+# --- a plain NumPy loop reference: one bin at a time ---------------------------------------------
+
+def ref_spp_forward(x, table, pool):
+    """(N, C*M) values and flat argmax, straight from the layout definition."""
+    N, C, H, W = x.shape
+    out = np.zeros((N, 0), x.dtype)
+    arg = np.zeros((N, 0), np.int64)
+    m = 0
+    for n in table.levels:
+        vals = np.zeros((N, C, n * n), x.dtype)
+        args = np.zeros((N, C, n * n), np.int64)
+        for k in range(n * n):
+            y0, y1, x0, x1 = (int(e[m + k]) for e in (table.y0, table.y1, table.x0, table.x1))
+            cells = x[:, :, y0:y1, x0:x1].reshape(N, C, -1)
+            if pool == "max":
+                a = np.argmax(cells, axis=-1)  # first maximum; the first NaN when there is one
+                vals[:, :, k] = np.take_along_axis(cells, a[..., None], -1)[..., 0]
+                args[:, :, k] = (y0 + a // (x1 - x0)) * W + x0 + a % (x1 - x0)
+            else:
+                vals[:, :, k] = cells.mean(axis=-1)
+        out = np.concatenate([out, vals.reshape(N, -1)], axis=1)
+        arg = np.concatenate([arg, args.reshape(N, -1)], axis=1)
+        m += n * n
+    return out, (arg if pool == "max" else None)
+
+
+def ref_spp_backward(dout, argmax, x_shape, table, pool):
+    N, C, H, W = x_shape
+    dx = np.zeros(x_shape, dout.dtype)
+    col = 0
+    m = 0
+    for n in table.levels:
+        for c in range(C):
+            for k in range(n * n):
+                y0, y1, x0, x1 = (int(e[m + k]) for e in (table.y0, table.y1, table.x0, table.x1))
+                for i in range(N):
+                    if pool == "max":
+                        a = argmax[i, col]
+                        dx[i, c, a // W, a % W] += dout[i, col]
+                    else:
+                        dx[i, c, y0:y1, x0:x1] += dout[i, col] / ((y1 - y0) * (x1 - x0))
+                col += 1
+        m += n * n
+    return dx
+
+
+def ref_roi_forward(features, rois, levels, pool):
+    """Region SPP of a RoI is, by definition, image SPP of its crop (adaptive bins)."""
+    N, C, H, W = features.shape
+    outs, args = [], []
+    for b, x0, y0, x1, y1 in rois.tolist():
+        crop = features[b:b + 1, :, y0:y1 + 1, x0:x1 + 1]
+        w = x1 - x0 + 1
+        out, arg = ref_spp_forward(crop, bin_table(y1 - y0 + 1, w, levels), pool)
+        outs.append(out[0])
+        if pool == "max":
+            args.append((y0 + arg[0] // w) * W + x0 + arg[0] % w)
+    D = C * sum(n * n for n in levels)
+    out = np.array(outs, features.dtype).reshape(len(rois), D)
+    return out, (np.array(args, np.int64).reshape(len(rois), D) if pool == "max" else None)
+
+
+def ref_roi_backward(dout, argmax, rois, shape, levels, pool):
+    N, C, H, W = shape
+    df = np.zeros(shape, dout.dtype)
+    for r, (b, x0, y0, x1, y1) in enumerate(rois.tolist()):
+        h, w = y1 - y0 + 1, x1 - x0 + 1
+        table = bin_table(h, w, levels)
+        if pool == "max":
+            a = argmax[r:r + 1]
+            local = ((a // W) - y0) * w + (a % W) - x0  # back to crop coordinates
+            df[b:b + 1, :, y0:y1 + 1, x0:x1 + 1] += ref_spp_backward(
+                dout[r:r + 1], local, (1, C, h, w), table, pool)
+        else:
+            df[b:b + 1, :, y0:y1 + 1, x0:x1 + 1] += ref_spp_backward(
+                dout[r:r + 1], None, (1, C, h, w), table, pool)
+    return df
+
+
+# --- strategies ---------------------------------------------------------------------------------
+
+def tied_values(shape, seed, dtype, nan_fraction=0.0):
+    """Small integers (many ties, -inf included) and optionally some NaNs."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, size=shape).astype(dtype)
+    x[rng.random(shape) < 0.05] = -np.inf
+    if nan_fraction:
+        x[rng.random(shape) < nan_fraction] = np.nan
+    return x
+
+
+@st.composite
+def image_cases(draw):
+    shape = draw(nchw_shapes(max_n=2, max_c=3, max_hw=11))
+    levels = draw(level_sets(max_level=7, max_len=4))
+    mode = draw(st.sampled_from(MODES))
+    try:
+        table = bin_table(shape[2], shape[3], levels, mode)
+    except ValueError:  # paper/caffe cannot bin this size: the adaptive rule always can
+        table = bin_table(shape[2], shape[3], levels, "adaptive")
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    nan = draw(st.sampled_from([0.0, 0.0, 0.1]))
+    return tied_values(shape, draw(seeds), dtype, nan), table
+
+
+@st.composite
+def roi_sets(draw, N, H, W, max_r=10):
+    """RoIs built valid: 1x1 cells, whole-map boxes touching every border, random boxes."""
+    rows = []
+    for _ in range(draw(st.integers(0, max_r))):
+        kind = draw(st.sampled_from(["random", "cell", "full"]))
+        b = draw(st.integers(0, N - 1))
+        if kind == "full":
+            rows.append([b, 0, 0, W - 1, H - 1])
+            continue
+        x0, y0 = draw(st.integers(0, W - 1)), draw(st.integers(0, H - 1))
+        if kind == "cell":
+            rows.append([b, x0, y0, x0, y0])
+        else:
+            rows.append([b, x0, y0, draw(st.integers(x0, W - 1)), draw(st.integers(y0, H - 1))])
+    return np.array(rows, dtype=np.int64).reshape(-1, 5)
+
+
+@st.composite
+def roi_cases(draw):
+    N, C, H, W = draw(nchw_shapes(max_n=3, max_c=2, max_hw=10))
+    levels = draw(level_sets(max_level=6, max_len=3))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    nan = draw(st.sampled_from([0.0, 0.0, 0.1]))
+    features = tied_values((N, C, H, W), draw(seeds), dtype, nan)
+    return features, draw(roi_sets(N, H, W)), levels
+
+
+def assert_same(a, b):
+    """Bitwise-equal values, NaN where NaN."""
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a, b)
+
+
+def assert_close(a, b, dtype):
+    np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+# --- the emulated kernels equal the reference ---------------------------------------------------
+
+@given(image_cases(), st.sampled_from(["max", "avg"]))
+def test_spp_forward_equals_reference(case, pool):
+    x, table = case
+    out, arg = kernels.spp_forward(x, table, pool)
+    ref, ref_arg = ref_spp_forward(x, table, pool)
+    if pool == "max":  # max is a selection: bit-exact, argmax included
+        assert_same(out, ref)
+        assert_same(arg, ref_arg)
+    else:  # a sum: the order of additions may differ in the last bit
+        assert arg is None
+        assert_close(out, ref, x.dtype.type)
+
+
+@given(image_cases(), st.sampled_from(["max", "avg"]), seeds)
+def test_spp_backward_equals_reference(case, pool, seed):
+    x, table = case
+    out, arg = kernels.spp_forward(x, table, pool)
+    dout = np.random.default_rng(seed).standard_normal(out.shape).astype(x.dtype)
+    dx = kernels.spp_backward(dout, arg, x.shape, table, pool)
+    assert dx.shape == x.shape and dx.dtype == x.dtype
+    assert_close(dx, ref_spp_backward(dout, arg, x.shape, table, pool), x.dtype.type)
+
+
+@given(roi_cases(), st.sampled_from(["max", "avg"]), seeds)
+def test_roi_spp_equals_reference(case, pool, seed):
+    features, rois, levels = case
+    out, arg = kernels.roi_spp_forward(features, rois, levels, pool)
+    ref, ref_arg = ref_roi_forward(features, rois, levels, pool)
+    if pool == "max":
+        assert_same(out, ref)
+        assert_same(arg, ref_arg)
+    else:
+        assert_close(out, ref, features.dtype.type)
+    dout = np.random.default_rng(seed).standard_normal(out.shape).astype(features.dtype)
+    df = kernels.roi_spp_backward(dout, arg, rois, features.shape, levels, pool)
+    ref_df = ref_roi_backward(dout, arg, rois, features.shape, levels, pool)
+    assert_close(df, ref_df, features.dtype.type)
+
+
+def test_roi_special_boxes():
+    """1x1 RoIs, RoIs on every border, RoIs smaller than the finest level, many per image."""
+    rng = np.random.default_rng(3)
+    features = rng.standard_normal((2, 3, 7, 9))
+    rois = np.array([[0, 0, 0, 0, 0], [1, 8, 6, 8, 6], [0, 0, 0, 8, 6], [1, 0, 6, 8, 6],
+                     [1, 8, 0, 8, 6], [0, 2, 3, 4, 4], [0, 2, 3, 4, 4], [1, 1, 1, 3, 2]])
+    levels = (6, 3, 2, 1)
+    out, arg = kernels.roi_spp_forward(features, rois, levels)
+    ref, ref_arg = ref_roi_forward(features, rois, levels, "max")
+    assert_same(out, ref)
+    assert_same(arg, ref_arg)
+    # a 1x1 RoI: every bin of every level is that one cell
+    chan = np.concatenate([np.repeat(np.arange(3), n * n) for n in levels])
+    assert_same(out[0], features[0, chan, 0, 0])
+    assert np.all(arg[0] == 0)
+    assert np.all(arg[1] == 6 * 9 + 8)
+
+
+def test_grid_stride_loop_covers_every_output():
+    """Few blocks of few threads: each thread loops over many outputs; results are identical."""
+    x = tied_values((2, 3, 9, 7), 1, np.float64, 0.05)
+    table = bin_table(9, 7, (4, 2, 1), "adaptive")
+    out, arg = kernels.spp_forward(x, table)
+    small = dict(threads=5, max_blocks=3)
+    out2, arg2 = kernels.spp_forward(x, table, **small)
+    assert_same(out, out2)
+    assert_same(arg, arg2)
+    dout = np.random.default_rng(0).standard_normal(out.shape)
+    assert_same(kernels.spp_backward(dout, arg, x.shape, table),
+                kernels.spp_backward(dout, arg, x.shape, table, **small))
+    rois = np.array([[0, 1, 2, 5, 8], [1, 0, 0, 6, 8]])
+    assert_same(kernels.roi_spp_forward(x, rois, (3, 1))[0],
+                kernels.roi_spp_forward(x, rois, (3, 1), **small)[0])
+
+
+def test_ties_go_to_the_first_cell_in_row_major_order():
+    x = np.zeros((1, 2, 5, 6))
+    table = bin_table(5, 6, (3, 2, 1), "adaptive")
+    _, arg = kernels.spp_forward(x, table)
+    first = np.tile(table.y0 * 6 + table.x0, 1)  # per bin, channel-major: same for both channels
+    expect = np.concatenate([np.tile(first[s:s + n * n], 2)
+                             for s, n in zip((0, 9, 13), (3, 2, 1))])
+    assert_same(arg[0], expect)
+    rois = np.array([[0, 1, 1, 4, 3]])
+    _, arg = kernels.roi_spp_forward(x, rois, (1,))
+    assert arg.tolist() == [[1 * 6 + 1, 1 * 6 + 1]]
+
+
+def test_nan_propagates_and_the_first_nan_wins():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    x[0, 0, 1, 2] = np.nan
+    x[0, 0, 3, 0] = np.nan
+    out, arg = kernels.spp_forward(x, bin_table(4, 4, (1,)))
+    assert np.isnan(out[0, 0]) and arg[0, 0] == 1 * 4 + 2
+    x[0, 0, 0, 0] = np.nan  # a NaN in the very first cell stays the maximum
+    _, arg = kernels.spp_forward(x, bin_table(4, 4, (1,)))
+    assert arg[0, 0] == 0
+    out, _ = kernels.spp_forward(x, bin_table(4, 4, (1,)), "avg")
+    assert np.isnan(out[0, 0])
+    x = np.full((1, 1, 2, 3), -np.inf)
+    out, arg = kernels.spp_forward(x, bin_table(2, 3, (1,)))
+    assert out[0, 0] == -np.inf and arg[0, 0] == 0
+
+
+def test_empty_roi_set():
+    features = np.ones((1, 2, 3, 3), np.float32)
+    out, arg = kernels.roi_spp_forward(features, np.zeros((0, 5), np.int64), (2, 1))
+    assert out.shape == arg.shape == (0, 10)
+    df = kernels.roi_spp_backward(out, arg, np.zeros((0, 5), np.int64), features.shape, (2, 1))
+    assert df.shape == features.shape and not df.any()
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+def test_bad_input_raises_clear_errors():
+    x = np.zeros((1, 2, 4, 4))
+    table = bin_table(4, 4, (2, 1))
+    with pytest.raises(TypeError, match="kernels.spp_forward: x must be float32 or float64"):
+        kernels.spp_forward(x.astype(np.float16), table)
+    with pytest.raises(ValueError, match="x must be C-contiguous"):
+        kernels.spp_forward(x.transpose(0, 1, 3, 2), table)
+    with pytest.raises(ValueError, match="pool must be one of"):
+        kernels.spp_forward(x, table, "sum")
+    with pytest.raises(ValueError, match="inside the \\(3, 4\\) map"):
+        kernels.spp_forward(x[:, :, :3].copy(), table)
+    with pytest.raises(ValueError, match="table.y0 must be 5 integers"):
+        kernels.spp_forward(x, table._replace(y0=table.y0[:3]))
+    with pytest.raises(ValueError, match="not a grid of bins"):
+        kernels.spp_forward(x, table._replace(x1=np.array([2, 4, 4, 4, 4])))
+    with pytest.raises(ValueError, match="argmax must be a C-contiguous int64"):
+        kernels.spp_backward(np.zeros((1, 10)), np.zeros((1, 10), np.int32), x.shape, table)
+    with pytest.raises(ValueError, match="dout must have shape \\(1, 10\\)"):
+        kernels.spp_backward(np.zeros((1, 9)), None, x.shape, table, "avg")
+    with pytest.raises(ValueError, match="every RoI must satisfy"):
+        kernels.roi_spp_forward(x, np.array([[0, 2, 0, 1, 3]]), (1,))
+    with pytest.raises(ValueError, match="every RoI must satisfy"):
+        kernels.roi_spp_forward(x, np.array([[1, 0, 0, 1, 1]]), (1,))
+    with pytest.raises(ValueError, match="rois must be a numpy array of shape \\(R, 5\\)"):
+        kernels.roi_spp_forward(x, np.zeros((2, 4), np.int64), (1,))
+    with pytest.raises(ValueError, match="argmax values must lie in \\[0, 16\\)"):
+        kernels.roi_spp_backward(np.zeros((1, 2)), np.array([[0, 16]]),
+                                 np.array([[0, 0, 0, 3, 3]]), x.shape, (1,))
+    with pytest.raises(TypeError, match="emulate.launch: spp_forward_f64 argument x must be"):
+        emulate.launch("spp_forward_f64", 1, [np.zeros(3, np.float32)] + [0] * 15)
+
+
+# --- the emulation harness ----------------------------------------------------------------------
+
+def test_every_entry_point_is_parsed_and_wrapped():
+    source = common.kernel_source()
+    entries = common.entry_points(source)
+    assert len(entries) == source.count('extern "C" __global__') == 8
+    assert {e.rsplit("_", 1)[0] for e in entries} == {
+        "spp_forward", "spp_backward", "roi_spp_forward", "roi_spp_backward"}
+    lib = emulate.library()
+    for name in entries:
+        assert hasattr(lib, f"emulate_{name}")
+
+
+def test_library_is_cached_in_the_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("TINYSPP_CACHE_DIR", str(tmp_path / "cache"))
+    assert emulate.cache_dir() == tmp_path / "cache"
+    emulate.compile_library()
+    built = list((tmp_path / "cache").glob("pyramid_pool_emulate_*.so"))
+    assert len(built) == 1
+    # a second load finds the file and needs no compiler
+    monkeypatch.setattr(emulate, "find_compiler", lambda: None)
+    emulate.compile_library()
+
+
+def test_missing_compiler_gives_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(emulate, "find_compiler", lambda: None)
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler found .*install g\\+\\+"):
+        emulate.compile_library(tmp_path)
+
+
+def test_compile_errors_are_reported(monkeypatch, tmp_path):
+    monkeypatch.setattr(emulate, "emulation_source", lambda: "this is not C++;")
+    with pytest.raises(RuntimeError, match="failed to compile"):
+        emulate.compile_library(tmp_path)
+    assert not list(tmp_path.glob("*.so"))
+
+
+# --- nvcc: the source is valid CUDA for the targets we claim ------------------------------------
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH (install the CUDA toolkit)")
+@pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
+def test_cu_compiles_to_ptx_without_warnings(arch, tmp_path):
+    src = tmp_path / common.SOURCE_NAME
+    src.write_text(common.kernel_source())
+    proc = subprocess.run([NVCC, "-ptx", f"-arch={arch}", "-o", str(tmp_path / "k.ptx"),
+                           str(src)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr.lower(), proc.stderr
+    ptx = (tmp_path / "k.ptx").read_text()
+    assert all(f".entry {name}" in ptx for name in common.entry_points())
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH (install the CUDA toolkit)")
+def test_cu_assembles_for_sm_80_without_spills(tmp_path):
+    src = tmp_path / common.SOURCE_NAME
+    src.write_text(common.kernel_source())
+    proc = subprocess.run([NVCC, "-cubin", "-arch=sm_80", "-Xptxas", "-v", "-o",
+                           str(tmp_path / "k.cubin"), str(src)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr.lower(), proc.stderr
+    spills = [ln for ln in proc.stderr.splitlines() if "spill" in ln]
+    assert len(spills) == 8 and all("0 bytes spill stores, 0 bytes spill loads" in ln
+                                    for ln in spills), proc.stderr
+
+
+# --- on a GPU: the kernels through CuPy equal the emulation and the NumPy reference -------------
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason=GPU_REASON)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pool", ["max", "avg"])
+@pytest.mark.parametrize("mode", MODES)
+def test_gpu_kernels_equal_emulation(dtype, pool, mode):
+    import cupy as cp
+
+    x = tied_values((3, 4, 13, 13), 5, dtype, 0.02)
+    table = bin_table(13, 13, (6, 3, 2, 1), mode)
+    out, arg = kernels.spp_forward(x, table, pool)
+    gout, garg = kernels.spp_forward(cp.asarray(x), table, pool)
+    assert_same(out, gout.get())
+    if pool == "max":
+        assert_same(arg, garg.get())
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
+    dx = kernels.spp_backward(dout, arg, x.shape, table, pool)
+    gdx = kernels.spp_backward(cp.asarray(dout), garg, x.shape, table, pool)
+    assert_close(dx, gdx.get(), dtype)
+    rois = np.array([[0, 0, 0, 12, 12], [2, 3, 4, 3, 4], [1, 2, 2, 9, 11], [1, 2, 2, 9, 11]])
+    rout, rarg = kernels.roi_spp_forward(x, rois, (6, 3, 2, 1), pool)
+    grout, grarg = kernels.roi_spp_forward(cp.asarray(x), cp.asarray(rois), (6, 3, 2, 1), pool)
+    assert_same(rout, grout.get())
+    rd = np.random.default_rng(2).standard_normal(rout.shape).astype(dtype)
+    df = kernels.roi_spp_backward(rd, rarg, rois, x.shape, (6, 3, 2, 1), pool)
+    gdf = kernels.roi_spp_backward(cp.asarray(rd), grarg, cp.asarray(rois), x.shape,
+                                   (6, 3, 2, 1), pool)
+    assert_close(df, gdf.get(), dtype)
