@@ -12,6 +12,7 @@ import sys
 
 COMMANDS = {
     "demo": ("tinyspp.demo", "the main job: train, evaluate and report on built-in data"),
+    "detect": ("tinyspp.detect.cli", "SPP-net vs R-CNN object detection demo (--demo)"),
 }
 
 
