@@ -12,6 +12,8 @@ import sys
 
 COMMANDS = {
     "demo": ("tinyspp.demo", "the main job: train, evaluate and report on built-in data"),
+    "train": ("tinyspp.train_cli", "train an SPP-net or the no-SPP baseline (any schedule)"),
+    "experiment": ("tinyspp.experiments", "experiment classify: the paper's Tables 2-4 in small"),
     "detect": ("tinyspp.detect.cli", "SPP-net vs R-CNN object detection demo (--demo)"),
 }
 
