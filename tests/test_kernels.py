@@ -406,3 +406,91 @@ def test_gpu_kernels_equal_emulation(dtype, pool, mode):
     gdf = kernels.roi_spp_backward(cp.asarray(rd), grarg, cp.asarray(rois), x.shape,
                                    (6, 3, 2, 1), pool)
     assert_close(df, gdf.get(), dtype)
+
+
+# --- through the ops: impl="kernel" (the emulation on NumPy) equals impl="xp" ------------------
+
+@given(nchw_shapes(max_n=2, max_c=3, max_hw=11), level_sets(max_level=7, max_len=4),
+       st.sampled_from(MODES), st.sampled_from(["max", "avg"]),
+       st.sampled_from([np.float32, np.float64]), st.sampled_from([0.0, 0.1]), seeds)
+def test_ops_spp_kernel_equals_xp(shape, levels, mode, pool, dtype, nan, seed):
+    from tinyspp.ops.spp import spp_backward, spp_forward
+
+    if mode != "adaptive" and min(shape[2:]) < max(levels):
+        mode = "adaptive"  # paper/caffe cannot bin a map smaller than a level
+    x = tied_values(shape, seed, dtype, nan)
+    try:
+        out_xp, cache_xp = spp_forward(x, levels, mode=mode, pool=pool, impl="xp")
+    except ValueError:  # caffe rejects some sizes; the adaptive rule takes every one
+        mode = "adaptive"
+        out_xp, cache_xp = spp_forward(x, levels, mode=mode, pool=pool, impl="xp")
+    out_k, cache_k = spp_forward(x, levels, mode=mode, pool=pool, impl="kernel")
+    assert cache_k.impl == "kernel" and cache_xp.impl == "xp"
+    if pool == "max":
+        assert_same(out_k, out_xp)
+        np.testing.assert_array_equal(cache_k.argmax, cache_xp.argmax)
+    else:
+        assert_close(out_k, out_xp, dtype)
+    dout = np.random.default_rng(seed).standard_normal(out_xp.shape).astype(dtype)
+    dx_k, dx_xp = spp_backward(dout, cache_k), spp_backward(dout, cache_xp)
+    assert dx_k.dtype == dx_xp.dtype == dtype
+    assert_close(dx_k, dx_xp, dtype)
+
+
+@given(roi_cases(), st.sampled_from(["max", "avg"]), seeds)
+def test_ops_roi_spp_kernel_equals_xp(case, pool, seed):
+    from tinyspp.ops.roi import roi_spp_backward, roi_spp_forward
+
+    features, rois, levels = case
+    out_xp, cache_xp = roi_spp_forward(features, rois, levels, pool=pool, impl="xp")
+    out_k, cache_k = roi_spp_forward(features, rois, levels, pool=pool, impl="kernel")
+    assert cache_k.impl == "kernel" and cache_xp.impl == "xp"
+    if pool == "max":
+        assert_same(out_k, out_xp)
+        np.testing.assert_array_equal(cache_k.argmax, cache_xp.argmax)
+    else:
+        assert_close(out_k, out_xp, features.dtype.type)
+    dout = np.random.default_rng(seed).standard_normal(out_xp.shape).astype(features.dtype)
+    df_k, df_xp = roi_spp_backward(dout, cache_k), roi_spp_backward(dout, cache_xp)
+    assert df_k.dtype == df_xp.dtype == features.dtype
+    assert_close(df_k, df_xp, features.dtype.type)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason=GPU_REASON)
+@pytest.mark.parametrize("impl", ["kernel", "xp"])
+@pytest.mark.parametrize("pool", ["max", "avg"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_ops_equal_numpy(impl, pool, dtype):
+    """The ops on CuPy arrays, through the kernel and through the generic xp path, equal NumPy."""
+    import cupy as cp
+
+    from tinyspp.ops.roi import roi_spp_backward, roi_spp_forward
+    from tinyspp.ops.spp import spp_backward, spp_forward
+
+    x = tied_values((2, 5, 17, 23), 7, dtype, 0.01)
+    for mode in MODES:
+        out, cache = spp_forward(x, (6, 3, 2, 1), mode=mode, pool=pool, impl="xp")
+        gout, gcache = spp_forward(cp.asarray(x), (6, 3, 2, 1), mode=mode, pool=pool, impl=impl)
+        if pool == "max":
+            assert_same(out, gout.get())
+            np.testing.assert_array_equal(cache.argmax, cp.asnumpy(gcache.argmax))
+        else:
+            assert_close(out, gout.get(), dtype)
+        dout = np.random.default_rng(0).standard_normal(out.shape).astype(dtype)
+        assert_close(spp_backward(dout, cache), spp_backward(cp.asarray(dout), gcache).get(),
+                     dtype)
+    rng = np.random.default_rng(1)
+    x0, y0 = rng.integers(0, 23, 300), rng.integers(0, 17, 300)
+    rois = np.stack([rng.integers(0, 2, 300), x0, y0, rng.integers(x0, 23), rng.integers(y0, 17)],
+                    axis=1)
+    out, cache = roi_spp_forward(x, rois, pool=pool, impl="xp")
+    gout, gcache = roi_spp_forward(cp.asarray(x), cp.asarray(rois), pool=pool, impl=impl)
+    if pool == "max":
+        assert_same(out, gout.get())
+        np.testing.assert_array_equal(cache.argmax, cp.asnumpy(gcache.argmax))
+    else:
+        assert_close(out, gout.get(), dtype)
+    dout = np.random.default_rng(2).standard_normal(out.shape).astype(dtype)
+    assert_close(roi_spp_backward(dout, cache), roi_spp_backward(cp.asarray(dout), gcache).get(),
+                 dtype)
