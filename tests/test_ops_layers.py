@@ -1,0 +1,349 @@
+"""Conv, max-pool, ReLU, linear, dropout and loss ops: loop references and gradient checks."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import seeds, tie_free
+
+from tinyspp.backend import asnumpy
+from tinyspp.gradcheck import numerical_grad, numerical_grad_of_output, rel_error
+from tinyspp.ops import (
+    conv2d_backward,
+    conv2d_forward,
+    dropout_backward,
+    dropout_forward,
+    linear_backward,
+    linear_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+    pool_output_size,
+    relu_backward,
+    relu_forward,
+    softmax_cross_entropy,
+)
+
+EPS = 1e-5  # finite-difference step; every op here is (piecewise) linear or smooth
+TOL = 1e-6  # max relative error allowed between numerical and analytic gradients
+
+
+def assert_grad_close(numeric, analytic, what):
+    """Elementwise relative error, with the denominator floored at 1e-3 of the largest gradient
+    (an element that is ~0 only has to match to that absolute precision)."""
+    numeric, analytic = asnumpy(numeric), asnumpy(analytic)
+    floor = max(1e-3 * float(np.abs(analytic).max()), 1e-12)
+    err = rel_error(numeric, analytic, floor=floor)
+    assert err < TOL, (
+        f"{what}: rel error {err:.2e} >= {TOL} (eps={EPS})\n"
+        f"numeric:\n{numeric}\nanalytic:\n{analytic}"
+    )
+
+
+# ---------------------------------------------------------------- loop references (NumPy only)
+
+def conv2d_naive(x, w, b, stride, pad):
+    """Direct convolution: one dot product per output element."""
+    N, C, H, W = x.shape
+    F, _, kh, kw = w.shape
+    xpad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh = (H + 2 * pad - kh) // stride + 1
+    ow = (W + 2 * pad - kw) // stride + 1
+    out = np.zeros((N, F, oh, ow))
+    for n in range(N):
+        for f in range(F):
+            for i in range(oh):
+                for j in range(ow):
+                    patch = xpad[n, :, i * stride:i * stride + kh, j * stride:j * stride + kw]
+                    out[n, f, i, j] = np.sum(patch * w[f]) + b[f]
+    return out
+
+
+def max_pool2d_naive(x, k, stride, pad, ceil_mode):
+    """PyTorch's rule written out: windows clipped to the real input, first max (or first NaN)
+    in row-major order. Returns the output and the (row, col) of each window's winner."""
+    N, C, H, W = x.shape
+    oh = pool_output_size(H, k, stride, pad, ceil_mode)
+    ow = pool_output_size(W, k, stride, pad, ceil_mode)
+    out = np.zeros((N, C, oh, ow))
+    where = np.zeros((N, C, oh, ow, 2), dtype=int)
+    for n in range(N):
+        for c in range(C):
+            for i in range(oh):
+                for j in range(ow):
+                    y0, x0 = i * stride - pad, j * stride - pad
+                    best, arg = None, None
+                    for y in range(max(y0, 0), min(y0 + k, H)):
+                        for xx in range(max(x0, 0), min(x0 + k, W)):
+                            v = x[n, c, y, xx]
+                            if best is None or v > best or (np.isnan(v) and not np.isnan(best)):
+                                best, arg = v, (y, xx)
+                    out[n, c, i, j] = best
+                    where[n, c, i, j] = arg
+    return out, where
+
+
+# ---------------------------------------------------------------------------------- strategies
+
+@st.composite
+def conv_cases(draw):
+    """Small conv problems: odd sizes, non-square kernels, stride > 1, padding."""
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride, pad = draw(st.integers(1, 3)), draw(st.integers(0, 2))
+    H = draw(st.integers(max(kh - 2 * pad, 1), 8))
+    W = draw(st.integers(max(kw - 2 * pad, 1), 8))
+    N, C, F = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return (N, C, H, W), (F, C, kh, kw), stride, pad, draw(seeds)
+
+
+@st.composite
+def pool_cases(draw):
+    """Small pooling problems incl. overlapping windows, padding and ceil_mode."""
+    k = draw(st.integers(1, 4))
+    stride = draw(st.integers(1, 4))
+    pad = draw(st.integers(0, k // 2))
+    ceil_mode = draw(st.booleans())
+    H = draw(st.integers(max(k - 2 * pad, 1), 9))
+    W = draw(st.integers(max(k - 2 * pad, 1), 9))
+    N, C = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    return (N, C, H, W), k, stride, pad, ceil_mode, draw(seeds)
+
+
+# ---------------------------------------------------------------------------------------- conv
+
+@given(conv_cases())
+def test_conv_matches_direct_loop(case):
+    x_shape, w_shape, stride, pad, seed = case
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    b = rng.standard_normal(w_shape[0])
+    out, _ = conv2d_forward(x, w, b, stride=stride, pad=pad)
+    np.testing.assert_allclose(out, conv2d_naive(x, w, b, stride, pad), rtol=1e-12, atol=1e-12)
+
+
+@given(conv_cases())
+def test_conv_gradients_match_central_differences(case):
+    x_shape, w_shape, stride, pad, seed = case
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    b = rng.standard_normal(w_shape[0])
+    out, cache = conv2d_forward(x, w, b, stride=stride, pad=pad)
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db = conv2d_backward(dout, cache)
+    f = lambda **kw: conv2d_forward(**{"x": x, "w": w, "b": b, **kw}, stride=stride, pad=pad)[0]
+    assert_grad_close(numerical_grad_of_output(lambda v: f(x=v), x, dout, EPS), dx, "dx")
+    assert_grad_close(numerical_grad_of_output(lambda v: f(w=v), w, dout, EPS), dw, "dw")
+    assert_grad_close(numerical_grad_of_output(lambda v: f(b=v), b, dout, EPS), db, "db")
+
+
+def test_conv_on_xp_float32_equals_float64_and_accepts_transposed_input(xp, rng):
+    x64 = rng.standard_normal((2, 3, 9, 7))
+    w64, b64 = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    ref, _ = conv2d_forward(x64, w64, b64, stride=2, pad=1)
+    x32, w32, b32 = (xp.asarray(a, dtype=np.float32) for a in (x64, w64, b64))
+    out32, cache = conv2d_forward(x32, w32, b32, stride=2, pad=1)
+    assert out32.dtype == np.float32
+    assert np.linalg.norm(asnumpy(out32) - ref) / np.linalg.norm(ref) < 1e-6
+    dx, dw, db = conv2d_backward(xp.ones_like(out32), cache)
+    assert dx.dtype == dw.dtype == db.dtype == np.float32  # no silent upcast
+    # a transposed (non-contiguous) view gives the same result as its contiguous copy
+    xt = xp.asarray(rng.standard_normal((2, 3, 7, 9))).transpose(0, 1, 3, 2)
+    assert not xt.flags.c_contiguous
+    out_t, _ = conv2d_forward(xt, xp.asarray(w64), xp.asarray(b64), pad=1)
+    out_c, _ = conv2d_forward(xp.ascontiguousarray(xt), xp.asarray(w64), xp.asarray(b64), pad=1)
+    np.testing.assert_array_equal(asnumpy(out_t), asnumpy(out_c))
+
+
+def test_conv_output_shape_formula():
+    out, _ = conv2d_forward(np.zeros((1, 3, 224, 224)), np.zeros((96, 3, 7, 7)), np.zeros(96),
+                            stride=2, pad=1)
+    assert out.shape == (1, 96, 110, 110)  # ZF-5 conv1: (224 + 2 - 7) // 2 + 1
+
+
+# ---------------------------------------------------------------------------------------- pool
+
+@given(pool_cases())
+def test_max_pool_matches_loop_reference_and_gradient_goes_to_the_max(case):
+    x_shape, k, stride, pad, ceil_mode, seed = case
+    x = tie_free(x_shape, seed)
+    out, cache = max_pool2d_forward(x, k, stride=stride, pad=pad, ceil_mode=ceil_mode)
+    ref, where = max_pool2d_naive(x, k, stride, pad, ceil_mode)
+    np.testing.assert_array_equal(out, ref)
+    dout = np.random.default_rng(seed).standard_normal(out.shape)
+    dx = max_pool2d_backward(dout, cache)
+    expected = np.zeros(x_shape)
+    for idx in np.ndindex(out.shape):
+        expected[idx[0], idx[1], where[idx][0], where[idx][1]] += dout[idx]
+    np.testing.assert_allclose(dx, expected, rtol=1e-12, atol=1e-12)
+
+
+@given(pool_cases())
+def test_max_pool_gradient_matches_central_differences(case):
+    x_shape, k, stride, pad, ceil_mode, seed = case
+    x = tie_free(x_shape, seed)
+    kw = dict(stride=stride, pad=pad, ceil_mode=ceil_mode)
+    out, cache = max_pool2d_forward(x, k, **kw)
+    dout = np.random.default_rng(seed).standard_normal(out.shape)
+    numeric = numerical_grad_of_output(lambda v: max_pool2d_forward(v, k, **kw)[0], x, dout, EPS)
+    assert_grad_close(numeric, max_pool2d_backward(dout, cache), "dx")
+
+
+def test_max_pool_matches_torch_including_ceil_mode_and_padding():
+    torch = pytest.importorskip("torch", reason="torch (the optional 'bench' extra) is absent")
+    rng = np.random.default_rng(1)
+    for H, W, k, s, pad, ceil in [(7, 6, 3, 2, 1, True), (5, 5, 2, 2, 0, True),
+                                  (55, 55, 3, 2, 0, False), (6, 9, 3, 3, 1, True)]:
+        x = tie_free((2, 3, H, W), int(rng.integers(1000)))
+        tx = torch.from_numpy(x).requires_grad_()
+        t_out = torch.nn.functional.max_pool2d(tx, k, s, padding=pad, ceil_mode=ceil)
+        dout = rng.standard_normal(tuple(t_out.shape))
+        t_out.backward(torch.from_numpy(dout))
+        out, cache = max_pool2d_forward(x, k, stride=s, pad=pad, ceil_mode=ceil)
+        np.testing.assert_array_equal(out, t_out.detach().numpy())
+        np.testing.assert_allclose(max_pool2d_backward(dout, cache), tx.grad.numpy(), atol=1e-12)
+
+
+def test_max_pool_ties_route_gradient_to_first_max_in_row_major_order(xp):
+    x = xp.asarray([[[[1.0, 3.0, 3.0],
+                      [3.0, 0.0, 3.0],
+                      [2.0, 3.0, 1.0]]]])
+    out, cache = max_pool2d_forward(x, 3)
+    assert float(out[0, 0, 0, 0]) == 3.0
+    dx = asnumpy(max_pool2d_backward(xp.ones_like(out), cache))
+    expected = np.zeros((3, 3))
+    expected[0, 1] = 1.0  # the first 3 in row-major order, not (1, 0) nor the last one
+    np.testing.assert_array_equal(dx[0, 0], expected)
+    # overlapping windows (3/2) that pick the same pixel add up there
+    x = xp.zeros((1, 1, 5, 5))
+    x[0, 0, 2, 2] = 1.0
+    out, cache = max_pool2d_forward(x, 3, stride=2)
+    dx = asnumpy(max_pool2d_backward(xp.ones_like(out), cache))
+    assert dx[0, 0, 2, 2] == 4.0 and dx.sum() == 4.0
+
+
+def test_max_pool_nan_propagates_and_gets_the_gradient(xp):
+    x = xp.asarray(np.arange(16.0).reshape(1, 1, 4, 4))
+    x[0, 0, 0, 1] = np.nan
+    x[0, 0, 1, 0] = np.nan
+    out, cache = max_pool2d_forward(x, 2)
+    out = asnumpy(out)
+    assert np.isnan(out[0, 0, 0, 0]) and not np.isnan(out[0, 0, 1:, 1:]).any()
+    dx = asnumpy(max_pool2d_backward(xp.ones_like(xp.asarray(out)), cache))
+    assert dx[0, 0, 0, 1] == 1.0 and dx[0, 0, 1, 0] == 0.0  # the first NaN wins
+    assert dx[0, 0, 1, 1] == 0.0
+
+
+def test_max_pool_on_xp_float32_and_transposed_input(xp, rng):
+    x64 = tie_free((2, 3, 9, 8), 3)
+    ref, _ = max_pool2d_forward(x64, 3, stride=2, pad=1, ceil_mode=True)
+    out32, cache = max_pool2d_forward(xp.asarray(x64, dtype=np.float32), 3, stride=2, pad=1,
+                                      ceil_mode=True)
+    assert out32.dtype == np.float32
+    assert rel_error(out32, ref) < 1e-6
+    assert max_pool2d_backward(xp.ones_like(out32), cache).dtype == np.float32
+    xt = xp.asarray(x64).transpose(0, 1, 3, 2)
+    out_t, _ = max_pool2d_forward(xt, 3, stride=2)
+    out_c, _ = max_pool2d_forward(xp.ascontiguousarray(xt), 3, stride=2)
+    np.testing.assert_array_equal(asnumpy(out_t), asnumpy(out_c))
+
+
+def test_pool_output_size_follows_pytorch_ceil_rule():
+    assert pool_output_size(55, 3, 2) == 27  # ZF-5 / AlexNet pool1
+    assert pool_output_size(6, 3, 2, ceil_mode=True) == 3  # last window hangs over the edge
+    # the would-be 4th window starts at row 6 = H + pad, inside the right padding: dropped
+    assert pool_output_size(5, 3, 2, pad=1, ceil_mode=True) == 3
+
+
+# ------------------------------------------------------------------------------ relu / linear
+
+@given(st.tuples(st.integers(1, 4), st.integers(1, 5)), seeds)
+def test_relu_and_linear_gradients(shape, seed):
+    rng = np.random.default_rng(seed)
+    N, D_in = shape
+    D_out = int(rng.integers(1, 5))
+    x = tie_free(shape, seed) + 0.01  # tie-free values are >= 0.8/size apart, so none is 0
+    out, cache = relu_forward(x)
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+    dout = rng.standard_normal(shape)
+    numeric = numerical_grad_of_output(lambda v: relu_forward(v)[0], x, dout, EPS)
+    assert_grad_close(numeric, relu_backward(dout, cache), "relu dx")
+
+    w, b = rng.standard_normal((D_in, D_out)), rng.standard_normal(D_out)
+    out, cache = linear_forward(x, w, b)
+    np.testing.assert_allclose(out, x @ w + b)
+    dout = rng.standard_normal((N, D_out))
+    dx, dw, db = linear_backward(dout, cache)
+    f = lambda xx=x, ww=w, bb=b: linear_forward(xx, ww, bb)[0]
+    assert_grad_close(numerical_grad_of_output(lambda v: f(xx=v), x, dout, EPS), dx, "dx")
+    assert_grad_close(numerical_grad_of_output(lambda v: f(ww=v), w, dout, EPS), dw, "dw")
+    assert_grad_close(numerical_grad_of_output(lambda v: f(bb=v), b, dout, EPS), db, "db")
+
+
+def test_relu_linear_on_xp_float32(xp, rng):
+    x = xp.asarray(rng.standard_normal((3, 4)), dtype=np.float32)
+    w = xp.asarray(rng.standard_normal((4, 2)), dtype=np.float32)
+    out, cache = linear_forward(relu_forward(x)[0], w, xp.zeros(2, dtype=np.float32))
+    assert out.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in linear_backward(xp.ones_like(out), cache))
+    ref = np.maximum(asnumpy(x).astype(np.float64), 0) @ asnumpy(w).astype(np.float64)
+    assert np.linalg.norm(asnumpy(out) - ref) / np.linalg.norm(ref) < 1e-6
+    nan_out, _ = relu_forward(xp.asarray([np.nan, -1.0]))
+    assert np.isnan(asnumpy(nan_out)[0])
+
+
+# ------------------------------------------------------------------------------------- dropout
+
+def test_dropout_is_inverted_seeded_and_identity_in_eval(xp):
+    x = xp.ones((200, 50))
+    out, cache = dropout_forward(x, 0.3, rng=np.random.default_rng(0))
+    kept = asnumpy(out) != 0
+    assert abs(kept.mean() - 0.7) < 0.02
+    np.testing.assert_allclose(asnumpy(out)[kept], 1 / 0.7)
+    again, _ = dropout_forward(x, 0.3, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(asnumpy(again), asnumpy(out))  # same seed, same mask
+    dout = xp.asarray(np.arange(x.size, dtype=np.float64).reshape(x.shape))
+    np.testing.assert_array_equal(asnumpy(dropout_backward(dout, cache)),
+                                  asnumpy(dout) * asnumpy(out))  # mask == out for x of ones
+    same, cache = dropout_forward(x, 0.3, rng=0, training=False)
+    assert same is x and dropout_backward(dout, cache) is dout
+    out32, _ = dropout_forward(xp.ones(10, dtype=np.float32), 0.5, rng=1)
+    assert out32.dtype == np.float32
+
+
+def test_dropout_gradient(rng):
+    x = rng.standard_normal((3, 4))
+    gen_state = np.random.default_rng(5).bit_generator.state
+    out, cache = dropout_forward(x, 0.5, rng=np.random.default_rng(5))
+    dout = rng.standard_normal(x.shape)
+
+    def f(v):
+        g = np.random.default_rng()
+        g.bit_generator.state = gen_state  # the same mask at every evaluation
+        return dropout_forward(v, 0.5, rng=g)[0]
+
+    assert_grad_close(numerical_grad_of_output(f, x, dout, EPS), dropout_backward(dout, cache),
+                      "dx")
+
+
+# ---------------------------------------------------------------------------------------- loss
+
+@given(st.integers(1, 5), st.integers(1, 6), seeds)
+def test_softmax_cross_entropy_value_and_gradient(N, K, seed):
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((N, K)) * 3
+    labels = rng.integers(0, K, size=N)
+    loss, dlogits = softmax_cross_entropy(logits, labels)
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert abs(loss - float(-np.log(p[np.arange(N), labels]).mean())) < 1e-12
+    numeric = numerical_grad(lambda v: softmax_cross_entropy(v, labels)[0], logits, EPS)
+    assert_grad_close(numeric, dlogits, "dlogits")
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits(xp):
+    logits = xp.asarray([[1e4, 0.0, -1e4], [5e3, 5e3, 0.0]])
+    loss, dlogits = softmax_cross_entropy(logits, xp.asarray([0, 2]))
+    # row 0: log-prob of the winner is 0; row 1: -log(softmax)[2] = 5e3 + log 2
+    assert np.isfinite(loss) and abs(loss - (5e3 + np.log(2)) / 2) < 1e-9
+    expected = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, -1.0]]) / 2
+    np.testing.assert_allclose(asnumpy(dlogits), expected, atol=1e-12)
+    loss32, d32 = softmax_cross_entropy(logits.astype(np.float32), xp.asarray([0, 2]))
+    assert d32.dtype == np.float32 and abs(loss32 - loss) / loss < 1e-6

@@ -1,0 +1,184 @@
+"""2-D max pooling with a square ``ksize x ksize`` window.
+
+Forward keeps a running maximum over the ``ksize*ksize`` strided views of the ``-inf``-padded
+input (one vectorised pass per kernel offset, never a loop over output positions) and remembers
+which offset won. Backward scatters ``dout`` through the stored winners: one strided add per
+kernel offset.
+
+Semantics (the same as PyTorch's ``max_pool2d`` and tinyspp's SPP):
+
+- padding is ``-inf``, so a padded cell never wins against a real one;
+- ties go to the first maximal element of the window in row-major order;
+- NaN propagates: a window containing NaN outputs NaN and its gradient goes to its first NaN;
+- output size ``oh = floor((H + 2*pad - ksize) / stride) + 1`` (``ceil`` with ``ceil_mode``),
+  and with ``ceil_mode`` the last window must start inside the input or the left padding
+  (otherwise it is dropped).
+
+Examples
+--------
+>>> import numpy as np
+>>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+>>> out, cache = max_pool2d_forward(x, 2)
+>>> out[0, 0]
+array([[ 5.,  7.],
+       [13., 15.]])
+>>> max_pool2d_backward(np.ones_like(out), cache)[0, 0]
+array([[0., 0., 0., 0.],
+       [0., 1., 0., 1.],
+       [0., 0., 0., 0.],
+       [0., 1., 0., 1.]])
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..backend import get_array_module
+from ..validate import check_array, check_int, check_nchw
+
+
+class MaxPool2dCache(NamedTuple):
+    """What ``max_pool2d_backward`` needs from the forward pass."""
+
+    x_shape: tuple  # (N, C, H, W)
+    winner: object  # (N, C, oh, ow) uint8/int32 kernel offset i*ksize + j of each window's max
+    ksize: int
+    stride: int
+    pad: int
+    padded_shape: tuple  # (Hp, Wp): H, W plus left padding and right padding (incl. ceil_mode)
+
+
+def pool_output_size(size: int, ksize: int, stride: int, pad: int = 0,
+                     ceil_mode: bool = False) -> int:
+    """Number of pooling windows along an axis (PyTorch's rule).
+
+    >>> pool_output_size(55, 3, 2)
+    27
+    >>> pool_output_size(6, 3, 2), pool_output_size(6, 3, 2, ceil_mode=True)
+    (2, 3)
+    >>> pool_output_size(5, 2, 2, ceil_mode=True)  # the third window starts at row 4 < 5
+    3
+    """
+    span = size + 2 * pad - ksize
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1  # the last window would start in the right padding only
+    return out
+
+
+def max_pool2d_forward(x, ksize: int, stride: int | None = None, pad: int = 0,
+                       ceil_mode: bool = False):
+    """Max pooling over ``ksize x ksize`` windows.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W)
+    ksize : int
+        Window height and width.
+    stride : int, optional
+        Step between windows; defaults to ``ksize`` (non-overlapping windows).
+    pad : int, default 0
+        ``-inf`` padding on every side; at most ``ksize // 2`` (as PyTorch).
+    ceil_mode : bool, default False
+        Round the output size up instead of down (the last window may hang over the edge).
+
+    Returns
+    -------
+    out : ndarray of shape (N, C, oh, ow)
+        ``oh = pool_output_size(H, ksize, stride, pad, ceil_mode)``, ``ow`` likewise.
+    cache : MaxPool2dCache
+    """
+    func = "max_pool2d_forward"
+    xp = get_array_module(x)
+    N, C, H, W = check_nchw(x, "x", func)
+    ksize = check_int(ksize, "ksize", func)
+    stride = ksize if stride is None else check_int(stride, "stride", func)
+    pad = check_int(pad, "pad", func, minimum=0)
+    if pad > ksize // 2:
+        raise ValueError(f"{func}: pad must be <= ksize // 2 = {ksize // 2}, got {pad}")
+    oh = pool_output_size(H, ksize, stride, pad, ceil_mode)
+    ow = pool_output_size(W, ksize, stride, pad, ceil_mode)
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"{func}: a {ksize}x{ksize} window does not fit x of size {H}x{W} with pad={pad}"
+        )
+    # padded extent: the input plus left padding, and on the right whatever the last window
+    # needs (ceil_mode may need more than pad, a large stride less)
+    Hp = max((oh - 1) * stride + ksize, pad + H)
+    Wp = max((ow - 1) * stride + ksize, pad + W)
+    xpad = x
+    if pad or Hp > H or Wp > W:
+        xpad = xp.pad(x, ((0, 0), (0, 0), (pad, Hp - H - pad), (pad, Wp - W - pad)),
+                      constant_values=-np.inf)
+    # the winner's offset fits in uint8 for windows up to 16x16
+    offset_dtype = np.uint8 if ksize * ksize <= 256 else np.int32
+    out = None
+    winner = xp.zeros((N, C, oh, ow), dtype=offset_dtype)
+    better = xp.empty((N, C, oh, ow), dtype=bool)
+    candidate = xp.empty((N, C, oh, ow), dtype=offset_dtype)
+    for k in range(ksize * ksize):  # row-major order: strict '>' keeps the first of equal maxima
+        view = _offset_view(xpad, k, ksize, stride, oh, ow)
+        if out is None:
+            out = view.copy()
+            continue
+        xp.greater(view, out, out=better)
+        # k exceeds every earlier offset, so max(winner, better * k) sets winner = k exactly
+        # where view beats the running max (cheaper than a masked copy)
+        xp.multiply(better, offset_dtype(k), out=candidate)
+        xp.maximum(winner, candidate, out=winner)
+        xp.maximum(out, view, out=out)  # also propagates NaN into out
+    if ksize > 1:
+        _route_nan_to_first_nan(xpad, out, winner, ksize, stride)
+    cache = MaxPool2dCache((N, C, H, W), winner, ksize, stride, pad, (Hp, Wp))
+    return out, cache
+
+
+def _offset_view(xpad, k, ksize, stride, oh, ow):
+    """The (N, C, oh, ow) strided view of the elements at kernel offset ``k = i*ksize + j``."""
+    i, j = divmod(k, ksize)
+    return xpad[:, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+
+
+def _route_nan_to_first_nan(xpad, out, winner, ksize, stride):
+    """Point the winner of every NaN window at its first NaN (``>`` is False for NaN)."""
+    xp = get_array_module(out)
+    nan_out = xp.isnan(out)
+    if not bool(nan_out.any()):
+        return
+    oh, ow = out.shape[2:]
+    for k in reversed(range(ksize * ksize)):  # reversed: the first NaN is written last
+        view = _offset_view(xpad, k, ksize, stride, oh, ow)
+        xp.copyto(winner, winner.dtype.type(k), where=nan_out & xp.isnan(view))
+
+
+def max_pool2d_backward(dout, cache: MaxPool2dCache):
+    """Gradient of ``max_pool2d_forward``: each window's ``dout`` goes to its (first) maximum.
+
+    Parameters
+    ----------
+    dout : ndarray of shape (N, C, oh, ow)
+    cache : MaxPool2dCache
+
+    Returns
+    -------
+    dx : ndarray of shape (N, C, H, W), same dtype as ``dout``
+        Overlapping windows that pick the same pixel add up there.
+    """
+    func = "max_pool2d_backward"
+    xp = get_array_module(dout, cache.winner)
+    N, C, H, W = cache.x_shape
+    oh, ow = cache.winner.shape[2:]
+    check_array(dout, "dout", func, ndim=4, layout="(N, C, oh, ow)")
+    if dout.shape != (N, C, oh, ow):
+        raise ValueError(f"{func}: dout must have shape {(N, C, oh, ow)}, got {tuple(dout.shape)}")
+    ksize, stride, pad = cache.ksize, cache.stride, cache.pad
+    dxpad = xp.zeros((N, C) + cache.padded_shape, dtype=dout.dtype)
+    chosen = xp.empty((N, C, oh, ow), dtype=bool)
+    for k in range(ksize * ksize):  # one strided add per kernel offset
+        xp.equal(cache.winner, k, out=chosen)
+        routed = xp.where(chosen, dout, 0)  # not dout * chosen: inf * 0 would make NaN
+        block = _offset_view(dxpad, k, ksize, stride, oh, ow)
+        block += routed  # overlapping windows that pick the same pixel add up
+    return xp.ascontiguousarray(dxpad[:, :, pad:pad + H, pad:pad + W])
