@@ -494,3 +494,68 @@ def test_gpu_ops_equal_numpy(impl, pool, dtype):
     dout = np.random.default_rng(2).standard_normal(out.shape).astype(dtype)
     assert_close(roi_spp_backward(dout, cache), roi_spp_backward(cp.asarray(dout), gcache).get(),
                  dtype)
+
+
+# --- the GPU benchmark ---------------------------------------------------------------------------
+
+def test_gpu_bench_without_a_gpu_reports_nothing(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from tinyspp import backend
+    from tinyspp.bench import SECTIONS, gpu
+
+    assert "gpu" in SECTIONS
+    monkeypatch.setattr(backend, "gpu_available", lambda: False)
+    assert gpu.run(SimpleNamespace(repeats=1, quick=True, gpu=True, torch=None)) == []
+    assert "no GPU" in capsys.readouterr().out
+
+
+class _Event:
+    """Stand-in CUDA event: records wall time."""
+
+    def record(self):
+        import time
+
+        self.t = time.perf_counter()
+
+    def synchronize(self):
+        pass
+
+
+def test_gpu_bench_logic_runs_on_a_stand_in_device(monkeypatch):
+    """The bench's bookkeeping, run with NumPy standing in for CuPy (the kernel path is then the
+    emulation): one row per workload plus the copy, bandwidth and speed-up in every note."""
+    from types import SimpleNamespace
+
+    from tinyspp import backend
+    from tinyspp.bench import gpu
+
+    fake_cp = SimpleNamespace(
+        __version__="stand-in", float32=np.float32, asarray=np.asarray, empty=np.empty,
+        empty_like=np.empty_like, copyto=np.copyto,
+        cuda=SimpleNamespace(
+            Event=_Event, get_elapsed_time=lambda a, b: max((b.t - a.t) * 1e3, 1e-6),
+            Device=lambda: SimpleNamespace(id=0, synchronize=lambda: None),
+            runtime=SimpleNamespace(getDeviceProperties=lambda i: {"name": b"stand-in"})),
+    )
+    monkeypatch.setattr(backend, "gpu_available", lambda: True)
+    monkeypatch.setattr(backend, "_cupy", lambda: fake_cp)
+    monkeypatch.setattr(gpu, "IMAGE_SHAPES", ((4, 3, 13, 13), (2, 3, 20, 24)))
+    monkeypatch.setattr(gpu, "ROI_SHAPE", (1, 3, 12, 14))
+    monkeypatch.setattr(gpu, "NUM_ROIS", 30)
+    rows = gpu.run(SimpleNamespace(repeats=1, quick=True, gpu=True, torch=None))
+    assert [r.workload.split(" ")[:2] for r in rows] == [
+        ["device-to-device", "copy"], ["spp", "fwd"], ["spp", "bwd"], ["spp", "fwd"],
+        ["spp", "bwd"], ["roi", "fwd"], ["roi", "bwd"]]
+    assert all(r.ours_ms > 0 for r in rows)
+    assert all("speed-up" in r.note and "% of copy" in r.note for r in rows[1:])
+
+
+def test_covered_cells_counts_the_union_of_rois():
+    from tinyspp.bench.gpu import covered_cells, random_rois
+
+    rois = np.array([[0, 0, 0, 1, 1], [0, 1, 1, 2, 2], [1, 0, 0, 0, 0]])
+    assert covered_cells(rois, (2, 8, 3, 3)) == 4 + 4 - 1 + 1
+    r = random_rois(50, (2, 4, 9, 11), seed=1)
+    assert r.shape == (50, 5) and r.dtype == np.int64
+    assert np.all((r[:, 1] <= r[:, 3]) & (r[:, 3] < 11) & (r[:, 2] <= r[:, 4]) & (r[:, 4] < 9))
