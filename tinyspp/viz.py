@@ -66,6 +66,34 @@ def save_thumbnail(fig, name: str, folder: str | Path = "figures", dpi: int = 60
     return path
 
 
+def source_excerpt(text: str, start: str, stop: str | None = None) -> str:
+    """The lines of ``text`` from the first one containing ``start`` through the first later line
+    that begins with ``stop`` (e.g. ``"}"``, the end of a C function), or up to the first blank
+    line when ``stop`` is None.
+
+    Lets a notebook walk through a file (e.g. ``pyramid_pool.cu``) piece by piece without copying
+    it. Raises ValueError when ``start`` does not occur.
+
+    >>> print(source_excerpt("a\\nint f() {\\n  return 1;\\n}\\nb", "int f", "}"))
+    int f() {
+      return 1;
+    }
+    >>> print(source_excerpt("x = 1\\ny = 2\\n\\nz = 3", "x ="))
+    x = 1
+    y = 2
+    """
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if start in line), None)
+    if first is None:
+        raise ValueError(f"source_excerpt: start={start!r} does not occur in the text")
+    for last in range(first + 1, len(lines)):
+        if stop is None and not lines[last].strip():
+            return "\n".join(lines[first:last])
+        if stop is not None and lines[last].startswith(stop):
+            return "\n".join(lines[first:last + 1])
+    return "\n".join(lines[first:])
+
+
 def _feature_grid(ax, height: int, width: int, values=None, cmap="Greys"):
     """Draw an ``height x width`` map as unit cells (optionally shaded by ``values``)."""
     if values is None:
