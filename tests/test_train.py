@@ -1,0 +1,159 @@
+"""Trainer: the loss goes down, resume == uninterrupted, NaN stops training with the last good
+checkpoint on disk, the size schedules, devices, evaluation views; CLI commands and the demo."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tinyspp.backend import gpu_available
+from tinyspp.cli import main
+from tinyspp.data import make_synthetic
+from tinyspp.nn import no_spp_net, small_spp_net
+from tinyspp.train import Trainer, evaluate, extract_features
+
+TINY = dict(widths=(4, 8, 8), hidden=16)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    train = make_synthetic(8, classes=("disk", "square", "cross"), size_range=(16, 22), seed=0)
+    val = make_synthetic(3, classes=("disk", "square", "cross"), size_range=(16, 22), seed=1)
+    return train, val
+
+
+def _trainer(data, out_dir=None, **kw):
+    train, val = data
+    net = small_spp_net(3, levels=(2, 1), seed=0, **TINY)
+    opts = dict(sizes=(16, 12), schedule="multi", batch_size=8, lr=0.05, seed=0,
+                progress=False, out_dir=out_dir, patience=1)
+    opts.update(kw)
+    return Trainer(net, train, val, **opts)
+
+
+def _params(net):
+    return {k: np.array(v) for k, v in net.params().items()}
+
+
+def test_training_drives_the_loss_down(tiny_data):
+    trainer = _trainer(tiny_data, jitter=0.0)
+    hist = trainer.fit(8)
+    losses = [h["train_loss"] for h in hist]
+    assert losses[-1] < 0.75 * losses[0], losses
+    assert {"epoch", "size", "lr", "train_loss", "train_error", "val_error"} <= set(hist[0])
+
+
+def test_resume_equals_uninterrupted(tiny_data, tmp_path):
+    full = _trainer(tiny_data, out_dir=str(tmp_path / "full"))
+    full.fit(3)
+    part = _trainer(tiny_data, out_dir=str(tmp_path / "part"))
+    part.fit(2)
+    resumed = _trainer(tiny_data, out_dir=str(tmp_path / "part"))  # a fresh process, in effect
+    resumed.fit(3, resume=True)
+    a, b = _params(full.net), _params(resumed.net)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    timeless = lambda hist: [{k: v for k, v in h.items() if k not in ("seconds", "images_per_s")}
+                             for h in hist]
+    assert timeless(resumed.history) == timeless(full.history)
+    assert resumed.optimizer.lr == full.optimizer.lr
+    assert os.path.exists(tmp_path / "part" / "history.json")
+
+
+def test_nan_loss_raises_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
+    trainer = _trainer(tiny_data, out_dir=str(tmp_path))
+    trainer.fit(1)
+    good = _params(trainer.net)
+    name = next(iter(trainer.net.params()))
+    trainer.net.params()[name][...] = np.nan  # poison the weights in place
+    with pytest.raises(FloatingPointError, match=r"loss became nan at epoch 2, batch 1"):
+        trainer.fit(2)
+    with np.load(tmp_path / "checkpoint.npz") as f:
+        for k, v in good.items():
+            np.testing.assert_array_equal(f[f"net/{k}"], v, err_msg=k)
+    fresh = _trainer(tiny_data, out_dir=str(tmp_path)).load_checkpoint()
+    assert fresh.epoch == 1 and all(np.isfinite(v).all() for v in _params(fresh.net).values())
+
+
+def test_size_schedules(tiny_data):
+    multi = _trainer(tiny_data, sizes=(16, 12), schedule="multi")
+    assert [multi.size_for_epoch(e) for e in range(4)] == [16, 12, 16, 12]
+    seen = []
+    forward = multi.net.forward
+    multi.net.forward = lambda x: (seen.append(x.shape[-2:]), forward(x))[1]
+    multi.fit(2)
+    assert {tuple(s) for s in seen} == {(16, 16), (12, 12)}  # train batches + val at 16
+    assert [h["size"] for h in multi.history] == [16, 12]
+    rand = _trainer(tiny_data, sizes=(12, 16), schedule="random")
+    sizes = [rand.size_for_epoch(e) for e in range(20)]
+    assert set(sizes) <= set(range(12, 17)) and len(set(sizes)) > 2
+    assert sizes == [_trainer(tiny_data, sizes=(12, 16), schedule="random").size_for_epoch(e)
+                     for e in range(20)]
+    single = _trainer(tiny_data, sizes=(14,), schedule="single")
+    assert {single.size_for_epoch(e) for e in range(5)} == {14}
+
+
+def test_trainer_rejects_bad_arguments(tiny_data):
+    with pytest.raises(ValueError, match="Trainer: schedule must be one of"):
+        _trainer(tiny_data, schedule="cyclic")
+    with pytest.raises(ValueError, match=r"Trainer: schedule='random' needs sizes=\(lo, hi\)"):
+        _trainer(tiny_data, sizes=(16,), schedule="random")
+    with pytest.raises(ValueError, match="Trainer: lr must be > 0"):
+        _trainer(tiny_data, lr=0.0)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        _trainer(tiny_data).load_checkpoint("/nonexistent/checkpoint.npz")
+
+
+@pytest.mark.skipif(gpu_available(), reason="a GPU is present: the GPU run is tested instead")
+def test_gpu_device_without_gpu_is_a_clear_error(tiny_data):
+    with pytest.raises(RuntimeError, match="Trainer: device='gpu' was requested but"):
+        _trainer(tiny_data, device="gpu")
+
+
+@pytest.mark.gpu
+def test_training_on_gpu_matches_cpu(tiny_data):
+    if not gpu_available():
+        pytest.skip("needs CuPy and a CUDA device (none here); run `make test-gpu`")
+    cpu = _trainer(tiny_data, jitter=0.0)
+    gpu = _trainer(tiny_data, jitter=0.0, device="gpu")
+    cpu.fit(2)
+    gpu.fit(2)
+    for h_cpu, h_gpu in zip(cpu.history, gpu.history):
+        assert abs(h_cpu["train_loss"] - h_gpu["train_loss"]) < 1e-3
+    assert gpu.evaluate(tiny_data[1], view="full")["n"] == len(tiny_data[1])
+
+
+def test_evaluation_views(tiny_data):
+    train, val = tiny_data
+    net = small_spp_net(3, levels=(2, 1), seed=0, **TINY)
+    for view in ("center", "multiview", "full", "warp"):
+        res = evaluate(net, val, view=view, size=16)
+        assert 0.0 <= res["error"] <= 1.0 and res["n"] == len(val) and res["loss"] > 0
+    assert net.training  # evaluation restores training mode
+    feats = extract_features(net[:9], val, view="full", size=16)
+    assert feats.shape == (len(val), 8 * 5)  # 8 channels x (4 + 1) bins
+    base = no_spp_net(3, input_size=16, seed=0, **TINY)
+    assert evaluate(base, val, view="warp", size=16)["n"] == len(val)
+    with pytest.raises(ValueError, match="accepts only 16x16 inputs"):
+        evaluate(base, val, view="full", size=16)
+
+
+def test_cli_train_quick(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--quick", "--epochs", "1", "--out", str(out), "--no-progress",
+                 "--data", "digits", "--sizes", "20", "16"]) == 0
+    assert "test error" in capsys.readouterr().out
+    assert (out / "checkpoint.npz").exists() and (out / "test_errors.json").exists()
+
+
+def test_demo_quick_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"report written to {out}" in printed
+    report = (out / "report.md").read_text()
+    for heading in ("## Data", "## Training", "## Evaluation", "## SVM on features"):
+        assert heading in report
+    for png in ("samples.png", "learning_curves.png", "error_vs_size.png"):
+        assert (out / png).stat().st_size > 1000

@@ -1,0 +1,370 @@
+"""Training loops for SPP-nets: single-size, multi-size and random-size schedules; evaluation.
+
+The paper trains one set of parameters on inputs of several sizes (Sec. 2.4): the network is
+switched to another input size every full epoch (e.g. 224 and 180, the 224 crop resized), which
+is possible only because spatial pyramid pooling makes the fc input length independent of the
+image size. :class:`Trainer` implements that with mini-batch SGD (momentum, weight decay), a
+learning rate divided by 10 when the validation error stops improving, dropout on the fc layers
+(inside the model), tqdm progress bars, a JSON history and atomic ``.npz`` checkpoints.
+
+Reproducibility: all randomness of epoch ``e`` (shuffling, crops, flips, jitter, dropout masks)
+comes from generators seeded with ``(seed, e)``, so a checkpoint needs no RNG state: resuming
+after epoch ``e`` replays epochs ``e+1, ...`` exactly as an uninterrupted run (bitwise on the CPU).
+
+Evaluation (:func:`evaluate`) runs the net on centre crops, on 10 views (crops + flips, softmax
+averaged), on the FULL image at its own size and aspect ratio (SPP only; images are grouped by
+size so each batch has one spatial size) or on warped images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .backend import asnumpy, check_device, to_device
+from .data.dataset import ImageSet
+from .data.transforms import VIEWS, channel_stats, eval_views, normalize, train_batch
+from .nn import SGD, Dropout, load_checkpoint, save_checkpoint
+from .ops import softmax_cross_entropy
+from .validate import check_choice, check_int
+
+SCHEDULES = ("single", "multi", "random")
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    """The generator for one purpose of one epoch: seeded by ``(seed, *keys)``."""
+    return np.random.default_rng([seed, *keys])
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _batches_of_views(dataset: ImageSet, view: str, size: int, batch_size: int):
+    """Yield ``(x, image_index)`` batches, each of one spatial size.
+
+    ``x`` is (B, C, h, w); ``image_index`` (B,) says which image each row is a view of.
+    Full-image views are grouped by their (h, w) so that every batch has one size.
+    """
+    groups: dict[tuple, list] = {}
+    for i, img in enumerate(dataset.images):
+        views = eval_views(img, size, view)
+        for v in views:
+            groups.setdefault(v.shape[1:], []).append((v, i))
+    for items in groups.values():
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            yield np.stack([v for v, _ in chunk]), np.array([i for _, i in chunk])
+
+
+def forward_views(net, dataset: ImageSet, *, view: str = "center", size: int = 32,
+                  mean=None, std=None, device: str = "cpu", batch_size: int = 64):
+    """Run ``net`` (in eval mode) on the views of every image; return outputs per image.
+
+    Parameters
+    ----------
+    net : Sequential (or a slice of one)
+    dataset : ImageSet
+    view : {"center", "multiview", "full", "warp"}
+    size : int
+        Crop size, or the shorter side for ``view="full"``.
+    mean, std : ndarray of shape (C,), optional
+        Normalisation (defaults: 0 and 1).
+    device : {"cpu", "gpu"}
+    batch_size : int
+
+    Returns
+    -------
+    list of ndarray (NumPy), one per image, of shape (V, D): the net's output for each of the V
+    views of that image (V = 10 for multiview, else 1).
+    """
+    func = "forward_views"
+    check_choice(view, "view", func, VIEWS)
+    check_device(device, func)
+    C = dataset.channels
+    mean = np.zeros(C, np.float32) if mean is None else mean
+    std = np.ones(C, np.float32) if std is None else std
+    out: list[list] = [[] for _ in range(len(dataset))]
+    was_training = getattr(net, "training", True)
+    net.eval()
+    try:
+        for x, index in _batches_of_views(dataset, view, size, batch_size):
+            y = asnumpy(net.forward(to_device(normalize(x, mean, std), device)))
+            for row, i in zip(y, index):
+                out[i].append(row)
+    finally:
+        if was_training:
+            net.train()
+    return [np.stack(rows) for rows in out]
+
+
+def evaluate(net, dataset: ImageSet, *, view: str = "center", size: int = 32, mean=None,
+             std=None, device: str = "cpu", batch_size: int = 64) -> dict:
+    """Top-1 error and mean cross-entropy of ``net`` on ``dataset`` with one test-time view.
+
+    With several views per image (``multiview``) the softmax outputs are averaged.
+
+    Returns
+    -------
+    dict with ``error`` (fraction in [0, 1]), ``loss`` and ``n`` (number of images).
+    """
+    outs = forward_views(net, dataset, view=view, size=size, mean=mean, std=std, device=device,
+                         batch_size=batch_size)
+    prob = np.stack([_softmax(o.astype(np.float64)).mean(axis=0) for o in outs])
+    labels = dataset.labels
+    loss = float(-np.log(prob[np.arange(len(labels)), labels] + 1e-12).mean())
+    error = float((prob.argmax(axis=1) != labels).mean())
+    return {"error": error, "loss": loss, "n": len(labels)}
+
+
+def extract_features(net_part, dataset: ImageSet, *, view: str = "full", size: int = 32,
+                     mean=None, std=None, device: str = "cpu") -> np.ndarray:
+    """Features (N, D) of every image: the output of ``net_part`` (e.g. up to SPP or fc6),
+    averaged over views."""
+    outs = forward_views(net_part, dataset, view=view, size=size, mean=mean, std=std,
+                         device=device)
+    return np.stack([o.reshape(o.shape[0], -1).mean(axis=0) for o in outs])
+
+
+class Trainer:
+    """Mini-batch SGD training of one network with a single-, multi- or random-size schedule.
+
+    Parameters
+    ----------
+    net : Sequential
+        The model (e.g. :func:`tinyspp.nn.small_spp_net`); it is moved to ``device``.
+    train_set, val_set : ImageSet
+        ``val_set`` (optional) drives the learning-rate drops and the history.
+    sizes : sequence of int
+        Training input sizes. ``schedule="single"`` uses ``sizes[0]``; ``"multi"`` cycles through
+        them, one per epoch (epoch ``e`` uses ``sizes[e % len(sizes)]``); ``"random"`` draws a size
+        uniformly from ``[min(sizes), max(sizes)]`` at each epoch. Every training crop is cut at
+        ``max(sizes)`` and resized, so the sizes see the same content at different resolutions.
+    schedule : {"single", "multi", "random"}
+    batch_size : int
+    lr, momentum, weight_decay : float
+        SGD hyper-parameters.
+    lr_drop : float
+        Factor applied to the learning rate when the validation error has not improved for
+        ``patience`` epochs (the paper divides by 10).
+    patience : int
+    jitter : float
+        Colour jitter amount of the training augmentation (0 disables it).
+    seed : int
+        All randomness of epoch ``e`` is seeded by ``(seed, e)``.
+    device : {"cpu", "gpu"}
+        "gpu" moves parameters, optimiser state and batches to CuPy; without a usable GPU it is
+        a RuntimeError raised here, before any work.
+    out_dir : str, optional
+        Where ``checkpoint.npz`` (every epoch, atomic) and ``history.json`` are written.
+    eval_size : int, optional
+        Centre-crop size for validation (default ``max(sizes)``).
+    progress : bool
+        Show tqdm progress bars.
+
+    Examples
+    --------
+    >>> from tinyspp.data import make_synthetic
+    >>> from tinyspp.nn import small_spp_net
+    >>> data = make_synthetic(2, classes=("disk", "square"), size_range=(16, 20), seed=0)
+    >>> net = small_spp_net(2, widths=(4, 4, 4), hidden=8, seed=0)
+    >>> trainer = Trainer(net, data, sizes=(16, 12), schedule="multi", progress=False)
+    >>> [h["size"] for h in trainer.fit(epochs=2)]
+    [16, 12]
+    """
+
+    def __init__(self, net, train_set: ImageSet, val_set: ImageSet | None = None, *,
+                 sizes=(32,), schedule: str = "single", batch_size: int = 32, lr: float = 0.01,
+                 momentum: float = 0.9, weight_decay: float = 5e-4, lr_drop: float = 0.1,
+                 patience: int = 2, jitter: float = 0.1, seed: int = 0, device: str = "cpu",
+                 out_dir: str | None = None, eval_size: int | None = None,
+                 progress: bool = True):
+        func = "Trainer"
+        self.device = check_device(device, func)
+        self.schedule = check_choice(schedule, "schedule", func, SCHEDULES)
+        sizes = tuple(check_int(s, "sizes", func, minimum=1) for s in np.atleast_1d(sizes))
+        if not sizes:
+            raise ValueError(f"{func}: sizes must not be empty")
+        if schedule == "random" and len(sizes) != 2:
+            raise ValueError(f"{func}: schedule='random' needs sizes=(lo, hi), got {sizes}")
+        if not isinstance(train_set, ImageSet) or len(train_set) == 0:
+            raise ValueError(f"{func}: train_set must be a non-empty ImageSet")
+        if not lr > 0:
+            raise ValueError(f"{func}: lr must be > 0, got {lr}")
+        self.sizes = sizes
+        self.base = max(sizes)
+        self.eval_size = self.base if eval_size is None else check_int(eval_size, "eval_size",
+                                                                        func)
+        self.batch_size = check_int(batch_size, "batch_size", func)
+        self.patience = check_int(patience, "patience", func)
+        self.seed = check_int(seed, "seed", func, minimum=0)
+        self.lr_drop, self.jitter, self.progress = float(lr_drop), float(jitter), progress
+        self.net, self.train_set, self.val_set = net, train_set, val_set
+        self.mean, self.std = channel_stats(train_set.images)
+        self.net.to(self.device)
+        self.optimizer = SGD(net, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.out_dir = out_dir
+        self.history: list[dict] = []
+        self.epoch = 0  # epochs completed
+        self.best_error = np.inf
+        self.bad_epochs = 0
+
+    # ----------------------------------------------------------------- schedule
+    def size_for_epoch(self, epoch: int) -> int:
+        """The training input size of ``epoch`` (0-based) under the schedule."""
+        if self.schedule == "single":
+            return self.sizes[0]
+        if self.schedule == "multi":
+            return self.sizes[epoch % len(self.sizes)]
+        lo, hi = min(self.sizes), max(self.sizes)
+        return int(_rng(self.seed, epoch, 2).integers(lo, hi + 1))
+
+    # ----------------------------------------------------------------- checkpoints
+    @property
+    def checkpoint_path(self) -> str | None:
+        return None if self.out_dir is None else os.path.join(self.out_dir, "checkpoint.npz")
+
+    def extra_state(self) -> dict:
+        """Everything but the parameters needed to resume: optimiser buffers (``opt/...``),
+        lr, epoch, plateau counters, history, normalisation."""
+        extra = {f"opt/{k}": v for k, v in self.optimizer.state_dict().items()}
+        extra.update({"epoch": self.epoch, "lr": self.optimizer.lr,
+                      "best_error": self.best_error, "bad_epochs": self.bad_epochs,
+                      "history": self.history, "seed": self.seed, "sizes": list(self.sizes),
+                      "schedule": self.schedule, "mean": self.mean.tolist(),
+                      "std": self.std.tolist()})
+        return extra
+
+    def save_checkpoint(self, path: str | None = None) -> str:
+        """Atomically write the parameters and :meth:`extra_state` to ``path`` (default
+        ``out_dir/checkpoint.npz``) with :func:`tinyspp.nn.save_checkpoint`."""
+        path = path or self.checkpoint_path
+        if path is None:
+            raise ValueError("Trainer.save_checkpoint: no path given and out_dir is None")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        save_checkpoint(path, self.net.state_dict(), extra=self.extra_state())
+        return path
+
+    def load_checkpoint(self, path: str | None = None) -> Trainer:
+        """Restore a checkpoint written by :meth:`save_checkpoint`; training continues after
+        the epoch it recorded."""
+        path = path or self.checkpoint_path
+        if path is None or not os.path.exists(path):
+            raise FileNotFoundError(f"Trainer.load_checkpoint: no checkpoint at {path!r}")
+        net_state, meta = load_checkpoint(path, func="Trainer.load_checkpoint")
+        opt_state = {k[4:]: v for k, v in meta.items() if k.startswith("opt/")}
+        self.net.load_state_dict(net_state)
+        self.net.to(self.device)
+        self.optimizer.load_state_dict(opt_state)
+        self.optimizer.to(self.device)
+        self.optimizer.lr = meta["lr"]
+        self.epoch, self.best_error = meta["epoch"], meta["best_error"]
+        self.bad_epochs, self.history = meta["bad_epochs"], meta["history"]
+        self.mean = np.array(meta["mean"], np.float32)
+        self.std = np.array(meta["std"], np.float32)
+        return self
+
+    def _write_history(self) -> None:
+        if self.out_dir is None:
+            return
+        os.makedirs(self.out_dir, exist_ok=True)
+        path = os.path.join(self.out_dir, "history.json")
+        with open(path + ".tmp", "w") as fh:
+            json.dump(self.history, fh, indent=1)
+        os.replace(path + ".tmp", path)
+
+    # ----------------------------------------------------------------- training
+    def _seed_dropout(self, epoch: int) -> None:
+        """Give every dropout layer the generator of this epoch (so resume replays masks)."""
+        for i, layer in enumerate(self.net):
+            if isinstance(layer, Dropout):
+                layer.rng = _rng(self.seed, epoch, 100 + i)
+
+    def train_epoch(self) -> dict:
+        """Run one epoch (epoch number ``self.epoch``); return its history entry."""
+        epoch, size = self.epoch, self.size_for_epoch(self.epoch)
+        rng = _rng(self.seed, epoch, 1)
+        self._seed_dropout(epoch)
+        self.net.train()
+        order = rng.permutation(len(self.train_set))
+        n_batches = -(-len(order) // self.batch_size)
+        total_loss = total_correct = seen = 0
+        t0 = time.perf_counter()
+        bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1} size {size}", leave=False,
+                   disable=not self.progress, unit="batch")
+        for b in bar:
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            x = train_batch([self.train_set.images[i] for i in idx], size, rng, base=self.base,
+                            jitter=self.jitter)
+            x = to_device(normalize(x, self.mean, self.std), self.device)
+            y = to_device(self.train_set.labels[idx], self.device)
+            logits = self.net.forward(x)
+            loss, dlogits = softmax_cross_entropy(logits, y)
+            loss = float(loss)
+            if not np.isfinite(loss):
+                kept = self.checkpoint_path if self.checkpoint_path and os.path.exists(
+                    self.checkpoint_path) else "none written"
+                raise FloatingPointError(
+                    f"Trainer: loss became {loss} at epoch {epoch + 1}, batch {b + 1} "
+                    f"(lr={self.optimizer.lr:g}); training stopped. Last good checkpoint: {kept}")
+            self.net.backward(dlogits)
+            self.optimizer.step()
+            total_loss += loss * len(idx)
+            total_correct += int((asnumpy(logits).argmax(axis=1) == asnumpy(y)).sum())
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{total_correct / seen:.3f}")
+        bar.close()
+        entry = {"epoch": epoch + 1, "size": size, "lr": self.optimizer.lr,
+                 "train_loss": total_loss / seen, "train_error": 1 - total_correct / seen,
+                 "seconds": time.perf_counter() - t0, "images_per_s": seen / (
+                     time.perf_counter() - t0)}
+        if self.val_set is not None and len(self.val_set):
+            val = self.evaluate(self.val_set, view="center", size=self.eval_size)
+            entry.update(val_loss=val["loss"], val_error=val["error"])
+        return entry
+
+    def _update_lr(self, entry: dict) -> None:
+        """Divide the learning rate when the validation error has plateaued."""
+        if "val_error" not in entry:
+            return
+        if entry["val_error"] < self.best_error - 1e-12:
+            self.best_error, self.bad_epochs = entry["val_error"], 0
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.patience:
+            self.optimizer.lr *= self.lr_drop
+            self.bad_epochs = 0
+
+    def fit(self, epochs: int, *, resume: bool = False) -> list[dict]:
+        """Train until ``epochs`` epochs are completed in total; return the history.
+
+        With ``resume=True`` and a checkpoint in ``out_dir``, continue from it.
+        """
+        epochs = check_int(epochs, "epochs", "Trainer.fit", minimum=0)
+        if resume and self.checkpoint_path and os.path.exists(self.checkpoint_path):
+            self.load_checkpoint()
+        while self.epoch < epochs:
+            entry = self.train_epoch()
+            self._update_lr(entry)
+            self.epoch += 1
+            self.history.append(entry)
+            if self.progress:
+                msg = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in entry.items() if k not in ("seconds",))
+                tqdm.write(msg)
+            if self.out_dir is not None:
+                self.save_checkpoint()
+                self._write_history()
+        return self.history
+
+    def evaluate(self, dataset: ImageSet, *, view: str = "center", size: int | None = None,
+                 batch_size: int = 64) -> dict:
+        """:func:`evaluate` with this trainer's normalisation and device."""
+        return evaluate(self.net, dataset, view=view, size=size or self.eval_size,
+                        mean=self.mean, std=self.std, device=self.device, batch_size=batch_size)
