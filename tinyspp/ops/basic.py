@@ -23,6 +23,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..validate import check_array
+from .dispatch import array_module
 
 
 class ReLUCache(NamedTuple):
@@ -57,7 +58,7 @@ def relu_forward(x):
 
 def relu_backward(dout, cache: ReLUCache):
     """``dout`` where the input was positive, 0 elsewhere; returns ``dx`` shaped like ``dout``."""
-    xp = get_array_module(dout, cache.positive)
+    xp = array_module("relu_backward", dout=dout, x=cache.positive)
     check_array(dout, "dout", "relu_backward")
     if dout.shape != cache.positive.shape:
         raise ValueError(
@@ -84,7 +85,7 @@ def linear_forward(x, w, b):
     cache : LinearCache
     """
     func = "linear_forward"
-    get_array_module(x, w, b)
+    array_module(func, x=x, w=w, b=b)
     N, D_in = check_array(x, "x", func, ndim=2, layout="(N, D_in)")
     Dw, D_out = check_array(w, "w", func, ndim=2, layout="(D_in, D_out)")
     check_array(b, "b", func, ndim=1, layout="(D_out,)")
@@ -111,7 +112,7 @@ def linear_backward(dout, cache: LinearCache):
     dw : ndarray of shape (D_in, D_out)
     db : ndarray of shape (D_out,)
     """
-    get_array_module(dout, cache.w)
+    array_module("linear_backward", dout=dout, w=cache.w)
     check_array(dout, "dout", "linear_backward", ndim=2, layout="(N, D_out)")
     expected = (cache.x.shape[0], cache.w.shape[1])
     if dout.shape != expected:
@@ -167,7 +168,7 @@ def dropout_forward(x, p: float, rng, training: bool = True):
 
 def dropout_backward(dout, cache: DropoutCache):
     """``dout`` times the forward mask (identity when the forward dropped nothing)."""
-    get_array_module(dout, cache.mask)
+    array_module("dropout_backward", dout=dout, mask=cache.mask)
     check_array(dout, "dout", "dropout_backward")
     if cache.mask is None:
         return dout

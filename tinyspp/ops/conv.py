@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 from ..backend import get_array_module
 from ..validate import check_array, check_int, check_nchw
+from .dispatch import array_module
 
 
 class Conv2dCache(NamedTuple):
@@ -151,8 +152,8 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0):
         ``out[n, f] = sum_c xpad[n, c] * w[f, c] + b[f]`` at every window position.
     cache : Conv2dCache
     """
-    xp = get_array_module(x, w, b)
     func = "conv2d_forward"
+    xp = array_module(func, x=x, w=w, b=b)
     N, C, H, W = check_nchw(x, "x", func)
     F, Cw, kh, kw = check_array(w, "w", func, ndim=4, layout="(F, C, kh, kw)")
     check_array(b, "b", func, ndim=1, layout="(F,)")
@@ -193,7 +194,7 @@ def conv2d_backward(dout, cache: Conv2dCache):
     dw : ndarray of shape (F, C, kh, kw)
     db : ndarray of shape (F,)
     """
-    xp = get_array_module(dout, cache.w)
+    xp = array_module("conv2d_backward", dout=dout, w=cache.w)
     w = cache.w
     F, C, kh, kw = w.shape
     N = cache.x_shape[0]

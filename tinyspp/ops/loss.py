@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import get_array_module
 from ..validate import check_array
+from .dispatch import array_module
 
 
 def softmax_cross_entropy(logits, labels):
@@ -36,7 +36,7 @@ def softmax_cross_entropy(logits, labels):
         ``(softmax(logits) - onehot(labels)) / N``.
     """
     func = "softmax_cross_entropy"
-    xp = get_array_module(logits, labels)
+    xp = array_module(func, logits=logits, labels=labels)
     N, K = check_array(logits, "logits", func, ndim=2, layout="(N, K)")
     if min(N, K) < 1:
         raise ValueError(f"{func}: logits must have no empty axis, got shape {(N, K)}")

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..validate import check_array, check_int, check_nchw
+from .dispatch import array_module
 
 
 class MaxPool2dCache(NamedTuple):
@@ -167,7 +168,7 @@ def max_pool2d_backward(dout, cache: MaxPool2dCache):
         Overlapping windows that pick the same pixel add up there.
     """
     func = "max_pool2d_backward"
-    xp = get_array_module(dout, cache.winner)
+    xp = array_module(func, dout=dout, winner=cache.winner)
     N, C, H, W = cache.x_shape
     oh, ow = cache.winner.shape[2:]
     check_array(dout, "dout", func, ndim=4, layout="(N, C, oh, ow)")
