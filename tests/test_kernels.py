@@ -290,6 +290,8 @@ def test_bad_input_raises_clear_errors():
         kernels.spp_forward(x, table, "sum")
     with pytest.raises(ValueError, match="inside the \\(3, 4\\) map"):
         kernels.spp_forward(x[:, :, :3].copy(), table)
+    with pytest.raises(TypeError, match="table must be a tinyspp.bins.BinTable"):
+        kernels.spp_forward(x, (2, 1))
     with pytest.raises(ValueError, match="table.y0 must be 5 integers"):
         kernels.spp_forward(x, table._replace(y0=table.y0[:3]))
     with pytest.raises(ValueError, match="not a grid of bins"):

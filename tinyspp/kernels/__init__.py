@@ -94,7 +94,10 @@ def _table(table, H, W, xp, func):
     The bins must lie inside the (H, W) map, be non-empty and, within a level, share their
     row edges along ``bx`` and column edges along ``by`` (as ``bin_table`` builds them).
     """
-    level_n, bin0, M = _levels(getattr(table, "levels", None), func)
+    if not all(hasattr(table, f) for f in ("levels", "y0", "y1", "x0", "x1")):
+        raise TypeError(f"{func}: table must be a tinyspp.bins.BinTable (from bin_table(H, W, "
+                        f"levels, mode)), got {type(table).__name__}")
+    level_n, bin0, M = _levels(table.levels, func)
     edges = []
     for name in ("y0", "y1", "x0", "x1"):
         e = np.asarray(getattr(table, name, None))

@@ -39,7 +39,7 @@ def module(device_id: int):
     """The compiled ``cupy.RawModule`` for one device (compiled on first use)."""
     cp = _cupy()
     with cp.cuda.Device(device_id):
-        return cp.RawModule(code=kernel_source(), options=("-std=c++14",))
+        return cp.RawModule(code=kernel_source())  # NVRTC, default C++ dialect
 
 
 @functools.cache
