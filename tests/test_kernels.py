@@ -309,6 +309,12 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="argmax values must lie in \\[0, 16\\)"):
         kernels.roi_spp_backward(np.zeros((1, 2)), np.array([[0, 16]]),
                                  np.array([[0, 0, 0, 3, 3]]), x.shape, (1,))
+    # the kernel itself never writes outside dfeatures for a bad argmax (the GPU's only guard)
+    df = np.zeros((1, 2, 4, 4))
+    emulate.launch("roi_spp_backward_f64", 2,
+                   [np.ones((1, 2)), np.array([[-1, 16]]), np.array([[0, 0, 0, 3, 3]]), 1, 1, 2,
+                    4, 4, 1, np.array([1]), np.array([0]), 1, 1, df])
+    assert not df.any()
     with pytest.raises(TypeError, match="emulate.launch: spp_forward_f64 argument x must be"):
         emulate.launch("spp_forward_f64", 1, [np.zeros(3, np.float32)] + [0] * 15)
 

@@ -202,7 +202,9 @@ __device__ void roi_spp_backward_body(const T* dout, const index_t* argmax, cons
         index_t o = r * C * M + C * bin0[l] + c * n * n + k;
         T* plane = dfeatures + (rois[5 * r] * C + c) * H * W;
         if (pool_max) {
-            atomicAdd(&plane[argmax[o]], dout[o]);
+            // An index outside the plane cannot come from roi_spp_forward; skipping it keeps a
+            // corrupted argmax from writing outside dfeatures.
+            if (argmax[o] >= 0 && argmax[o] < H * W) atomicAdd(&plane[argmax[o]], dout[o]);
         } else {
             index_t y0, y1, x0, x1;
             roi_bin(rois + 5 * r, n, k / n, k % n, &y0, &y1, &x0, &x1);
