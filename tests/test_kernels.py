@@ -312,8 +312,8 @@ def test_bad_input_raises_clear_errors():
     # the kernel itself never writes outside dfeatures for a bad argmax (the GPU's only guard)
     df = np.zeros((1, 2, 4, 4))
     emulate.launch("roi_spp_backward_f64", 2,
-                   [np.ones((1, 2)), np.array([[-1, 16]]), np.array([[0, 0, 0, 3, 3]]), 1, 1, 2,
-                    4, 4, 1, np.array([1]), np.array([0]), 1, 1, df])
+                   [np.ones((1, 2)), np.array([[-1, 16]]), np.array([[0, 0, 0, 3, 3]]), 1, 2, 4,
+                    4, 1, np.array([1]), np.array([0]), 1, 1, df])
     assert not df.any()
     with pytest.raises(TypeError, match="emulate.launch: spp_forward_f64 argument x must be"):
         emulate.launch("spp_forward_f64", 1, [np.zeros(3, np.float32)] + [0] * 15)
@@ -341,6 +341,15 @@ def test_library_is_cached_in_the_cache_dir(monkeypatch, tmp_path):
     # a second load finds the file and needs no compiler
     monkeypatch.setattr(emulate, "find_compiler", lambda: None)
     emulate.compile_library()
+
+
+def test_emulation_source_compiles_without_warnings(tmp_path):
+    compiler = emulate.find_compiler()
+    src = tmp_path / "emulate.cpp"
+    src.write_text(emulate.emulation_source())
+    proc = subprocess.run([compiler, "-std=c++14", "-Wall", "-Wextra", "-fsyntax-only", str(src)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
 
 
 def test_missing_compiler_gives_a_clear_error(monkeypatch, tmp_path):

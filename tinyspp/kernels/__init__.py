@@ -243,8 +243,8 @@ def roi_spp_forward(features, rois, levels, pool="max", *, threads=THREADS,
     out = xp.empty((R, C * M), dtype=features.dtype)
     argmax = xp.empty((R, C * M) if pool_max else (1,), dtype=np.int64)
     _launch(features, entry_name("roi_spp_forward", features.dtype), R * C * M,
-            [features, N, C, H, W, rois, R, len(level_n), level_n, bin0, M, pool_max, out,
-             argmax], threads, max_blocks)
+            [features, C, H, W, rois, R, len(level_n), level_n, bin0, M, pool_max, out, argmax],
+            threads, max_blocks)
     return out, (argmax if pool_max else None)
 
 
@@ -282,6 +282,6 @@ def roi_spp_backward(dout, argmax, rois, features_shape, levels, pool="max", *, 
         argmax = xp.empty((1,), dtype=np.int64)
     dfeatures = xp.zeros((N, C, H, W), dtype=dout.dtype)
     _launch(dout, entry_name("roi_spp_backward", dout.dtype), R * C * M,
-            [dout, argmax, rois, R, N, C, H, W, len(level_n), xp.asarray(level_n),
+            [dout, argmax, rois, R, C, H, W, len(level_n), xp.asarray(level_n),
              xp.asarray(bin0), M, pool_max, dfeatures], threads, max_blocks)
     return dfeatures

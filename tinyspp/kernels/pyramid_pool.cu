@@ -144,8 +144,9 @@ __device__ void spp_backward_body(const T* dout, const index_t* argmax, index_t 
 
 // ---------------------------------------------------------------------------------------------
 // Region SPP: rois (R, 5) int64 rows [b, x0, y0, x1, y1], inclusive feature cells, validated on
-// the host. RoI r is pooled like image SPP of features[b, :, y0:y1+1, x0:x1+1] with adaptive
-// bins over its own size (h, w). Bin (by, bx) of a level with n bins, in absolute cells.
+// the host (0 <= b < N, so the kernels need no N). RoI r is pooled like image SPP of
+// features[b, :, y0:y1+1, x0:x1+1] with adaptive bins over its own size (h, w). Bin (by, bx) of
+// a level with n bins, in absolute cells:
 __device__ inline void roi_bin(const index_t* roi, index_t n, index_t by, index_t bx,
                                index_t* y0, index_t* y1, index_t* x0, index_t* x1) {
     index_t h = roi[4] - roi[2] + 1;
@@ -158,8 +159,8 @@ __device__ inline void roi_bin(const index_t* roi, index_t n, index_t by, index_
 
 // Region SPP forward. Threads: R * C * M, t -> (r, c, m), m fastest; out (R, C * M).
 template <typename T>
-__device__ void roi_spp_forward_body(const T* features, index_t N, index_t C, index_t H,
-                                     index_t W, const index_t* rois, index_t R, index_t L,
+__device__ void roi_spp_forward_body(const T* features, index_t C, index_t H, index_t W,
+                                     const index_t* rois, index_t R, index_t L,
                                      const index_t* level_n, const index_t* bin0, index_t M,
                                      index_t pool_max, T* out, index_t* argmax) {
     FOR_EACH_THREAD_ITEM(t, R * C * M) {
@@ -189,9 +190,9 @@ __device__ void roi_spp_forward_body(const T* features, index_t N, index_t C, in
 // atomicAdd on double needs sm_60 or newer.
 template <typename T>
 __device__ void roi_spp_backward_body(const T* dout, const index_t* argmax, const index_t* rois,
-                                      index_t R, index_t N, index_t C, index_t H, index_t W,
-                                      index_t L, const index_t* level_n, const index_t* bin0,
-                                      index_t M, index_t pool_max, T* dfeatures) {
+                                      index_t R, index_t C, index_t H, index_t W, index_t L,
+                                      const index_t* level_n, const index_t* bin0, index_t M,
+                                      index_t pool_max, T* dfeatures) {
     FOR_EACH_THREAD_ITEM(t, R * C * M) {
         index_t m = t % M;
         index_t c = (t / M) % C;
@@ -258,38 +259,38 @@ extern "C" __global__ void spp_backward_f64(const double* dout, const index_t* a
                       bin_x1, pool_max, dx);
 }
 
-extern "C" __global__ void roi_spp_forward_f32(const float* features, index_t N, index_t C,
-                                               index_t H, index_t W, const index_t* rois,
-                                               index_t R, index_t L, const index_t* level_n,
+extern "C" __global__ void roi_spp_forward_f32(const float* features, index_t C, index_t H,
+                                               index_t W, const index_t* rois, index_t R,
+                                               index_t L, const index_t* level_n,
                                                const index_t* bin0, index_t M, index_t pool_max,
                                                float* out, index_t* argmax) {
-    roi_spp_forward_body(features, N, C, H, W, rois, R, L, level_n, bin0, M, pool_max, out,
+    roi_spp_forward_body(features, C, H, W, rois, R, L, level_n, bin0, M, pool_max, out,
                          argmax);
 }
 
-extern "C" __global__ void roi_spp_forward_f64(const double* features, index_t N, index_t C,
-                                               index_t H, index_t W, const index_t* rois,
-                                               index_t R, index_t L, const index_t* level_n,
+extern "C" __global__ void roi_spp_forward_f64(const double* features, index_t C, index_t H,
+                                               index_t W, const index_t* rois, index_t R,
+                                               index_t L, const index_t* level_n,
                                                const index_t* bin0, index_t M, index_t pool_max,
                                                double* out, index_t* argmax) {
-    roi_spp_forward_body(features, N, C, H, W, rois, R, L, level_n, bin0, M, pool_max, out,
+    roi_spp_forward_body(features, C, H, W, rois, R, L, level_n, bin0, M, pool_max, out,
                          argmax);
 }
 
 extern "C" __global__ void roi_spp_backward_f32(const float* dout, const index_t* argmax,
-                                                const index_t* rois, index_t R, index_t N,
-                                                index_t C, index_t H, index_t W, index_t L,
+                                                const index_t* rois, index_t R, index_t C,
+                                                index_t H, index_t W, index_t L,
                                                 const index_t* level_n, const index_t* bin0,
                                                 index_t M, index_t pool_max, float* dfeatures) {
-    roi_spp_backward_body(dout, argmax, rois, R, N, C, H, W, L, level_n, bin0, M, pool_max,
+    roi_spp_backward_body(dout, argmax, rois, R, C, H, W, L, level_n, bin0, M, pool_max,
                           dfeatures);
 }
 
 extern "C" __global__ void roi_spp_backward_f64(const double* dout, const index_t* argmax,
-                                                const index_t* rois, index_t R, index_t N,
-                                                index_t C, index_t H, index_t W, index_t L,
+                                                const index_t* rois, index_t R, index_t C,
+                                                index_t H, index_t W, index_t L,
                                                 const index_t* level_n, const index_t* bin0,
                                                 index_t M, index_t pool_max, double* dfeatures) {
-    roi_spp_backward_body(dout, argmax, rois, R, N, C, H, W, L, level_n, bin0, M, pool_max,
+    roi_spp_backward_body(dout, argmax, rois, R, C, H, W, L, level_n, bin0, M, pool_max,
                           dfeatures);
 }
