@@ -20,6 +20,12 @@ GPU_REASON = "needs CuPy and a CUDA device (none here); run `make test-gpu` on a
 NVCC = shutil.which("nvcc")
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
 
+# The CPU emulation compiles pyramid_pool.cu with the host C++ compiler.
+pytestmark = pytest.mark.skipif(
+    emulate.find_compiler() is None,
+    reason="needs a C++ compiler ($CXX, g++, c++ or clang++) for the CPU emulation of the kernels",
+)
+
 
 # --- a plain NumPy loop reference: one bin at a time ---------------------------------------------
 
