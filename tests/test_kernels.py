@@ -582,3 +582,12 @@ def test_covered_cells_counts_the_union_of_rois():
     r = random_rois(50, (2, 4, 9, 11), seed=1)
     assert r.shape == (50, 5) and r.dtype == np.int64
     assert np.all((r[:, 1] <= r[:, 3]) & (r[:, 3] < 11) & (r[:, 2] <= r[:, 4]) & (r[:, 4] < 9))
+
+
+def test_cuda_launcher_without_a_gpu_says_so(monkeypatch):
+    from tinyspp import backend
+    from tinyspp.kernels import cuda
+
+    monkeypatch.setattr(backend, "gpu_available", lambda: False)
+    with pytest.raises(RuntimeError, match="needs CuPy and a CUDA device; with NumPy arrays"):
+        cuda.launch("spp_forward_f32", 1, [])
