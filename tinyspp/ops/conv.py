@@ -174,9 +174,10 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0):
             f"output would be {oh}x{ow}"
         )
     cols = im2col(x, kh, kw, stride, pad)  # (C*kh*kw, N*oh*ow)
-    out = w.reshape(F, -1) @ cols  # (F, N*oh*ow): the one GEMM
-    out += b.reshape(F, 1)
-    out = xp.ascontiguousarray(out.reshape(F, N, oh, ow).transpose(1, 0, 2, 3))
+    out_fn = w.reshape(F, -1) @ cols  # (F, N*oh*ow): the one GEMM
+    # one pass does both the (F, N) -> (N, F) transpose to NCHW and the bias
+    out = xp.empty((N, F, oh, ow), dtype=out_fn.dtype)
+    xp.add(out_fn.reshape(F, N, oh, ow).transpose(1, 0, 2, 3), b.reshape(F, 1, 1), out=out)
     return out, Conv2dCache((N, C, H, W), cols, w, stride, pad)
 
 
