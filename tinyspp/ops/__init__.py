@@ -18,6 +18,7 @@ from .basic import (
 from .conv import Conv2dCache, col2im, conv2d_backward, conv2d_forward, conv_output_size, im2col
 from .loss import softmax_cross_entropy
 from .pool import MaxPool2dCache, max_pool2d_backward, max_pool2d_forward, pool_output_size
+from .roi import RoISPPCache, roi_spp_backward, roi_spp_forward
 from .spp import SPPCache, spp_backward, spp_forward
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "MaxPool2dCache", "max_pool2d_backward", "max_pool2d_forward", "pool_output_size",
     # pyramid pooling: image SPP (and region SPP, roi.py)
     "SPPCache", "spp_backward", "spp_forward",
+    "RoISPPCache", "roi_spp_backward", "roi_spp_forward",
 ]

@@ -147,7 +147,7 @@ def spp_backward(dout, cache):
         dx = kernels.spp_backward(xp.ascontiguousarray(dout), cache.argmax, cache.x_shape,
                                   cache.table, cache.pool)
     elif cache.pool == "max":
-        dx = scatter_max_grad(dout, cache.argmax, channel_of_column(cache.table, C, xp),
+        dx = scatter_max_grad(dout, cache.argmax, channel_of_column(cache.levels, C, xp),
                               (N, C, H, W))
     else:
         dx = _avg_backward(dout, cache.table, (N, C, H, W))
@@ -156,9 +156,9 @@ def spp_backward(dout, cache):
 
 # --- helpers shared with region pooling ------------------------------------------------------
 
-def channel_of_column(table, C, xp=np):
+def channel_of_column(levels, C, xp=np):
     """Channel index of every output column, shape (D,) int64 (the channel-major layout)."""
-    chans = [np.repeat(np.arange(C, dtype=np.int64), n * n) for n in table.levels]
+    chans = [np.repeat(np.arange(C, dtype=np.int64), n * n) for n in levels]
     return xp.asarray(np.concatenate(chans))
 
 

@@ -1,0 +1,253 @@
+"""Region SPP (tinyspp.ops.roi): the crop identity, gradients, de-duplication, validation."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import level_sets, seeds, tie_free
+
+from tinyspp.backend import asnumpy
+from tinyspp.gradcheck import numerical_grad_of_output, rel_error
+from tinyspp.ops.roi import plane_keys, roi_spp_backward, roi_spp_forward, window_max
+from tinyspp.ops.spp import spp_backward, spp_forward
+
+fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def roi_loop(features, rois, levels=(6, 3, 2, 1), mode="adaptive", pool="max", dout=None):
+    """Oracle: spp_forward on every crop (one Python iteration per RoI).
+
+    Returns out (R, D), absolute argmax (R, D) (max only) and dfeatures for ``dout``.
+    """
+    N, C, H, W = features.shape
+    outs, args = [], []
+    dfeatures = np.zeros(features.shape)
+    for r, (b, x0, y0, x1, y1) in enumerate(rois):
+        out, cache = spp_forward(features[b:b + 1, :, y0:y1 + 1, x0:x1 + 1], levels, mode=mode,
+                                 pool=pool)
+        outs.append(out[0])
+        if pool == "max":
+            w = x1 - x0 + 1
+            args.append((cache.argmax[0] // w + y0) * W + cache.argmax[0] % w + x0)
+        if dout is not None:
+            dfeatures[b:b + 1, :, y0:y1 + 1, x0:x1 + 1] += spp_backward(dout[r:r + 1], cache)
+    return np.array(outs), np.array(args), dfeatures
+
+
+@st.composite
+def maps_and_rois(draw, max_n=3, max_c=3, max_hw=14, max_r=12):
+    """A feature-map shape and valid RoIs: point RoIs, border-touching RoIs, R != N."""
+    N, C = draw(st.integers(1, max_n)), draw(st.integers(1, max_c))
+    H, W = draw(st.integers(1, max_hw)), draw(st.integers(1, max_hw))
+    R = draw(st.integers(1, max_r))
+    rows = []
+    for _ in range(R):
+        kind = draw(st.sampled_from(["any", "point", "border", "full"]))
+        b = draw(st.integers(0, N - 1))
+        if kind == "full":
+            rows.append([b, 0, 0, W - 1, H - 1])
+            continue
+        x0, y0 = draw(st.integers(0, W - 1)), draw(st.integers(0, H - 1))
+        if kind == "point":
+            rows.append([b, x0, y0, x0, y0])
+        elif kind == "border":
+            rows.append([b, x0, y0, W - 1, H - 1])
+        else:
+            rows.append([b, x0, y0, draw(st.integers(x0, W - 1)), draw(st.integers(y0, H - 1))])
+    return (N, C, H, W), np.array(rows, dtype=np.int64)
+
+
+@fixture_ok
+@given(maps_and_rois(), level_sets(max_level=7), st.sampled_from(["max", "avg"]),
+       st.sampled_from([np.float64, np.float32]), st.booleans(), seeds)
+def test_crop_identity(xp, shape_rois, levels, pool, dtype, ties, seed):
+    shape, rois = shape_rois
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal(shape)
+    if ties:  # few distinct values: exercises the first-maximum rule
+        features = np.round(features)
+    features = features.astype(dtype)
+    out, cache = roi_spp_forward(xp.asarray(features), xp.asarray(rois), levels, pool=pool)
+    ref, ref_arg, _ = roi_loop(features, rois, levels, pool=pool)
+    assert out.shape == ref.shape and out.dtype == dtype
+    if pool == "max":
+        np.testing.assert_array_equal(asnumpy(out), ref)  # bitwise
+        np.testing.assert_array_equal(asnumpy(cache.argmax), ref_arg)
+    else:
+        tol = 1e-12 if dtype == np.float64 else 1e-6
+        np.testing.assert_allclose(asnumpy(out), ref, rtol=tol, atol=tol)
+
+
+@given(maps_and_rois(max_hw=12, max_r=6), st.sampled_from(["paper", "caffe"]), seeds)
+def test_crop_identity_other_modes_or_error_naming_the_row(shape_rois, mode, seed):
+    shape, rois = shape_rois
+    features = np.random.default_rng(seed).standard_normal(shape)
+    levels = (3, 2, 1)
+    try:
+        ref, ref_arg, _ = roi_loop(features, rois, levels, mode=mode)
+    except ValueError:
+        with pytest.raises(ValueError, match=r"rois row \d+ .*cannot be pooled.*adaptive"):
+            roi_spp_forward(features, rois, levels, mode=mode)
+        return
+    out, cache = roi_spp_forward(features, rois, levels, mode=mode)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(cache.argmax, ref_arg)
+
+
+@fixture_ok
+@given(maps_and_rois(max_n=2, max_c=2, max_hw=7, max_r=5), level_sets(max_level=4, max_len=3),
+       st.sampled_from(["max", "avg"]), seeds)
+def test_gradient_matches_central_differences(xp, shape_rois, levels, pool, seed):
+    shape, rois = shape_rois
+    features = xp.asarray(tie_free(shape, seed))
+    rois = xp.asarray(rois)
+    out, cache = roi_spp_forward(features, rois, levels, pool=pool)
+    dout = xp.asarray(np.random.default_rng(seed + 1).standard_normal(out.shape))
+    dfeatures = roi_spp_backward(dout, cache)
+    num = numerical_grad_of_output(lambda f: roi_spp_forward(f, rois, levels, pool=pool)[0],
+                                   features, dout, eps=1e-6)
+    analytic, num = asnumpy(dfeatures), asnumpy(num)
+    outside = analytic == 0  # cells no bin covers
+    if pool == "avg":
+        # the float64 integral image makes every bin sum round slightly differently when a cell
+        # outside it changes: finite differences see ~1e-11 there instead of an exact 0
+        assert np.abs(num[outside]).max(initial=0.0) < 1e-8
+        num = np.where(outside, 0.0, num)
+    err = rel_error(analytic, num)
+    assert err < 1e-6, f"eps=1e-6 tol=1e-6 err={err}\nanalytic={analytic}\nnumeric={num}"
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_backward_matches_loop_oracle_with_duplicates_and_many_images(xp, pool):
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((3, 4, 11, 13))
+    rois = np.array([[2, 0, 0, 12, 10], [0, 3, 4, 3, 4], [1, 2, 1, 9, 3], [0, 3, 4, 3, 4],
+                     [2, 5, 6, 12, 10], [0, 3, 4, 3, 4]])
+    out, cache = roi_spp_forward(xp.asarray(features), xp.asarray(rois), pool=pool)
+    dout = rng.standard_normal(out.shape)
+    ref, _, ref_df = roi_loop(features, rois, pool=pool, dout=dout)
+    np.testing.assert_allclose(asnumpy(out), ref, rtol=1e-12)
+    dfeatures = roi_spp_backward(xp.asarray(dout), cache)
+    np.testing.assert_allclose(asnumpy(dfeatures), ref_df, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_duplicates_pooled_once_and_gradients_summed(xp, pool):
+    features = xp.asarray(tie_free((1, 2, 9, 9), seed=1))
+    one = np.array([[0, 1, 2, 7, 8]])
+    rois = np.repeat(one, 3, axis=0)
+    out, cache = roi_spp_forward(features, xp.asarray(rois), (3, 1), pool=pool)
+    assert len(cache.rois) == 1  # pooled once
+    single, single_cache = roi_spp_forward(features, xp.asarray(one), (3, 1), pool=pool)
+    np.testing.assert_array_equal(asnumpy(out), np.repeat(asnumpy(single), 3, axis=0))
+    dout = np.random.default_rng(2).standard_normal(out.shape)
+    summed = roi_spp_backward(xp.asarray(dout.sum(0, keepdims=True)), single_cache)
+    np.testing.assert_allclose(asnumpy(roi_spp_backward(xp.asarray(dout), cache)),
+                               asnumpy(summed), rtol=1e-12)
+
+
+@fixture_ok
+@given(maps_and_rois(max_r=8), seeds)
+def test_invariant_to_roi_order(xp, shape_rois, seed):
+    shape, rois = shape_rois
+    rng = np.random.default_rng(seed)
+    features = xp.asarray(rng.standard_normal(shape))
+    perm = rng.permutation(len(rois))
+    out, cache = roi_spp_forward(features, xp.asarray(rois))
+    pout, pcache = roi_spp_forward(features, xp.asarray(rois[perm]))
+    np.testing.assert_array_equal(asnumpy(pout), asnumpy(out)[perm])
+    dout = rng.standard_normal(out.shape)
+    np.testing.assert_allclose(asnumpy(roi_spp_backward(xp.asarray(dout[perm]), pcache)),
+                               asnumpy(roi_spp_backward(xp.asarray(dout), cache)), rtol=1e-12)
+
+
+def test_rois_larger_and_smaller_than_the_finest_level(xp):
+    features = np.random.default_rng(3).standard_normal((2, 3, 20, 30))
+    rois = np.array([[0, 4, 4, 4, 4],      # a point: every bin is that cell
+                     [1, 0, 0, 2, 1],      # 2 rows x 3 columns: smaller than level 6
+                     [0, 0, 0, 29, 19],    # the whole map, larger than every level
+                     [1, 28, 17, 29, 19]])  # touching the bottom-right corner
+    out, cache = roi_spp_forward(xp.asarray(features), xp.asarray(rois))
+    ref, ref_arg, _ = roi_loop(features, rois)
+    np.testing.assert_array_equal(asnumpy(out), ref)
+    np.testing.assert_array_equal(asnumpy(cache.argmax), ref_arg)
+    point = np.concatenate([features[0, :, 4, 4].repeat(n * n) for n in (6, 3, 2, 1)])
+    np.testing.assert_array_equal(asnumpy(out)[0], point)
+
+
+def test_nan_propagates_like_spp_forward(xp):
+    features = np.random.default_rng(4).standard_normal((1, 2, 8, 8))
+    features[0, 0, 3, 5] = features[0, 0, 6, 1] = np.nan
+    rois = np.array([[0, 0, 0, 7, 7], [0, 4, 2, 7, 4], [0, 0, 4, 3, 7], [0, 0, 0, 2, 2]])
+    out, cache = roi_spp_forward(xp.asarray(features), xp.asarray(rois))
+    ref, ref_arg, _ = roi_loop(features, rois)
+    np.testing.assert_array_equal(asnumpy(out), ref)  # NaN == NaN for assert_array_equal
+    np.testing.assert_array_equal(asnumpy(cache.argmax), ref_arg)
+    level1 = asnumpy(out)[:, -2:]  # the whole-RoI bin of channels 0 and 1
+    assert np.isnan(level1[:, 0]).tolist() == [True, True, True, False]
+    assert not np.isnan(level1[:, 1]).any() and not np.isnan(asnumpy(out)[3]).any()
+    assert asnumpy(cache.argmax)[0, -2] == 3 * 8 + 5  # the first NaN in row-major order
+
+
+@pytest.mark.parametrize("exact", [1, 2, 4, 8])
+def test_window_max_matches_brute_force_for_every_table_size(exact):
+    rng = np.random.default_rng(5)
+    features = np.round(rng.standard_normal((2, 3, 13, 17)) * 2)  # many ties
+    keys = plane_keys(features)
+    b = rng.integers(0, 2, 200)
+    ys, xs = rng.integers(0, 13, 200), rng.integers(0, 17, 200)
+    ye, xe = rng.integers(ys + 1, 14), rng.integers(xs + 1, 18)
+    got = window_max(keys, b, ys, ye, xs, xe, exact=exact)
+    for q in range(200):
+        want = keys[b[q], ys[q]:ye[q], xs[q]:xe[q]].reshape(-1, 3).max(axis=0)
+        np.testing.assert_array_equal(got[q], want)
+
+
+def test_keys_order_values_then_first_index():
+    x = np.array([[[[1.0, 3.0, 3.0], [np.nan, 2.0, np.nan]]]])  # (1, 1, 2, 3)
+    keys = plane_keys(x)[0, :, :, 0].ravel()
+    order = np.argsort(-keys.astype(np.int64), kind="stable").tolist()
+    # NaN first (the earlier NaN before the later), then 3 at index 1 before 3 at index 2, ...
+    assert order == [3, 5, 1, 2, 4, 0]
+
+
+def test_empty_rois_give_empty_output_and_zero_gradient(xp):
+    features = xp.ones((2, 3, 5, 5))
+    out, cache = roi_spp_forward(features, xp.zeros((0, 5), dtype=np.int64), (2, 1))
+    assert out.shape == (0, 15)
+    dfeatures = roi_spp_backward(xp.zeros((0, 15)), cache)
+    assert dfeatures.shape == (2, 3, 5, 5) and not asnumpy(dfeatures).any()
+
+
+def test_cuda_kernel_path_rejects_non_adaptive_modes():
+    with pytest.raises(ValueError, match=r"impl='kernel' supports mode='adaptive' only.*paper"):
+        roi_spp_forward(np.ones((1, 1, 8, 8)), np.array([[0, 0, 0, 7, 7]]), mode="paper",
+                        impl="kernel")
+
+
+@pytest.mark.parametrize(
+    "rois, pattern",
+    [
+        (np.zeros((3, 4), dtype=np.int64), r"rois must have shape \(R, 5\).*got shape \(3, 4\)"),
+        (np.zeros(5, dtype=np.int64), r"rois must have shape \(R, 5\)"),
+        (np.array([[0, 0, 0, 1, 1], [0, 0.5, 0, 1, 1]]), r"integer dtype.*float64.*row 1"),
+        (np.array([[0, 0, 0, 1, 1], [2, 0, 0, 1, 1]]), r"row 1 = \[2, 0, 0, 1, 1\].*batch_index"),
+        (np.array([[0, 0, 0, 1, 1], [0, 0, 0, 1, 1], [1, 3, 0, 2, 1]]), r"row 2 .*x1 < x0"),
+        (np.array([[0, 0, 3, 1, 2]]), r"row 0 .*y1 < y0"),
+        (np.array([[0, 0, 0, 8, 1]]), r"row 0 .*columns \[0, 7\]"),
+        (np.array([[0, 0, -1, 1, 1]]), r"row 0 .*rows \[0, 5\]"),
+    ],
+)
+def test_bad_rois_raise_naming_the_row(rois, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        roi_spp_forward(np.ones((2, 3, 6, 8)), rois)
+
+
+def test_bad_features_and_dout():
+    with pytest.raises(ValueError, match=r"roi_spp_forward: features must be 4-D"):
+        roi_spp_forward(np.ones((3, 6, 8)), np.zeros((1, 5), dtype=np.int64))
+    with pytest.raises(TypeError, match=r"features must have a floating dtype"):
+        roi_spp_forward(np.ones((1, 3, 6, 8), dtype=np.int32), np.zeros((1, 5), dtype=np.int64))
+    _, cache = roi_spp_forward(np.ones((1, 3, 6, 8)), np.zeros((2, 5), dtype=np.int64), (1,))
+    with pytest.raises(ValueError, match=r"roi_spp_backward: dout must have shape \(2, 3\)"):
+        roi_spp_backward(np.ones((1, 3)), cache)

@@ -1,0 +1,539 @@
+"""Region pyramid pooling: SPP of every region of interest of a feature map (He et al., Sec. 4).
+
+``roi_spp_forward(features, rois)`` pools each RoI ``[b, x0, y0, x1, y1]`` (inclusive feature-map
+cells of image ``b``) into a fixed-length vector. By definition (a tested contract) row ``r`` is
+
+    spp_forward(features[b:b+1, :, y0:y1+1, x0:x1+1], levels, mode, pool)[0][0]
+
+and the argmax is absolute within image ``b``'s (H, W) plane.
+
+How the NumPy path pools two thousand regions without a Python loop over them:
+
+1. Keys. Every cell gets an integer key ``rank << bits | (2**bits - 1 - h*W - w)`` where ``rank``
+   is the dense rank of its value within its (image, channel) plane (NaN ranks highest). The
+   largest key of a rectangle is its maximum, ties going to the smallest flat index, i.e. the first
+   maximum in row-major order, and NaN is sticky: exactly the SPP rule, as one integer ``max``.
+2. Sparse table. ``T[a, b][y, x]`` is the max key of the ``2**a x 2**b`` block at ``(y, x)``, built
+   on demand by doubling, laid out channel-last ``(N, H', W', C)``. Any bin of height ``h`` and
+   width ``w`` is covered by four (possibly overlapping) blocks with ``2**a <= h < 2**(a+1)``: its
+   max key is the max of four look-ups, each moving one contiguous ``C``-vector. Overlap is
+   harmless: the keys already carry the tie rule.
+3. Nesting. With adaptive bins, bin ``i`` of level ``n`` is exactly the union of bins
+   ``i*m/n .. (i+1)*m/n - 1`` of level ``m`` when ``n`` divides ``m``; so of (6, 3, 2, 1) only
+   level 6 needs look-ups, the coarser levels take the max of their sub-bins' keys.
+4. Decode. The low bits of the winning key give the flat index of the maximum; the value is read
+   from ``features`` there, so it is bitwise the element ``spp_forward`` returns.
+
+Identical RoIs are pooled once (``np.unique`` over rows) and scattered back. Backward is one
+``bincount`` over the flat (image, channel, h, w) index of every output, which also sums the
+gradients of identical RoIs (the kernel and average paths sum them explicitly first). Average
+pooling uses an integral image in float64 (equal to ``spp_forward`` up to rounding, not bitwise).
+
+Examples
+--------
+>>> import numpy as np
+>>> features = np.arange(32.0).reshape(1, 2, 4, 4)
+>>> rois = np.array([[0, 1, 1, 2, 3]])         # x 1..2, y 1..3 of image 0
+>>> out, cache = roi_spp_forward(features, rois, levels=(1,))
+>>> out                                        # the maximum of each channel inside the RoI
+array([[14., 30.]])
+>>> cache.argmax.tolist()                      # flat h*W + w of (3, 2)
+[[14, 14]]
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..backend import asnumpy, get_array_module, is_gpu_array
+from ..bins import DEFAULT_LEVELS, bin_edges
+from ..validate import check_array, check_nchw
+from .spp import channel_of_column, check_spp_args
+
+
+class RoISPPCache(NamedTuple):
+    """What ``roi_spp_backward`` needs from ``roi_spp_forward``."""
+
+    features_shape: tuple  # (N, C, H, W)
+    levels: tuple
+    mode: str
+    pool: str
+    impl: str  # the path taken: "xp" or "kernel"
+    rois: object  # (U, 5) int64 distinct RoIs actually pooled (host array)
+    inverse: object  # (R,) int64 row of ``rois`` for each input RoI; None when all were distinct
+    index: object  # (R, D) int64 flat index into ``features`` of each maximum (max, xp path)
+    kernel_argmax: object  # (U, D) argmax returned by tinyspp.kernels (kernel path), else None
+    dtype: object
+
+    @property
+    def argmax(self):
+        """(R, D) flat ``h*W + w`` of each maximum within its image's plane; None for avg."""
+        N, C, H, W = self.features_shape
+        if self.index is not None:
+            return (self.index % (H * W)).astype(np.int32 if H * W < 2**31 else np.int64)
+        if self.kernel_argmax is None or self.inverse is None:
+            return self.kernel_argmax
+        return self.kernel_argmax[get_array_module(self.kernel_argmax).asarray(self.inverse)]
+
+
+def roi_spp_forward(features, rois, levels=DEFAULT_LEVELS, mode="adaptive", pool="max",
+                    impl="auto"):
+    """Spatial pyramid pooling of every region of interest.
+
+    Parameters
+    ----------
+    features : ndarray of shape (N, C, H, W), floating
+    rois : integer ndarray of shape (R, 5)
+        Rows ``[batch_index, x0, y0, x1, y1]``: inclusive cells ``0 <= x0 <= x1 < W``,
+        ``0 <= y0 <= y1 < H`` of image ``batch_index`` in ``[0, N)``. ``R`` may differ from ``N``
+        and may be 0.
+    levels, mode, pool, impl
+        As in ``spp_forward``. ``impl="kernel"`` supports ``mode="adaptive"`` only; ``"auto"``
+        uses the CUDA kernel for CuPy inputs in adaptive mode and the array-module path otherwise.
+
+    Returns
+    -------
+    out : ndarray of shape (R, D), D = C * sum(n*n), dtype of features
+        Row ``r`` equals ``spp_forward`` of RoI ``r``'s crop (bitwise for max pooling).
+    cache : RoISPPCache
+    """
+    func = "roi_spp_forward"
+    N, C, H, W = check_nchw(features, "features", func)
+    levels = check_spp_args(levels, mode, pool, impl, func)
+    xp = get_array_module(features, rois)
+    rois = check_rois(rois, (N, C, H, W), func)
+    D = C * sum(n * n for n in levels)
+    if impl == "kernel" and mode != "adaptive":
+        raise ValueError(f"{func}: impl='kernel' supports mode='adaptive' only, got mode={mode!r}; "
+                         "use impl='xp' (or 'auto') for other bin rules")
+    use_kernel = impl == "kernel" or (impl == "auto" and is_gpu_array(features)
+                                      and mode == "adaptive")
+    path = "kernel" if use_kernel else "xp"
+    if len(rois) == 0:
+        empty = xp.zeros((0, D), dtype=features.dtype)
+        index = None if pool == "avg" else xp.zeros((0, D), dtype=np.int64)
+        return empty, RoISPPCache((N, C, H, W), levels, mode, pool, "xp", rois, None, index,
+                                  None, features.dtype)
+    check_roi_bins(rois, levels, mode, func)
+    uniq, inverse = np.unique(rois, axis=0, return_inverse=True)
+    if len(uniq) == len(rois):
+        uniq, inverse = rois, None  # nothing to share: keep the caller's order, skip the scatter
+    else:
+        inverse = inverse.reshape(-1)
+    index = kernel_argmax = None
+    if use_kernel:
+        from .. import kernels
+
+        out, kernel_argmax = kernels.roi_spp_forward(xp.ascontiguousarray(features),
+                                                     xp.asarray(uniq), levels, pool)
+    elif pool == "max":  # max keys found once per distinct RoI, decoded for every row
+        out, index = _max_forward(features, uniq, inverse, levels, mode)
+    else:
+        out = _avg_forward(features, uniq, levels, mode)
+    if inverse is not None and index is None:  # one result per distinct RoI: scatter back
+        out = out[xp.asarray(inverse)]
+    cache = RoISPPCache((N, C, H, W), levels, mode, pool, path, uniq, inverse, index,
+                        kernel_argmax, features.dtype)
+    return out, cache
+
+
+def roi_spp_backward(dout, cache):
+    """Gradient of ``roi_spp_forward`` with respect to ``features``.
+
+    Parameters
+    ----------
+    dout : ndarray of shape (R, D)
+    cache : RoISPPCache
+
+    Returns
+    -------
+    dfeatures : ndarray of shape (N, C, H, W), dtype of the forward's features
+        Zeros when there are no RoIs. Gradients of identical RoIs are summed before scattering.
+    """
+    func = "roi_spp_backward"
+    N, C, H, W = cache.features_shape
+    D = C * sum(n * n for n in cache.levels)
+    R = len(cache.rois) if cache.inverse is None else len(cache.inverse)
+    check_array(dout, "dout", func, ndim=2, layout="(R, D)")
+    if tuple(dout.shape) != (R, D):
+        raise ValueError(f"{func}: dout must have shape {(R, D)}, got {tuple(dout.shape)}")
+    xp = get_array_module(dout)
+    if R == 0:
+        return xp.zeros((N, C, H, W), dtype=cache.dtype)
+    if cache.index is not None:  # xp max path: one bincount; it also sums identical RoIs
+        dx = xp_bincount(dout, cache)
+        return dx.astype(cache.dtype, copy=False)
+    if cache.inverse is not None:  # identical RoIs: sum their gradients, scatter once
+        dout = sum_duplicates(dout, cache.inverse, len(cache.rois))
+    if cache.impl == "kernel":
+        from .. import kernels
+
+        dx = kernels.roi_spp_backward(xp.ascontiguousarray(dout), cache.kernel_argmax,
+                                      xp.asarray(cache.rois), cache.features_shape,
+                                      cache.levels, cache.pool)
+    else:
+        dx = _avg_backward(dout, cache)
+    return dx.astype(cache.dtype, copy=False)
+
+
+def sum_duplicates(dout, inverse, U):
+    """``dsum[u] = sum of dout[r] over rows r with inverse[r] == u``, shape (U, D).
+
+    Without ``np.add.at`` (slow): the k-th occurrences of all RoIs have distinct targets, so
+    one fancy-index update per occurrence number k does it (few passes: duplicates are few).
+    """
+    xp = get_array_module(dout)
+    R = len(inverse)
+    order = np.argsort(inverse, kind="stable")
+    first = np.flatnonzero(np.r_[True, np.diff(inverse[order]) != 0])  # group starts (sorted)
+    occurrence = np.empty(R, dtype=np.int64)
+    occurrence[order] = np.arange(R) - np.repeat(first, np.diff(np.r_[first, R]))
+    dsum = xp.empty((U, dout.shape[1]), dtype=dout.dtype)
+    rows = xp.asarray(np.flatnonzero(occurrence == 0))
+    dsum[xp.asarray(inverse)[rows]] = dout[rows]  # every RoI occurs once with k = 0
+    for k in range(1, int(occurrence.max()) + 1):
+        rows = xp.asarray(np.flatnonzero(occurrence == k))
+        dsum[xp.asarray(inverse)[rows]] += dout[rows]
+    return dsum
+
+
+# --- validation ------------------------------------------------------------------------------
+
+def check_rois(rois, features_shape, func):
+    """Validate ``rois (R, 5)`` against ``features (N, C, H, W)``; return it as int64 on the host.
+
+    Raises ValueError naming the first offending row and what is wrong with it.
+    """
+    N, C, H, W = features_shape
+    xp = get_array_module(rois)
+    if not isinstance(rois, xp.ndarray):
+        raise TypeError(f"{func}: rois must be a numpy or cupy ndarray, got {type(rois).__name__}")
+    if rois.ndim != 2 or rois.shape[1] != 5:
+        raise ValueError(f"{func}: rois must have shape (R, 5) with rows [batch_index, x0, y0, "
+                         f"x1, y1], got shape {tuple(rois.shape)}")
+    host = asnumpy(rois)
+    if not np.issubdtype(host.dtype, np.integer):
+        frac = np.flatnonzero(np.any(host != np.round(host), axis=1)) if host.size else []
+        where = f"; row {frac[0]} is {host[frac[0]].tolist()}" if len(frac) else ""
+        raise ValueError(f"{func}: rois must have an integer dtype (feature-map cells), got "
+                         f"{host.dtype}{where}; map boxes to cells first (tinyspp.detect)")
+    host = host.astype(np.int64, copy=False)
+    b, x0, y0, x1, y1 = host.T
+    problems = [
+        ((b < 0) | (b >= N), f"batch_index outside [0, {N})"),
+        (x1 < x0, "x1 < x0 (inverted)"),
+        (y1 < y0, "y1 < y0 (inverted)"),
+        ((x0 < 0) | (x1 >= W), f"x0..x1 outside the map's columns [0, {W - 1}]"),
+        ((y0 < 0) | (y1 >= H), f"y0..y1 outside the map's rows [0, {H - 1}]"),
+    ]
+    bad = np.zeros(len(host), dtype=bool)
+    for mask, _ in problems:
+        bad |= mask
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        what = "; ".join(msg for mask, msg in problems if mask[r])
+        raise ValueError(f"{func}: rois row {r} = {host[r].tolist()} is invalid: {what} "
+                         f"(features have shape {tuple(features_shape)}, rows are [batch_index, "
+                         "x0, y0, x1, y1], inclusive cells)")
+    return host
+
+
+def check_roi_bins(rois, levels, mode, func):
+    """For ``paper``/``caffe`` modes, every RoI must be poolable; name the first row that is not."""
+    if mode == "adaptive":
+        return
+    for axis, (lo, hi) in (("height", (2, 4)), ("width", (1, 3))):
+        sizes = rois[:, hi] - rois[:, lo] + 1
+        for size in np.unique(sizes):
+            for n in levels:
+                try:
+                    bin_edges(int(size), n, mode)
+                except ValueError as err:
+                    r = int(np.flatnonzero(sizes == size)[0])
+                    raise ValueError(f"{func}: rois row {r} = {rois[r].tolist()} ({axis} "
+                                     f"{size}) cannot be pooled: {err}") from None
+
+
+# --- bins of many RoIs at once ---------------------------------------------------------------
+
+def roi_bin_edges(start, size, n, mode):
+    """Absolute ``(starts, ends)`` of the n bins of each RoI along one axis, shape (U, n) each.
+
+    Same integer formulas as ``tinyspp.bins.bin_edges``, vectorised over RoIs.
+    """
+    i = np.arange(n)[None, :]
+    a = size[:, None]
+    if mode == "adaptive":
+        s, e = (i * a) // n, ((i + 1) * a + n - 1) // n
+    elif mode == "paper":
+        win, stride = -(-a // n), a // n
+        s, e = i * stride, i * stride + win
+    else:  # caffe
+        k = -(-a // n)
+        pad = (k * n - a + 1) // 2
+        s, e = np.maximum(i * k - pad, 0), np.minimum(i * k - pad + k, a)
+    return start[:, None] + s, start[:, None] + e
+
+
+def _level_bins(rois, n, mode):
+    """Bins of level n for every RoI as flat (U*n*n,) arrays in (u, by, bx) order."""
+    b, x0, y0, x1, y1 = rois.T
+    ys, ye = roi_bin_edges(y0, y1 - y0 + 1, n, mode)
+    xs, xe = roi_bin_edges(x0, x1 - x0 + 1, n, mode)
+    shape = (len(rois), n, n)
+    grid = lambda v, axis: np.broadcast_to(np.expand_dims(v, axis), shape).reshape(-1)
+    return (np.repeat(b, n * n), grid(ys, 2), grid(ye, 2), grid(xs, 1), grid(xe, 1))
+
+
+def _plan(levels, mode):
+    """Order of evaluation: for each level, the finer computed level it nests in (or None)."""
+    plan, done = [], []
+    for n in sorted(set(levels), reverse=True):
+        parents = [m for m in done if m % n == 0] if mode == "adaptive" else []
+        plan.append((n, min(parents) if parents else None))
+        done.append(n)
+    return plan
+
+
+# --- max pooling -----------------------------------------------------------------------------
+
+def key_bits(HW):
+    """Bits that hold a reversed flat index ``0 .. H*W-1`` in the low part of a key."""
+    return max(1, (HW - 1).bit_length())
+
+
+def plane_keys(features):
+    """Channel-last ``(N, H, W, C)`` integer keys whose max is the first maximum (module doc).
+
+    ``key = rank << bits | (2**bits - 1 - h*W - w)``, ``rank`` the dense rank of the value within
+    its (image, channel) plane. uint32 while both parts fit (``H*W <= 65536``), else uint64.
+    """
+    xp = get_array_module(features)
+    N, C, H, W = features.shape
+    HW, bits = H * W, key_bits(H * W)
+    kdtype = np.uint32 if 2 * bits <= 32 else np.uint64
+    planes = features.reshape(N * C, HW)
+    order = xp.argsort(planes, axis=1)  # NaN sort last; order among equals is irrelevant
+    s = xp.take_along_axis(planes, order, axis=1)
+    new = (s[:, 1:] != s[:, :-1]) & ~(xp.isnan(s[:, 1:]) & xp.isnan(s[:, :-1]))
+    rank_sorted = xp.zeros((N * C, HW), dtype=kdtype)
+    xp.cumsum(new, axis=1, dtype=kdtype, out=rank_sorted[:, 1:])
+    keys = xp.empty_like(rank_sorted)
+    keys[xp.arange(N * C)[:, None], order] = rank_sorted << kdtype(bits)
+    keys |= (2**bits - 1 - xp.arange(HW)).astype(kdtype)
+    return xp.ascontiguousarray(keys.reshape(N, C, H, W).transpose(0, 2, 3, 1))
+
+
+class WindowTable:
+    """Max keys of every ``p x q`` window of the map, for the window sizes the queries need.
+
+    Window sides up to ``exact`` are stored exactly, so a bin of that size is ONE look-up; a longer
+    side uses the largest power of two not above it and two overlapping look-ups (a sparse table
+    along that axis). Window ``(p, q)`` is the max of two smaller ones, ``(p, q1)`` at ``x`` and
+    ``(p, q - q1)`` at ``x + q1`` (one ``maximum`` per table). All tables share one channel-last
+    ``(rows, C)`` buffer, so a single ``take`` answers every bin.
+    """
+
+    def __init__(self, keys, exact):
+        self.keys, self.exact = keys, exact
+        self.order = []  # window sizes, dependencies first
+        self.layout = {}  # (p, q) -> (first buffer row, H - p + 1, W - q + 1)
+
+    def side(self, length):
+        """Window side used for a bin side of ``length`` (vectorised)."""
+        pow2 = 1 << (np.frexp(length)[1] - 1)  # largest power of two <= length
+        return np.where(length <= self.exact, length, pow2)
+
+    def split(self, length):
+        return length // 2 if length > self.exact else length - 1
+
+    def require(self, p, q):
+        if (p, q) in self.layout:
+            return
+        if q > 1:
+            q1 = self.split(q)
+            self.require(p, q1), self.require(p, q - q1)
+        elif p > 1:
+            p1 = self.split(p)
+            self.require(p1, 1), self.require(p - p1, 1)
+        N, H, W, C = self.keys.shape
+        rows = sum(N * Hp * Wq for _, Hp, Wq in self.layout.values())
+        self.layout[p, q] = (rows, H - p + 1, W - q + 1)
+        self.order.append((p, q))
+
+    def build(self):
+        """Allocate the buffer and fill every required table; return it as (rows, C)."""
+        xp = get_array_module(self.keys)
+        N, H, W, C = self.keys.shape
+        total = sum(N * Hp * Wq for _, Hp, Wq in self.layout.values())
+        self.buffer = xp.empty((total, C), dtype=self.keys.dtype)
+        for p, q in self.order:
+            out = self.table(p, q)
+            if (p, q) == (1, 1):
+                out[...] = self.keys
+            elif q > 1:
+                q1 = self.split(q)
+                a, b = self.table(p, q1), self.table(p, q - q1)
+                xp.maximum(a[:, :, :out.shape[2]], b[:, :, q1:], out=out)
+            else:
+                p1 = self.split(p)
+                a, b = self.table(p1, 1), self.table(p - p1, 1)
+                xp.maximum(a[:, :out.shape[1]], b[:, p1:], out=out)
+        return self.buffer
+
+    def table(self, p, q):
+        start, Hp, Wq = self.layout[p, q]
+        N, C = self.keys.shape[0], self.keys.shape[3]
+        return self.buffer[start:start + N * Hp * Wq].reshape(N, Hp, Wq, C)
+
+    def rows(self, p, q, b, y, x):
+        """Buffer row of window ``(p[i], q[i])`` at ``(y[i], x[i])`` of image ``b[i]``."""
+        sizes = sorted(self.layout)
+        code = {pq: i for i, pq in enumerate(sizes)}
+        info = np.array([self.layout[pq] for pq in sizes], dtype=np.int64)  # start, Hp, Wq
+        which = np.array([code[pq] for pq in zip(p.tolist(), q.tolist())], dtype=np.int64)
+        start, Hp, Wq = info[which].T
+        return start + (b * Hp + y) * Wq + x
+
+
+def window_max(keys, b, ys, ye, xs, xe, exact=None):
+    """Max key of each rectangle ``[ys, ye) x [xs, xe)`` of image ``b``: shape (Q, C).
+
+    ``keys (N, H, W, C)``; the rectangle arrays are (Q,) int64. ``exact``: longest window side
+    stored exactly (default: 8, less when the tables would pass ~512 MB; 1 = a pure sparse table).
+    """
+    xp = get_array_module(keys)
+    N, H, W, C = keys.shape
+    if exact is None:
+        exact = 8 if keys.nbytes * 80 <= 2**29 else 4 if keys.nbytes * 24 <= 2**29 else 1
+    table = WindowTable(keys, exact)
+    p, q = table.side(ye - ys), table.side(xe - xs)
+    for pq in set(zip(p.tolist(), q.tolist())):
+        table.require(*pq)
+    buffer = table.build()
+    out = xp.take(buffer, xp.asarray(table.rows(p, q, b, ys, xs)), axis=0)
+    tall, wide = (ye - ys) != p, (xe - xs) != q  # sides that need a second, overlapping window
+    for y, x, need in ((ye - p, xs, tall), (ys, xe - q, wide), (ye - p, xe - q, tall & wide)):
+        sel = np.flatnonzero(need)
+        if sel.size:
+            more = xp.take(buffer, xp.asarray(table.rows(p[sel], q[sel], b[sel], y[sel], x[sel])),
+                           axis=0)
+            sel = xp.asarray(sel)
+            out[sel] = xp.maximum(out[sel], more)
+    return out
+
+
+def _max_forward(features, rois, inverse, levels, mode):
+    """Max keys of the distinct ``rois`` (U, 5); decoded for every row ``inverse`` (R,) names
+    (``None``: the rows are ``rois`` themselves). Returns ``out (R, D)`` and ``index (R, D)``."""
+    xp = get_array_module(features)
+    N, C, H, W = features.shape
+    HW = H * W
+    U = len(rois)
+    cell_keys = plane_keys(features)
+    keys = {}  # level n -> (U, n, n, C) max keys
+    for n, parent in _plan(levels, mode):
+        if parent is None:
+            keys[n] = window_max(cell_keys, *_level_bins(rois, n, mode)).reshape(U, n, n, C)
+        else:
+            f = parent // n
+            keys[n] = keys[parent].reshape(U, n, f, n, f, C).max(axis=(2, 4))
+    if inverse is not None:  # identical RoIs share their keys
+        keys = {n: xp.take(k, xp.asarray(inverse), axis=0) for n, k in keys.items()}
+        rois, U = rois[inverse], len(inverse)
+    # decode, straight into the output layout (U, C, n*n) per level:
+    # index = (b*C + c)*H*W + h*W + w  with  h*W + w = mask - (key & mask)
+    mask = 2 ** key_bits(HW) - 1
+    D = C * sum(n * n for n in levels)
+    index = xp.empty((U, D), dtype=np.int64)  # int64: bincount's own index type
+    off = 0
+    for n in levels:
+        view = index[:, off:off + C * n * n].reshape(U, C, n * n)
+        xp.bitwise_and(keys[n].reshape(U, n * n, C).transpose(0, 2, 1), mask, out=view,
+                       casting="unsafe")
+        off += C * n * n
+    column = xp.asarray(channel_of_column(levels, C) * HW + mask)  # (D,) c*H*W + mask
+    images = rois[:, 0]
+    if (images == images[0]).all():  # one image (the usual case): a single pass
+        xp.subtract((column + int(images[0]) * C * HW).astype(index.dtype), index, out=index)
+    else:
+        xp.subtract(column.astype(index.dtype), index, out=index)
+        index += xp.asarray((images * C * HW).astype(index.dtype))[:, None]
+    return xp.take(features.reshape(-1), index), index
+
+
+def xp_bincount(dout, cache):
+    """Max backward: every ``dout`` entry added at its maximum's flat index (one bincount)."""
+    xp = get_array_module(dout)
+    N, C, H, W = cache.features_shape
+    dx = xp.bincount(cache.index.ravel(), weights=dout.ravel(), minlength=N * C * H * W)
+    return dx.reshape(N, C, H, W)
+
+
+# --- average pooling -------------------------------------------------------------------------
+
+def _avg_forward(features, rois, levels, mode):
+    """Bin means from float64 integral images; non-finite cells are counted separately so a NaN
+    or inf only affects the bins that contain it."""
+    xp = get_array_module(features)
+    N, C, H, W = features.shape
+    U = len(rois)
+    ft = features.transpose(0, 2, 3, 1).astype(np.float64)  # (N, H, W, C)
+    finite = xp.isfinite(ft)
+    integral = lambda v: xp.pad(v.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0), (0, 0)))
+    sums = [integral(xp.where(finite, ft, 0.0))]
+    special = (xp.nan, xp.inf, -xp.inf)
+    has_special = not bool(finite.all())
+    if has_special:
+        sums += [integral((ft != ft) if v != v else (ft == v)) for v in special]
+    parts = []
+    for n in levels:
+        b, ys, ye, xs, xe = _level_bins(rois, n, mode)
+        box = lambda S, b=b, ys=ys, ye=ye, xs=xs, xe=xe: box_sums(S, b, ys, ye, xs, xe)
+        area = xp.asarray(((ye - ys) * (xe - xs)).astype(np.float64))[:, None]
+        mean = box(sums[0]) / area  # (U*n*n, C)
+        if has_special:
+            n_nan, n_pinf, n_ninf = (box(S) > 0.5 for S in sums[1:])
+            mean = xp.where(n_pinf, xp.inf, mean)
+            mean = xp.where(n_ninf, -xp.inf, mean)
+            mean = xp.where(n_nan | (n_pinf & n_ninf), xp.nan, mean)
+        parts.append(mean.reshape(U, n * n, C).transpose(0, 2, 1).reshape(U, -1))
+    return xp.concatenate(parts, axis=1).astype(features.dtype)
+
+
+def box_sums(S, b, ys, ye, xs, xe):
+    """Sums over ``[ys, ye) x [xs, xe)`` of image ``b`` from an integral image
+    ``S (N, H+1, W+1, C)``: four corner look-ups of C-vectors, shape (Q, C)."""
+    xp = get_array_module(S)
+    N, H1, W1, C = S.shape
+    flat = S.reshape(-1, C)
+    corner = lambda y, x: flat[xp.asarray((b * H1 + y) * W1 + x)]
+    return corner(ye, xe) - corner(ys, xe) - corner(ye, xs) + corner(ys, xs)
+
+
+def _avg_backward(dout, cache):
+    """Each bin's ``dout / area`` added over its cells: corners of a 2-D difference array
+    (four bincounts), then two cumulative sums. The prefix sums leave ~1e-16 residues where
+    contributions cancel, so cells no bin covers (an exact integer count) are set to 0."""
+    xp = get_array_module(dout)
+    N, C, H, W = cache.features_shape
+    U = len(cache.rois)
+    acc = xp.zeros((N * (H + 1) * (W + 1) * C,), dtype=np.float64)
+    cover = xp.zeros((N * (H + 1) * (W + 1),), dtype=np.int64)
+    off = 0
+    for n in cache.levels:
+        b, ys, ye, xs, xe = _level_bins(cache.rois, n, cache.mode)
+        g = dout[:, off:off + C * n * n].reshape(U, C, n * n).transpose(0, 2, 1).reshape(-1, C)
+        g = g / xp.asarray(((ye - ys) * (xe - xs)).astype(np.float64))[:, None]
+        for y, x, sign in ((ys, xs, 1), (ys, xe, -1), (ye, xs, -1), (ye, xe, 1)):
+            cell = xp.asarray((b * (H + 1) + y) * (W + 1) + x)
+            idx = (cell[:, None] * C + xp.arange(C)[None, :]).ravel()
+            acc += xp.bincount(idx, weights=(sign * g).ravel(), minlength=acc.size)
+            cover += sign * xp.bincount(cell, minlength=cover.size)
+        off += C * n * n
+    dx = acc.reshape(N, H + 1, W + 1, C).cumsum(1).cumsum(2)[:, :H, :W]
+    covered = cover.reshape(N, H + 1, W + 1).cumsum(1).cumsum(2)[:, :H, :W] > 0
+    dx = xp.where(covered[..., None], dx, 0.0)
+    return xp.ascontiguousarray(dx.transpose(0, 3, 1, 2))
