@@ -1,7 +1,8 @@
 """Execute the teaching notebooks in ``notebooks/`` with nbclient (``make notebooks``).
 
-``python -m tinyspp.notebooks_run`` runs every ``notebooks/NN_*.ipynb`` in order in a fresh kernel
-of *this* interpreter and stores the outputs in place. The notebooks read the environment variable
+``python -m tinyspp.notebooks_run`` rebuilds every ``notebooks/NN_*.ipynb`` from its source
+``notebooks/src/NN_*.py`` (``notebooks/build.py``), runs it in order in a fresh kernel of *this*
+interpreter and stores the outputs in place. The notebooks read the environment variable
 ``TINYSPP_QUICK`` (see :func:`tinyspp.viz.quick_mode`): ``1`` shrinks data and epochs so that the
 test suite can execute them in seconds (``tests/test_notebooks.py``), ``0`` is the full run whose
 outputs are committed. Only a full run writes the README thumbnails to ``notebooks/figures/``.
@@ -43,6 +44,26 @@ _CACHE_ROOT = None  # one temporary folder per process, made on first need
 def notebook_paths(folder: Path | str = NOTEBOOK_DIR) -> list[Path]:
     """The notebooks ``NN_*.ipynb`` of ``folder``, sorted by number."""
     return sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
+
+
+def rebuild(path: Path) -> bool:
+    """Regenerate ``path`` from ``src/<stem>.py`` with ``notebooks/build.py`` (outputs cleared).
+
+    Returns False (and leaves the notebook alone) when there is no source or no builder.
+    """
+    import importlib.util
+
+    import nbformat
+
+    path = Path(path)
+    builder, source = path.parent / "build.py", path.parent / "src" / f"{path.stem}.py"
+    if not (builder.exists() and source.exists()):
+        return False
+    spec = importlib.util.spec_from_file_location("tinyspp_notebook_build", builder)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    nbformat.write(module.build_notebook(source), path)
+    return True
 
 
 def kernel_env(quick: bool) -> dict:
@@ -112,6 +133,8 @@ def main(argv=None) -> int:
                         help="quick mode (TINYSPP_QUICK=1); default: TINYSPP_QUICK from the "
                              "environment, else a full run")
     parser.add_argument("--no-save", action="store_true", help="execute without writing outputs")
+    parser.add_argument("--no-build", action="store_true",
+                        help="execute the .ipynb as it is instead of rebuilding it from src/")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     args = parser.parse_args(argv)
     quick = args.quick or os.environ.get("TINYSPP_QUICK", "0") not in ("", "0")
@@ -123,6 +146,8 @@ def main(argv=None) -> int:
         return 1
     for p in paths:
         t0 = time.perf_counter()
+        if not args.no_build and not args.no_save:
+            rebuild(p)
         print(f"{p.name}: running ({'quick' if quick else 'full'}) ...", flush=True)
         execute_notebook(p, quick=quick, timeout=args.timeout, save=not args.no_save)
         print(f"{p.name}: done in {time.perf_counter() - t0:.1f} s", flush=True)

@@ -207,20 +207,25 @@ def draw_winners(ax, plane, rows, cols, argmax, title: str = ""):
         ax.set_title(title)
 
 
-def draw_boxes(ax, boxes, color="tab:red", labels=None, linewidth=1.2, alpha=1.0):
-    """Draw ``(x0, y0, x1, y1)`` pixel boxes (inclusive corners) on an image axis.
+def draw_boxes(ax, boxes, color="tab:red", labels=None, linewidth=1.2, alpha=1.0,
+               offset: float = -0.5):
+    """Draw ``[x0, y0, x1, y1]`` boxes in the continuous pixel coordinates of
+    :mod:`tinyspp.detect.geometry` (pixel ``i`` covers ``[i, i + 1)``, ``x1`` exclusive).
 
     Parameters
     ----------
     boxes : array-like of shape (R, 4)
     labels : optional sequence of R strings written at each box's top-left corner.
+    offset : float
+        Added to every coordinate: ``-0.5`` over ``ax.imshow(image)`` (whose pixel ``i`` is
+        centred at ``i``), ``0`` on axes already in box coordinates.
     """
     from matplotlib.patches import Rectangle
 
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) + offset
     for i, (x0, y0, x1, y1) in enumerate(boxes):
-        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False,
-                               edgecolor=color, linewidth=linewidth, alpha=alpha))
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color,
+                               linewidth=linewidth, alpha=alpha))
         if labels is not None:
             ax.text(x0, y0 - 1, labels[i], color="white", fontsize=7, va="bottom",
                     bbox={"facecolor": color, "alpha": 0.7, "pad": 1, "linewidth": 0})
