@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from .backend import check_device
-from .experiments import build_model, make_setup, svm_accuracy
+from .experiments import EPOCHS, LR, PATIENCE, make_setup, svm_accuracy, train_one
 from .reporting import (
     markdown_table,
     pct,
@@ -30,7 +30,7 @@ from .reporting import (
     plot_learning_curves,
     plot_samples,
 )
-from .train import Trainer
+from .train import blas_threads
 
 
 @dataclass
@@ -39,7 +39,7 @@ class DemoContext:
 
     out: str
     quick: bool = False
-    epochs: int = 12
+    epochs: int = EPOCHS
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
@@ -73,16 +73,13 @@ def data_section(ctx: DemoContext) -> str:
 def training_section(ctx: DemoContext) -> str:
     setup = ctx.results["setup"]
     runs = {}
-    for label, model, sizes, schedule in (
-            ("SPP, multi-size (32, 26)", "spp", (setup.size, setup.small), "multi"),
-            ("no SPP, single-size 32", "nospp", (setup.size,), "single")):
+    for label, model, schedule in (("SPP, multi-size (32, 26)", "spp", "multi"),
+                                   ("no SPP, single-size 32", "nospp", "single")):
         ctx.say(f"training {label} for {ctx.epochs} epochs")
-        net = build_model(model, setup, seed=ctx.seed, quick=ctx.quick)
-        trainer = Trainer(net, setup.train, setup.val, sizes=sizes, schedule=schedule,
-                          seed=ctx.seed, device=ctx.device, progress=ctx.progress,
-                          out_dir=ctx.path(f"{model}-{schedule}"))
         t0 = time.perf_counter()
-        trainer.fit(ctx.epochs)
+        trainer = train_one(setup, model, schedule, epochs=ctx.epochs, seed=ctx.seed,
+                            quick=ctx.quick, device=ctx.device, progress=ctx.progress,
+                            out_dir=ctx.path(f"{model}-{schedule}"))
         runs[label] = (trainer, model, time.perf_counter() - t0)
     ctx.results["runs"] = runs
     fig = plot_learning_curves({k: t.history for k, (t, _, _) in runs.items()},
@@ -94,8 +91,9 @@ def training_section(ctx: DemoContext) -> str:
                      pct(t.history[-1].get("val_error")), f"{secs:.0f}", f"{ips:.0f}"])
     return "\n".join([
         "## Training", "",
-        f"{ctx.epochs} epochs of SGD (momentum 0.9, weight decay 5e-4, lr 0.01 divided by 10 "
-        "when the validation error stalls for 2 epochs), dropout 0.5 on the hidden fc layer. "
+        f"{ctx.epochs} epochs of SGD (batch 32, momentum 0.9, weight decay 5e-4, lr {LR} divided "
+        f"by 10 when the validation error stalls for {PATIENCE} epochs), dropout 0.5 on the "
+        "hidden fc layer. "
         "The multi-size net switches between 32 px and 26 px every epoch "
         "(32:26 is the paper's 224:180).", "",
         markdown_table(["network", "final train loss", "val error (%)", "seconds",
@@ -157,7 +155,7 @@ def run_demo(*, out: str = "runs/demo", quick: bool = False, epochs: int | None 
     """Run every section of :data:`SECTIONS`; write ``out/report.md``; return its path."""
     check_device(device, "demo")
     os.makedirs(out, exist_ok=True)
-    ctx = DemoContext(out=out, quick=quick, epochs=epochs or (2 if quick else 12), seed=seed,
+    ctx = DemoContext(out=out, quick=quick, epochs=epochs or (2 if quick else EPOCHS), seed=seed,
                       device=device, progress=progress)
     t0 = time.perf_counter()
     parts = [section(ctx) for section in SECTIONS]
@@ -174,13 +172,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="the same path on tiny data (under a minute)")
     parser.add_argument("--out", default="runs/demo", help="report folder (default runs/demo)")
-    parser.add_argument("--epochs", type=int, default=None, help="default 12 (2 with --quick)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"default {EPOCHS} (2 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS threads (default: all; 1 is fastest on a busy machine)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def run(args) -> int:
+    with blas_threads(args.threads):
+        return _run(args)
+
+
+def _run(args) -> int:
     path = run_demo(out=args.out, quick=args.quick, epochs=args.epochs, seed=args.seed,
                     device=args.device, progress=not args.no_progress)
     print(f"report written to {os.path.abspath(path)}")

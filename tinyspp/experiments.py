@@ -28,10 +28,11 @@ import numpy as np
 from .data import SHAPES, ImageSet, digits_splits, synthetic_splits
 from .nn import Linear, no_spp_net, small_spp_net
 from .reporting import markdown_table, pct, plot_error_vs_size, plot_learning_curves
-from .train import Trainer, extract_features
+from .train import Trainer, blas_threads, extract_features
 from .validate import check_choice
 
 DATASETS = ("synthetic", "digits")
+EPOCHS, LR, PATIENCE = 16, 0.02, 3  # SGD settings shared by the experiment and the demo
 CONFIGS = (  # (label, model, schedule)
     ("no SPP, single-size", "nospp", "single"),
     ("SPP, single-size", "spp", "single"),
@@ -86,14 +87,14 @@ def build_model(model: str, setup: Setup, *, seed: int = 0, quick: bool = False)
 
 def train_one(setup: Setup, model: str, schedule: str, *, epochs: int, seed: int = 0,
               quick: bool = False, device: str = "cpu", out_dir: str | None = None,
-              progress: bool = True, lr: float = 0.01) -> Trainer:
+              progress: bool = True, lr: float = LR) -> Trainer:
     """Train one configuration; the no-SPP net can only use the single size."""
     sizes = {"single": (setup.size,), "multi": (setup.size, setup.small),
              "random": (setup.small, setup.size)}[schedule]
     net = build_model(model, setup, seed=seed, quick=quick)
     trainer = Trainer(net, setup.train, setup.val, sizes=sizes, schedule=schedule,
                       batch_size=32, lr=lr, seed=seed, device=device, out_dir=out_dir,
-                      patience=2, progress=progress)
+                      patience=PATIENCE, progress=progress)
     trainer.fit(epochs)
     return trainer
 
@@ -212,7 +213,7 @@ def write_report(results: dict, out: str, *, epochs: int, quick: bool) -> str:
     return path
 
 
-def run_classify(*, datasets=DATASETS, epochs: int = 12, quick: bool = False, seed: int = 0,
+def run_classify(*, datasets=DATASETS, epochs: int = EPOCHS, quick: bool = False, seed: int = 0,
                  device: str = "cpu", out: str = "runs/classify", progress: bool = True) -> str:
     """Run the whole experiment; print the tables; return the report path."""
     os.makedirs(out, exist_ok=True)
@@ -228,16 +229,24 @@ def run_classify(*, datasets=DATASETS, epochs: int = 12, quick: bool = False, se
 def add_arguments(parser) -> None:
     parser.add_argument("which", choices=["classify"], help="which experiment to run")
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
-    parser.add_argument("--epochs", type=int, default=None, help="default 12 (2 with --quick)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"default {EPOCHS} (2 with --quick)")
     parser.add_argument("--quick", action="store_true", help="tiny data and nets, for a smoke run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--out", default="runs/classify")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS threads (default: all; 1 is fastest on a busy machine)")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args) -> int:
-    epochs = args.epochs if args.epochs is not None else (2 if args.quick else 12)
+    with blas_threads(args.threads):
+        return _run(args)
+
+
+def _run(args) -> int:
+    epochs = args.epochs if args.epochs is not None else (2 if args.quick else EPOCHS)
     path = run_classify(datasets=args.datasets, epochs=epochs, quick=args.quick, seed=args.seed,
                         device=args.device, out=args.out, progress=not args.no_progress)
     print(f"report written to {path}")

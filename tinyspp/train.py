@@ -18,6 +18,7 @@ size so each batch has one spatial size) or on warped images.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -33,6 +34,19 @@ from .ops import softmax_cross_entropy
 from .validate import check_choice, check_int
 
 SCHEDULES = ("single", "multi", "random")
+
+
+def blas_threads(n: int | None):
+    """Context manager limiting the BLAS thread pool to ``n`` threads (None: leave it alone).
+
+    On a busy machine with few cores, OpenBLAS threads spinning against other processes can make
+    the small matrix products of these nets several times slower; ``n=1`` avoids that.
+    """
+    if n is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    return threadpool_limits(limits=check_int(n, "threads", "blas_threads"), user_api="blas")
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:

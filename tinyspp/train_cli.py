@@ -15,7 +15,7 @@ import os
 
 from .data import ImageFolder, digits_splits, split, synthetic_splits
 from .nn import no_spp_net, small_spp_net
-from .train import SCHEDULES, Trainer
+from .train import SCHEDULES, Trainer, blas_threads
 
 
 def load_data(name: str, *, root: str | None = None, seed: int = 0, quick: bool = False,
@@ -50,10 +50,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/train", help="checkpoint + history folder")
     parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
     parser.add_argument("--quick", action="store_true", help="tiny data (smoke test)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS threads (default: all; 1 is fastest on a busy machine)")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args) -> int:
+    with blas_threads(args.threads):
+        return _run(args)
+
+
+def _run(args) -> int:
     train, val, test = load_data(args.data, root=args.root, seed=args.seed, quick=args.quick,
                                  max_side=args.max_side)
     K, C = train.num_classes, train.channels

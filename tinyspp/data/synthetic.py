@@ -98,7 +98,8 @@ def shape_mask(kind: str, H: int, W: int, cy: float, cx: float, r: float,
     return mask
 
 
-def _one_image(kind: str, H: int, W: int, rng: np.random.Generator) -> np.ndarray:
+def _one_image(kind: str, H: int, W: int, rng: np.random.Generator,
+               contrast: float = 0.6) -> np.ndarray:
     """One (3, H, W) float32 image of ``kind`` drawn from ``rng``."""
     bg = _background(BACKGROUNDS[rng.integers(len(BACKGROUNDS))])
     # a random crop of the background with the image's aspect ratio, resized to (H, W)
@@ -106,9 +107,11 @@ def _one_image(kind: str, H: int, W: int, rng: np.random.Generator) -> np.ndarra
     ch, cw = int(H * scale), int(W * scale)
     y0, x0 = rng.integers(bg.shape[0] - ch + 1), rng.integers(bg.shape[1] - cw + 1)
     img = transform.resize(bg[y0:y0 + ch, x0:x0 + cw], (H, W), anti_aliasing=True)
-    img = 0.2 + 0.6 * img  # lower the background contrast a little
+    img = 0.5 + contrast * (img - 0.5)  # background contrast
     r = rng.uniform(0.22, 0.42) * min(H, W)
-    cy, cx = rng.uniform(r, H - r), rng.uniform(r, W - r)
+    # centred within half the free margin, so that a centre crop mostly keeps the shape
+    cy = H / 2 + rng.uniform(-0.5, 0.5) * (H / 2 - r)
+    cx = W / 2 + rng.uniform(-0.5, 0.5) * (W / 2 - r)
     mask = shape_mask(kind, H, W, cy, cx, r, angle=rng.uniform(-0.25, 0.25),
                       phase=rng.uniform(0, 2 * np.pi))
     colour = rng.uniform(0, 1, size=3)
@@ -118,7 +121,7 @@ def _one_image(kind: str, H: int, W: int, rng: np.random.Generator) -> np.ndarra
 
 
 def make_synthetic(n_per_class: int = 50, *, classes=SHAPES, size_range=(32, 64),
-                   seed=0) -> ImageSet:
+                   background_contrast: float = 0.6, seed=0) -> ImageSet:
     """Draw ``n_per_class`` images of every class in ``classes``.
 
     Parameters
@@ -128,6 +131,8 @@ def make_synthetic(n_per_class: int = 50, *, classes=SHAPES, size_range=(32, 64)
         A subset of :data:`SHAPES`.
     size_range : (int, int)
         Image height and width are drawn independently and uniformly from ``[lo, hi]``.
+    background_contrast : float in [0, 1]
+        Contrast of the photographic background around mid-grey (0: plain grey).
     seed : int or np.random.Generator
 
     Returns
@@ -149,18 +154,20 @@ def make_synthetic(n_per_class: int = 50, *, classes=SHAPES, size_range=(32, 64)
     for k, kind in enumerate(classes):
         for _ in range(n_per_class):
             H, W = rng.integers(lo, hi + 1, size=2)
-            images.append(_one_image(kind, int(H), int(W), rng))
+            images.append(_one_image(kind, int(H), int(W), rng, background_contrast))
             labels.append(k)
     return ImageSet(images, np.array(labels, dtype=np.int64), classes)
 
 
 def synthetic_splits(n_train: int = 120, n_val: int = 30, n_test: int = 50, *, classes=SHAPES,
-                     size_range=(32, 64), seed=0) -> tuple[ImageSet, ImageSet, ImageSet]:
+                     size_range=(32, 64), background_contrast: float = 0.6,
+                     seed=0) -> tuple[ImageSet, ImageSet, ImageSet]:
     """Seeded, disjoint train / val / test sets of the synthetic shapes (counts per class).
 
     The three parts are drawn from independent streams derived from ``seed``, so changing
     ``n_test`` never changes the training images.
     """
     streams = np.random.default_rng(seed).spawn(3)
-    return tuple(make_synthetic(n, classes=classes, size_range=size_range, seed=rng)
+    return tuple(make_synthetic(n, classes=classes, size_range=size_range, seed=rng,
+                                background_contrast=background_contrast)
                  for n, rng in zip((n_train, n_val, n_test), streams))
