@@ -9,10 +9,12 @@ from strategies import seeds, tie_free
 from tinyspp.backend import asnumpy
 from tinyspp.gradcheck import numerical_grad, numerical_grad_of_output, rel_error
 from tinyspp.ops import (
+    col2im,
     conv2d_backward,
     conv2d_forward,
     dropout_backward,
     dropout_forward,
+    im2col,
     linear_backward,
     linear_forward,
     max_pool2d_backward,
@@ -347,3 +349,15 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits(xp):
     np.testing.assert_allclose(asnumpy(dlogits), expected, atol=1e-12)
     loss32, d32 = softmax_cross_entropy(logits.astype(np.float32), xp.asarray([0, 2]))
     assert d32.dtype == np.float32 and abs(loss32 - loss) / loss < 1e-6
+
+
+@given(conv_cases())
+def test_col2im_is_the_adjoint_of_im2col(case):
+    """<im2col(x), c> == <x, col2im(c)>: backward really is the transpose of the gather."""
+    x_shape, (F, C, kh, kw), stride, pad, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape)
+    cols = im2col(x, kh, kw, stride, pad)
+    c = rng.standard_normal(cols.shape)
+    lhs, rhs = float(np.sum(cols * c)), float(np.sum(x * col2im(c, x_shape, kh, kw, stride, pad)))
+    assert abs(lhs - rhs) <= 1e-10 * max(1.0, abs(lhs))

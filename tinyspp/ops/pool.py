@@ -205,7 +205,7 @@ def max_pool2d_backward(dout, cache: MaxPool2dCache):
     origin = (xp.arange(N * C).reshape(N, C, 1, 1) * (Hp * Wp)
               + (xp.arange(oh) * (stride * Wp)).reshape(oh, 1) + xp.arange(ow) * stride)
     offsets = xp.asarray([i * Wp + j for i in range(ksize) for j in range(ksize)])
-    index = origin + offsets[cache.winner]  # (N, C, oh, ow)
+    index = origin + xp.take(offsets, cache.winner)  # (N, C, oh, ow)
     dxpad = xp.zeros(N * C * Hp * Wp, dtype=dout.dtype)
     # unbuffered scatter-add: windows that picked the same pixel add up there
     xp.add.at(dxpad, index.ravel(), dout.ravel())
