@@ -37,7 +37,7 @@ import numbers
 import numpy as np
 
 from .. import ops
-from ..backend import check_device, get_array_module, to_device
+from ..backend import check_device, to_device
 from ..bins import DEFAULT_LEVELS, MODES
 from ..validate import check_array, check_choice, check_int, check_levels
 
@@ -62,7 +62,10 @@ def he_normal(shape, fan_in: int, rng: np.random.Generator, dtype) -> np.ndarray
 
 
 class Layer:
-    """Base class: no parameters, identity-free (subclasses define ``forward``/``backward``)."""
+    """Base class of every layer; subclasses define ``forward`` and ``backward``.
+
+    ``forward`` keeps what ``backward`` needs in ``self._cache`` (an op's NamedTuple cache).
+    """
 
     def __init__(self):
         self.params: dict = {}
@@ -321,7 +324,6 @@ class Flatten(Layer):
     """``(N, ...) -> (N, prod(...))``, e.g. a pooled map to a fc layer's input."""
 
     def forward(self, x):
-        get_array_module(x)
         shape = check_array(x, "x", "Flatten.forward")
         if len(shape) < 1:
             raise ValueError("Flatten.forward: x must have a batch axis, got a 0-D array")

@@ -55,7 +55,8 @@ class Sequential:
             x = layer.forward(x)
         return x
 
-    __call__ = forward
+    def __call__(self, x):
+        return self.forward(x)
 
     def backward(self, dout):
         """Backpropagate ``dout`` (gradient of the loss w.r.t. the output) through every layer
