@@ -402,12 +402,16 @@ def window_max(keys, b, ys, ye, xs, xe, exact=None):
     """Max key of each rectangle ``[ys, ye) x [xs, xe)`` of image ``b``: shape (Q, C).
 
     ``keys (N, H, W, C)``; the rectangle arrays are (Q,) int64. ``exact``: longest window side
-    stored exactly (default: 8, less when the tables would pass ~512 MB; 1 = a pure sparse table).
+    stored exactly. Default: 8 when there are many queries per map cell (each exact table costs
+    one pass over the map, each avoided look-up saves a C-vector per query), 2 for few queries,
+    smaller when the tables would pass ~512 MB; 1 is a pure sparse table.
     """
     xp = get_array_module(keys)
     N, H, W, C = keys.shape
     if exact is None:
-        exact = 8 if keys.nbytes * 80 <= 2**29 else 4 if keys.nbytes * 24 <= 2**29 else 1
+        exact = 8 if len(b) >= 10 * N * H * W else 2
+        while exact > 1 and keys.nbytes * (exact + 2) ** 2 > 2**29:
+            exact //= 2
     table = WindowTable(keys, exact)
     p, q = table.side(ye - ys), table.side(xe - xs)
     for pq in set(zip(p.tolist(), q.tolist())):
