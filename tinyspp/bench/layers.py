@@ -80,6 +80,7 @@ def _time_pair(ours, theirs, repeats):
 def run(opts) -> list[Row]:
     rng = np.random.default_rng(0)
     torch = opts.torch
+    threads = f"; torch threads {torch.get_num_threads()}" if torch else ""
     rows = []
     for x_shape, w_shape, pad in CONV:
         x_shape = _shape(x_shape, opts.quick)
@@ -89,12 +90,12 @@ def run(opts) -> list[Row]:
         ours, theirs = _time_pair(_conv_ours(x, w, b, pad),
                                   torch and _conv_torch(torch, x, w, b, pad), opts.repeats)
         rows.append(Row("layers", f"conv fwd+bwd x{x_shape} w{w_shape} pad {pad}", ours, theirs,
-                        "im2col + 1 GEMM"))
+                        "im2col + 1 GEMM" + threads))
     for x_shape, k, s in POOL:
         x_shape = _shape(x_shape, opts.quick)
         x = rng.standard_normal(x_shape, dtype=np.float32)
         ours, theirs = _time_pair(_pool_ours(x, k, s), torch and _pool_torch(torch, x, k, s),
                                   opts.repeats)
         rows.append(Row("layers", f"max-pool {k}/{s} fwd+bwd x{x_shape}", ours, theirs,
-                        "running max over k*k views"))
+                        "running max over k*k views" + threads))
     return rows
