@@ -361,3 +361,17 @@ def test_col2im_is_the_adjoint_of_im2col(case):
     c = rng.standard_normal(cols.shape)
     lhs, rhs = float(np.sum(cols * c)), float(np.sum(x * col2im(c, x_shape, kh, kw, stride, pad)))
     assert abs(lhs - rhs) <= 1e-10 * max(1.0, abs(lhs))
+
+
+def test_layers_bench_section_runs_on_tiny_workloads(monkeypatch):
+    from types import SimpleNamespace
+
+    from tinyspp.bench import SECTIONS, layers
+
+    assert "layers" in SECTIONS
+    monkeypatch.setattr(layers, "CONV", [((2, 3, 9, 9), (4, 3, 3, 3), 1)])
+    monkeypatch.setattr(layers, "POOL", [((2, 3, 9, 9), 3, 2)])
+    rows = layers.run(SimpleNamespace(repeats=1, quick=True, gpu=False, torch=None))
+    assert [r.section for r in rows] == ["layers", "layers"]
+    assert rows[0].workload.startswith("conv fwd+bwd") and rows[1].workload.startswith("max-pool")
+    assert all(r.ours_ms > 0 and r.torch_ms is None for r in rows)
