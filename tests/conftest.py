@@ -1,27 +1,15 @@
-"""Shared fixtures: hypothesis profiles, the array-module fixture, cache redirection."""
+"""Shared fixtures: hypothesis profiles and the array-module fixture.
+
+Cache folders are redirected in the repository-root conftest.py (loaded first).
+"""
 
 import os
-import tempfile
 
-# The suite writes nothing into the home directory: every cache goes to one temp folder.
-_CACHE = tempfile.mkdtemp(prefix="tinyspp-test-cache-")
-for _var, _sub in [
-    ("MPLCONFIGDIR", "mpl"),
-    ("XDG_CACHE_HOME", "xdg"),
-    ("SCIKIT_LEARN_DATA", "sklearn"),
-    ("CUPY_CACHE_DIR", "cupy"),
-    ("IPYTHONDIR", "ipython"),
-    ("JUPYTER_CONFIG_DIR", "jupyter"),
-    ("TINYSPP_CACHE_DIR", "tinyspp"),
-]:
-    os.environ[_var] = os.path.join(_CACHE, _sub)
-os.environ.setdefault("MPLBACKEND", "Agg")
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
-
-from tinyspp.backend import gpu_available  # noqa: E402
+from tinyspp.backend import gpu_available
 
 settings.register_profile(
     "dev", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow]
