@@ -251,3 +251,26 @@ def test_bad_features_and_dout():
     _, cache = roi_spp_forward(np.ones((1, 3, 6, 8)), np.zeros((2, 5), dtype=np.int64), (1,))
     with pytest.raises(ValueError, match=r"roi_spp_backward: dout must have shape \(2, 3\)"):
         roi_spp_backward(np.ones((1, 3)), cache)
+
+
+def test_pyramid_bench_section_runs_on_tiny_workloads(monkeypatch):
+    from types import SimpleNamespace
+
+    from tinyspp.bench import SECTIONS, pyramid
+
+    assert "pyramid" in SECTIONS
+    monkeypatch.setattr(pyramid, "SPP_SHAPES", [(2, 3, 5, 4)])
+    monkeypatch.setattr(pyramid, "ROI_FEATURES", (1, 3, 6, 7))
+    monkeypatch.setattr(pyramid, "ROI_COUNT", 6)
+    rows = pyramid.run(SimpleNamespace(repeats=1, quick=True, torch=None, gpu=False))
+    assert len(rows) == 4 and all(r.ours_ms > 0 for r in rows)
+    assert "faster" in rows[1].note and "distinct" in rows[3].workload
+
+
+def test_bench_rois_are_valid():
+    from tinyspp.bench.pyramid import proposal_rois, random_rois
+    from tinyspp.ops.roi import check_rois
+
+    rng = np.random.default_rng(0)
+    for rois in (random_rois(rng, 300, 2, 38, 50), proposal_rois(rng, 300, 38, 50)):
+        assert check_rois(rois, (2, 1, 38, 50), "test").shape == (300, 5)

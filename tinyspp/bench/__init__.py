@@ -5,4 +5,4 @@ repeats; torch (CPU build, optional ``bench`` extra) runs the same workloads in 
 so ratios are measured side by side.
 """
 
-SECTIONS = ("layers", "gpu", "training")
+SECTIONS = ("layers", "pyramid", "gpu", "training")

@@ -6,7 +6,10 @@
   straightforward per-RoI Python loop over ``spp_forward``/``spp_backward`` (the oracle of the
   tests) and, when torch is installed, the same per-RoI loop in torch.
 
-Rounds alternate between the contenders so background load hits both alike.
+Rounds alternate between the contenders so background load hits both alike. torch runs image
+SPP with its default intra-op threads and with one thread, and the faster is reported (on a
+busy 2-core machine its thread pool can be several times slower); its per-RoI loop runs with
+one thread (each op is tiny; threads only add synchronisation). tinyspp is single-threaded NumPy.
 """
 
 from __future__ import annotations
@@ -25,6 +28,28 @@ def random_rois(rng, R, N, H, W):
     """``R`` RoIs ``[b, x0, y0, x1, y1]`` with corners drawn uniformly over the map's cells."""
     xs, ys = rng.integers(0, W, (2, R)), rng.integers(0, H, (2, R))
     return np.stack([rng.integers(0, N, R), xs.min(0), ys.min(0), xs.max(0), ys.max(0)], axis=1)
+
+
+def proposal_rois(rng, R, H, W, stride=16, objects=40, jitter=0.08):
+    """``R`` image-0 RoIs from proposal-like pixel boxes mapped to cells by the paper's rule.
+
+    Proposals cluster around objects (selective search merges regions into many near-identical
+    windows): ``objects`` boxes with log-uniform sides 32..600 px on an ``H*stride x W*stride``
+    image, each proposal one of them with corners jittered by ``jitter`` of its size. After
+    mapping to the stride-16 map many coincide, which de-duplication exploits.
+    """
+    from ..detect.geometry import image_to_feature_boxes
+
+    Hp, Wp = H * stride, W * stride
+    size = np.minimum(np.exp(rng.uniform(np.log(32), np.log(600), (objects, 2))), [Wp, Hp])
+    corner = rng.uniform(0, 1, (objects, 2)) * ([Wp, Hp] - size)
+    pick = rng.integers(0, objects, R)
+    lo = corner[pick] + rng.normal(0, jitter, (R, 2)) * size[pick]
+    hi = corner[pick] + size[pick] + rng.normal(0, jitter, (R, 2)) * size[pick]
+    lo, hi = np.clip(lo, 0, [Wp - 1, Hp - 1]), np.clip(hi, 0, [Wp - 1, Hp - 1])
+    boxes = np.concatenate([np.minimum(lo, hi), np.maximum(lo, hi)], axis=1)
+    cells = image_to_feature_boxes(boxes, stride, (H, W), method="paper")
+    return np.concatenate([np.zeros((R, 1), np.int64), cells], axis=1)
 
 
 def _spp_ours(x, dout):
@@ -89,6 +114,28 @@ def _roi_torch(torch, features, rois):
     return step
 
 
+class _threads:
+    """Context manager: torch with ``n`` intra-op threads, restored afterwards."""
+
+    def __init__(self, torch, n):
+        self.torch, self.n = torch, n
+
+    def __enter__(self):
+        self.saved = self.torch.get_num_threads()
+        self.torch.set_num_threads(self.n or self.saved)
+
+    def __exit__(self, *exc):
+        self.torch.set_num_threads(self.saved)
+
+
+def _in_threads(torch, n, fn):
+    def step():
+        with _threads(torch, n):
+            fn()
+
+    return step
+
+
 def _alternate(fns, repeats, rounds=3):
     """Median ms of each callable, measured in alternating rounds."""
     per = max(1, repeats // rounds)
@@ -108,20 +155,27 @@ def run(opts) -> list[Row]:
             shape = (4,) + shape[1:]
         x = rng.standard_normal(shape, dtype=np.float32)
         dout = np.ones((shape[0], shape[1] * sum(n * n for n in LEVELS)), np.float32)
-        fns = [_spp_ours(x, dout)] + ([_spp_torch(torch, x)] if torch else [])
-        fns[0]()  # warm-up
+        fns = [_spp_ours(x, dout)]
+        if torch:
+            fns += [_in_threads(torch, n, _spp_torch(torch, x)) for n in (None, 1)]
+        for fn in fns:
+            fn()  # warm-up
         times = _alternate(fns, opts.repeats)
         rows.append(Row("pyramid", f"SPP {LEVELS} fwd+bwd x{shape}", times[0],
-                        times[1] if torch else None, "channel-last, width then height"))
+                        min(times[1:]) if torch else None,
+                        "channel-last, width then height" + (
+                            f"; torch default threads {times[1]:.1f} ms, 1 thread "
+                            f"{times[2]:.1f} ms" if torch else "")))
 
-    R = 200 if opts.quick else ROI_COUNT
+    R = min(ROI_COUNT, 200) if opts.quick else ROI_COUNT
     features = rng.standard_normal(ROI_FEATURES, dtype=np.float32)
     rois = random_rois(rng, R, *ROI_FEATURES[:1], *ROI_FEATURES[2:])
     dout = np.ones((R, ROI_FEATURES[1] * sum(n * n for n in LEVELS)), np.float32)
     fast, loop = _roi_ours(features, rois, dout), _roi_loop(features, rois, dout)
     fast()  # warm-up
     # the loop takes seconds: one timed run per round, three rounds, alternating with ours
-    fns = [fast, loop] + ([_roi_torch(torch, features, rois)] if torch else [])
+    fns = [fast, loop] + ([_in_threads(torch, 1, _roi_torch(torch, features, rois))]
+                          if torch else [])
     times = [[] for _ in fns]
     for _ in range(3):
         times[0].append(median_ms(fast, repeats=max(1, opts.repeats // 3), warmup=0))
@@ -135,4 +189,18 @@ def run(opts) -> list[Row]:
                     "torch = per-RoI adaptive_max_pool2d loop"))
     rows.append(Row("pyramid", f"per-RoI spp_forward loop (baseline), {where}", looped, None,
                     "the test oracle"))
+
+    # proposal-like RoIs: the same count, but many map to identical cells (de-duplication)
+    rois = proposal_rois(rng, R, *ROI_FEATURES[2:])
+    distinct = len(np.unique(rois, axis=0))
+    fast, loop = _roi_ours(features, rois, dout), _roi_loop(features, rois, dout)
+    fast()  # warm-up
+    times = [[], []]
+    for _ in range(2):
+        times[0].append(median_ms(fast, repeats=max(1, opts.repeats // 3), warmup=0))
+        times[1].append(median_ms(loop, repeats=1, warmup=0))
+    ours, looped = float(np.median(times[0])), float(np.median(times[1]))
+    rows.append(Row("pyramid", f"region SPP fwd+bwd, {R} proposal-like RoIs ({distinct} "
+                    f"distinct) on x{ROI_FEATURES}", ours, None,
+                    f"vs per-RoI spp loop {looped:.0f} ms: {looped / ours:.1f}x faster"))
     return rows
