@@ -375,3 +375,18 @@ def test_layers_bench_section_runs_on_tiny_workloads(monkeypatch):
     assert [r.section for r in rows] == ["layers", "layers"]
     assert rows[0].workload.startswith("conv fwd+bwd") and rows[1].workload.startswith("max-pool")
     assert all(r.ours_ms > 0 and r.torch_ms is None for r in rows)
+
+
+def test_max_pool_all_neg_inf_window_routes_gradient_to_a_real_cell(xp):
+    x = xp.full((1, 1, 3, 3), -np.inf)
+    x[0, 0, 2, 2] = 1.0
+    out, cache = max_pool2d_forward(x, 3, stride=2, pad=1)  # 2x2 windows, the first all -inf
+    out_np = asnumpy(out)[0, 0]
+    assert out_np[0, 0] == -np.inf and out_np[1, 1] == 1.0
+    dx = asnumpy(max_pool2d_backward(xp.ones_like(out), cache))[0, 0]
+    expected = np.zeros((3, 3))
+    expected[0, 0] = 1.0  # window (0, 0): its first real cell, not the padding before it
+    expected[0, 1] = 1.0  # window (0, 1): first real cell of columns 1..2
+    expected[1, 0] = 1.0  # window (1, 0): first real cell of rows 1..2
+    expected[2, 2] = 1.0  # window (1, 1): the only finite value
+    np.testing.assert_array_equal(dx, expected)  # every window's gradient lands inside x

@@ -7,7 +7,8 @@ which offset won. Backward scatters ``dout`` through the stored winners with one
 
 Semantics (the same as PyTorch's ``max_pool2d`` and tinyspp's SPP):
 
-- padding is ``-inf``, so a padded cell never wins against a real one;
+- padding is ``-inf`` and never wins: a window whose real cells are all ``-inf`` sends its
+  gradient to its first real cell;
 - ties go to the first maximal element of the window in row-major order;
 - NaN propagates: a window containing NaN outputs NaN and its gradient goes to its first NaN;
 - output size ``oh = floor((H + 2*pad - ksize) / stride) + 1`` (``ceil`` with ``ceil_mode``),
@@ -129,6 +130,8 @@ def max_pool2d_forward(x, ksize: int, stride: int | None = None, pad: int = 0,
         xp.maximum(out, view, out=out)  # also propagates NaN into out
     if ksize > 1:
         _route_nan_to_first_nan(phases, out, winner, ksize, stride)
+    if pad or Hp > pad + H or Wp > pad + W:
+        _route_neg_inf_to_real_cell(out, winner, ksize, stride, pad, H, W)
     cache = MaxPool2dCache((N, C, H, W), winner, ksize, stride, pad, (Hp, Wp))
     return out, cache
 
@@ -176,6 +179,21 @@ def _route_nan_to_first_nan(phases, out, winner, ksize, stride):
     for k in reversed(range(ksize * ksize)):  # reversed: the first NaN is written last
         view = _offset_view(phases, k, ksize, stride, oh, ow)
         xp.copyto(winner, winner.dtype.type(k), where=nan_out & xp.isnan(view))
+
+
+def _route_neg_inf_to_real_cell(out, winner, ksize, stride, pad, H, W):
+    """A window whose real cells are all ``-inf`` ties with its padding; give it to the first
+    real cell (as PyTorch, which never looks at padding) instead of a padded one."""
+    xp = get_array_module(out)
+    neg_inf = xp.isneginf(out)
+    if not bool(neg_inf.any()):
+        return
+    oh, ow = out.shape[2:]
+    oy, ox = xp.arange(oh) * stride - pad, xp.arange(ow) * stride - pad  # window origins
+    for k in reversed(range(ksize * ksize)):  # reversed: the first real cell is written last
+        i, j = divmod(k, ksize)
+        real = ((oy + i >= 0) & (oy + i < H)).reshape(oh, 1) & (ox + j >= 0) & (ox + j < W)
+        xp.copyto(winner, winner.dtype.type(k), where=neg_inf & real)
 
 
 def max_pool2d_backward(dout, cache: MaxPool2dCache):
