@@ -40,11 +40,12 @@ def loss_of(net, x, labels):
 
 # --------------------------------------------------------------------------- gradient checks
 
+@pytest.mark.parametrize("mode", ["adaptive", "paper", "caffe"])
 @pytest.mark.parametrize("pool", ["max", "avg"])
 @pytest.mark.parametrize("size", [(9, 7), (12, 12)])
-def test_whole_spp_net_gradients_match_directional_differences(pool, size):
+def test_whole_spp_net_gradients_match_directional_differences(mode, pool, size):
     """Directional derivative of the loss along random directions, for x and every parameter."""
-    net = small_net(pool=pool)
+    net = small_net(pool=pool, mode=mode)
     x = tie_free((2, 2) + size, 3, scale=4.0)
     labels = np.array([0, 2])
     loss, dlogits = loss_of(net, x, labels)
