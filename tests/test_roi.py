@@ -274,3 +274,23 @@ def test_bench_rois_are_valid():
     rng = np.random.default_rng(0)
     for rois in (random_rois(rng, 300, 2, 38, 50), proposal_rois(rng, 300, 38, 50)):
         assert check_rois(rois, (2, 1, 38, 50), "test").shape == (300, 5)
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_kernel_path_agrees_with_xp_path_with_duplicates(pool):
+    from tinyspp.kernels import emulate
+
+    if emulate.find_compiler() is None:
+        pytest.skip("needs a C++ compiler for the CPU emulation of the CUDA kernels")
+    features = np.random.default_rng(6).standard_normal((2, 3, 9, 11))
+    rois = np.array([[1, 0, 0, 10, 8], [0, 2, 3, 5, 5], [1, 0, 0, 10, 8], [0, 7, 1, 7, 1]])
+    out_k, cache_k = roi_spp_forward(features, rois, pool=pool, impl="kernel")
+    out_x, cache_x = roi_spp_forward(features, rois, pool=pool, impl="xp")
+    assert cache_k.impl == "kernel" and cache_x.impl == "xp"
+    np.testing.assert_allclose(out_k, out_x, rtol=1e-12)
+    if pool == "max":
+        np.testing.assert_array_equal(cache_k.argmax, cache_x.argmax)
+    dout = np.random.default_rng(7).standard_normal(out_x.shape)
+    np.testing.assert_allclose(roi_spp_backward(dout, cache_k), roi_spp_backward(dout, cache_x),
+                               rtol=1e-12, atol=1e-12)
+

@@ -211,3 +211,18 @@ def test_backward_rejects_wrong_dout_shape():
     _, cache = spp_forward(np.ones((2, 3, 5, 5)), (2, 1))
     with pytest.raises(ValueError, match=r"spp_backward: dout must have shape \(2, 15\)"):
         spp_backward(np.ones((2, 14)), cache)
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_spp_kernel_path_agrees_with_xp_path(pool):
+    from tinyspp.kernels import emulate
+
+    if emulate.find_compiler() is None:
+        pytest.skip("needs a C++ compiler for the CPU emulation of the CUDA kernels")
+    x = tie_free((2, 3, 10, 7), seed=8)
+    out_k, cache_k = spp_forward(x, pool=pool, impl="kernel")
+    out_x, cache_x = spp_forward(x, pool=pool, impl="xp")
+    np.testing.assert_allclose(out_k, out_x, rtol=1e-12)
+    dout = np.random.default_rng(9).standard_normal(out_x.shape)
+    np.testing.assert_allclose(spp_backward(dout, cache_k), spp_backward(dout, cache_x),
+                               rtol=1e-12, atol=1e-12)
