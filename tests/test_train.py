@@ -157,3 +157,14 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
         assert heading in report
     for png in ("samples.png", "learning_curves.png", "error_vs_size.png"):
         assert (out / png).stat().st_size > 1000
+
+
+def test_experiment_classify_quick(tmp_path, capsys):
+    out = tmp_path / "classify"
+    assert main(["experiment", "classify", "--quick", "--datasets", "digits", "--epochs", "1",
+                 "--out", str(out), "--no-progress"]) == 0
+    report = (out / "report.md").read_text()
+    for label in ("no SPP, single-size", "SPP, multi-size", "SPP, random-size", "full image",
+                  "SVM accuracy"):
+        assert label in report
+    assert (out / "digits_curves.png").exists() and (out / "digits_error_vs_size.png").exists()

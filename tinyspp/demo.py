@@ -22,7 +22,15 @@ import time
 from dataclasses import dataclass, field
 
 from .backend import check_device
-from .experiments import EPOCHS, LR, PATIENCE, make_setup, svm_accuracy, train_one
+from .experiments import (
+    EPOCHS,
+    LR,
+    PATIENCE,
+    full_image_sizes,
+    make_setup,
+    svm_accuracy,
+    train_one,
+)
 from .reporting import (
     markdown_table,
     pct,
@@ -103,7 +111,7 @@ def training_section(ctx: DemoContext) -> str:
 
 def evaluation_section(ctx: DemoContext) -> str:
     setup = ctx.results["setup"]
-    sizes = sorted({20, setup.small, setup.size, 40, 48})
+    sizes = full_image_sizes(setup, quick=ctx.quick)
     rows, curves = [], {}
     for label, (t, model, _) in ctx.results["runs"].items():
         ev = lambda view, size=setup.size, t=t: t.evaluate(setup.test, view=view,

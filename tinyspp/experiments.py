@@ -75,6 +75,11 @@ def make_setup(name: str, *, quick: bool = False, seed: int = 0) -> Setup:
                  test.only_classes(source), svm_train, test.only_classes(target))
 
 
+def full_image_sizes(setup: Setup, *, quick: bool = False) -> list[int]:
+    """Shorter sides at which full images are tested (two in quick mode)."""
+    return [setup.small, setup.size] if quick else sorted({20, setup.small, setup.size, 40, 48})
+
+
 def build_model(model: str, setup: Setup, *, seed: int = 0, quick: bool = False):
     """The SPP net or the no-SPP baseline for ``setup`` (tiny widths in quick mode)."""
     check_choice(model, "model", "build_model", ("spp", "nospp"))
@@ -99,7 +104,7 @@ def train_one(setup: Setup, model: str, schedule: str, *, epochs: int, seed: int
     return trainer
 
 
-def test_errors(trainer: Trainer, setup: Setup, model: str, test_sizes) -> dict:
+def source_test_errors(trainer: Trainer, setup: Setup, model: str, test_sizes) -> dict:
     """Top-1 errors on the source test set: centre crop, 10 views, full image (or warp), and
     full-image error at each of ``test_sizes`` (SPP only)."""
     ev = lambda view, size=setup.size: trainer.evaluate(setup.test, view=view, size=size)["error"]
@@ -138,7 +143,7 @@ def run_dataset(name: str, *, epochs: int, quick: bool, seed: int, device: str, 
                 progress: bool) -> dict:
     """All configurations on one data set; returns rows, histories, curves, SVM results."""
     setup = make_setup(name, quick=quick, seed=seed)
-    test_sizes = sorted({20, setup.small, setup.size, 40, 48})
+    test_sizes = full_image_sizes(setup, quick=quick)
     result = {"setup": setup, "rows": {}, "histories": {}, "curves": {}, "svm": [],
               "seconds": {}}
     trainers = {}
@@ -148,7 +153,7 @@ def run_dataset(name: str, *, epochs: int, quick: bool, seed: int, device: str, 
                             device=device, progress=progress,
                             out_dir=os.path.join(out, name, f"{model}-{schedule}"))
         result["seconds"][label] = time.perf_counter() - t0
-        row = test_errors(trainer, setup, model, test_sizes)
+        row = source_test_errors(trainer, setup, model, test_sizes)
         result["rows"][label] = row
         result["histories"][label] = trainer.history
         if row["by_size"]:
@@ -194,8 +199,9 @@ def write_report(results: dict, out: str, *, epochs: int, quick: bool) -> str:
                                 title=f"{name}: full-image error vs test size",
                                 train_sizes=(s.small, s.size))
         lines += [f"## {name}", "",
-                  f"Source classes {s.train.classes}: {len(s.train)} train / {len(s.val)} val / "
-                  f"{len(s.test)} test images. Held-out classes {s.target_test.classes}: "
+                  f"Source classes {', '.join(s.train.classes)}: {len(s.train)} train / "
+                  f"{len(s.val)} val / {len(s.test)} test images. Held-out classes "
+                  f"{', '.join(s.target_test.classes)}: "
                   f"{len(s.target_train)} SVM-train / {len(s.target_test)} SVM-test images.", "",
                   classification_table(res), "",
                   "Full-image error (%) by test size (shorter side):", "",

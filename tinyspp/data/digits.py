@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 from skimage import transform
-from sklearn.datasets import load_digits
 
 from ..validate import check_int
 from .dataset import ImageSet, split
@@ -45,6 +44,8 @@ def make_digits(*, size_range=(24, 48), margin: float = 0.15, seed=0,
         raise ValueError(f"{func}: size_range must be (lo, hi) with lo <= hi, got {size_range}")
     if not 0 <= margin <= 1:
         raise ValueError(f"{func}: margin must be in [0, 1], got {margin}")
+    from sklearn.datasets import load_digits  # imported here: scikit-learn is slow to import
+
     digits = load_digits()
     x, y = digits.images / 16.0, digits.target
     if limit is not None:
