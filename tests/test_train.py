@@ -168,3 +168,13 @@ def test_experiment_classify_quick(tmp_path, capsys):
                   "SVM accuracy"):
         assert label in report
     assert (out / "digits_curves.png").exists() and (out / "digits_error_vs_size.png").exists()
+
+
+def test_training_bench_smoke():
+    from types import SimpleNamespace
+
+    from tinyspp.bench import training
+
+    rows = training.run(SimpleNamespace(repeats=1, quick=True, gpu=False, torch=None))
+    assert [r.workload.split()[-1] for r in rows] == ["32x3x32x32", "32x3x48x48"]
+    assert all(r.ours_ms > 0 and r.torch_ms is None and "img/s" in r.note for r in rows)
