@@ -327,6 +327,9 @@ def plane_keys(features):
     return xp.ascontiguousarray(keys.reshape(N, C, H, W).transpose(0, 2, 3, 1))
 
 
+TABLE_BUDGET = 2**29  # bytes of window tables before fewer exact sizes are used
+
+
 class WindowTable:
     """Max keys of every ``p x q`` window of the map, for the window sizes the queries need.
 
@@ -363,6 +366,11 @@ class WindowTable:
         rows = sum(N * Hp * Wq for _, Hp, Wq in self.layout.values())
         self.layout[p, q] = (rows, H - p + 1, W - q + 1)
         self.order.append((p, q))
+
+    def nbytes(self):
+        """Size of the buffer the required tables need."""
+        N, H, W, C = self.keys.shape
+        return sum(N * Hp * Wq for _, Hp, Wq in self.layout.values()) * C * self.keys.itemsize
 
     def build(self):
         """Allocate the buffer and fill every required table; return it as (rows, C)."""
@@ -405,18 +413,18 @@ def window_max(keys, b, ys, ye, xs, xe, exact=None):
     ``keys (N, H, W, C)``; the rectangle arrays are (Q,) int64. ``exact``: longest window side
     stored exactly. Default: 8 when there are many queries per map cell (each exact table costs
     one pass over the map, each avoided look-up saves a C-vector per query), 2 for few queries,
-    smaller when the tables would pass ~512 MB; 1 is a pure sparse table.
+    halved while the tables would pass ``TABLE_BUDGET`` bytes; 1 is a pure sparse table.
     """
     xp = get_array_module(keys)
     N, H, W, C = keys.shape
-    if exact is None:
-        exact = 8 if len(b) >= 10 * N * H * W else 2
-        while exact > 1 and keys.nbytes * (exact + 2) ** 2 > 2**29:
-            exact //= 2
-    table = WindowTable(keys, exact)
-    p, q = table.side(ye - ys), table.side(xe - xs)
-    for pq in set(zip(p.tolist(), q.tolist())):
-        table.require(*pq)
+    choices = [exact] if exact else [8, 4, 2, 1] if len(b) >= 10 * N * H * W else [2, 1]
+    for exact in choices:  # plan first (cheap), allocate once
+        table = WindowTable(keys, exact)
+        p, q = table.side(ye - ys), table.side(xe - xs)
+        for pq in set(zip(p.tolist(), q.tolist())):
+            table.require(*pq)
+        if table.nbytes() <= TABLE_BUDGET:
+            break
     buffer = table.build()
     out = xp.take(buffer, xp.asarray(table.rows(p, q, b, ys, xs)), axis=0)
     tall, wide = (ye - ys) != p, (xe - xs) != q  # sides that need a second, overlapping window
