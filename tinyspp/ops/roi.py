@@ -300,21 +300,24 @@ def _plan(levels, mode):
 
 # --- max pooling -----------------------------------------------------------------------------
 
-def key_bits(HW):
-    """Bits that hold a reversed flat index ``0 .. H*W-1`` in the low part of a key."""
-    return max(1, (HW - 1).bit_length())
+def key_dtypes(HW):
+    """``(key dtype, half dtype)``: uint32 keys with 16-bit halves while ``H*W <= 2**16``,
+    else uint64 keys with 32-bit halves. The high half holds the rank, the low half the
+    reversed flat index, so the low half is readable as a strided view: no masking pass."""
+    return (np.uint32, np.uint16) if HW <= 2**16 else (np.uint64, np.uint32)
 
 
 def plane_keys(features):
     """Channel-last ``(N, H, W, C)`` integer keys whose max is the first maximum (module doc).
 
     ``key = rank << bits | (2**bits - 1 - h*W - w)``, ``rank`` the dense rank of the value within
-    its (image, channel) plane. uint32 while both parts fit (``H*W <= 65536``), else uint64.
+    its (image, channel) plane, ``bits`` half the key's width (see ``key_dtypes``).
     """
     xp = get_array_module(features)
     N, C, H, W = features.shape
-    HW, bits = H * W, key_bits(H * W)
-    kdtype = np.uint32 if 2 * bits <= 32 else np.uint64
+    HW = H * W
+    kdtype, half = key_dtypes(HW)
+    bits = 8 * np.dtype(half).itemsize
     planes = features.reshape(N * C, HW)
     order = xp.argsort(planes, axis=1)  # NaN sort last; order among equals is irrelevant
     s = xp.take_along_axis(planes, order, axis=1)
@@ -457,23 +460,26 @@ def _max_forward(features, rois, inverse, levels, mode):
         keys = {n: xp.take(k, xp.asarray(inverse), axis=0) for n, k in keys.items()}
         rois, U = rois[inverse], len(inverse)
     # decode, straight into the output layout (U, C, n*n) per level:
-    # index = (b*C + c)*H*W + h*W + w  with  h*W + w = mask - (key & mask)
-    mask = 2 ** key_bits(HW) - 1
+    # index = (b*C + c)*H*W + h*W + w  with  h*W + w = 2**bits - 1 - (low half of the key)
+    kdtype, half = key_dtypes(HW)
+    low_at = 0 if np.little_endian else 1  # which half of a native key is the low one
+    top = 2 ** (8 * np.dtype(half).itemsize) - 1
+    column = channel_of_column(levels, C) * HW + top  # (D,) c*H*W + top
+    images = rois[:, 0]
+    single = bool((images == images[0]).all())  # one image (the usual case): one pass
+    if single:
+        column = column + int(images[0]) * C * HW
     D = C * sum(n * n for n in levels)
     index = xp.empty((U, D), dtype=np.int64)  # intp: the scatter's own index type
     off = 0
     for n in levels:
+        low = keys[n].reshape(U, n * n, C).view(half)[:, :, low_at::2]  # (U, n*n, C) view
         view = index[:, off:off + C * n * n].reshape(U, C, n * n)
-        xp.bitwise_and(keys[n].reshape(U, n * n, C).transpose(0, 2, 1), mask, out=view,
-                       casting="unsafe")
+        xp.subtract(xp.asarray(column[off:off + C * n * n].reshape(C, n * n)),
+                    low.transpose(0, 2, 1), out=view)
         off += C * n * n
-    column = xp.asarray(channel_of_column(levels, C) * HW + mask)  # (D,) c*H*W + mask
-    images = rois[:, 0]
-    if (images == images[0]).all():  # one image (the usual case): a single pass
-        xp.subtract((column + int(images[0]) * C * HW).astype(index.dtype), index, out=index)
-    else:
-        xp.subtract(column.astype(index.dtype), index, out=index)
-        index += xp.asarray((images * C * HW).astype(index.dtype))[:, None]
+    if not single:
+        index += xp.asarray(images * C * HW)[:, None]
     return xp.take(features.reshape(-1), index), index
 
 
