@@ -28,7 +28,8 @@ def load_data(name: str, *, root: str | None = None, seed: int = 0, quick: bool 
         return digits_splits(seed=seed, limit=300 if quick else None)
     if root is None:
         raise ValueError("train: --data folder needs --root PATH (a root/<class>/<image> tree)")
-    return split(ImageFolder(root, max_side=max_side), (0.7, 0.15, 0.15), seed=seed)
+    # channels=3: real folders (Caltech-101) mix grey and colour images
+    return split(ImageFolder(root, channels=3, max_side=max_side), (0.7, 0.15, 0.15), seed=seed)
 
 
 def add_arguments(parser) -> None:
