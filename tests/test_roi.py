@@ -8,7 +8,8 @@ from strategies import level_sets, seeds, tie_free
 
 from tinyspp.backend import asnumpy
 from tinyspp.gradcheck import numerical_grad_of_output, rel_error
-from tinyspp.ops.roi import plane_keys, roi_spp_backward, roi_spp_forward, window_max
+from tinyspp.ops.rectmax import plane_keys, window_max
+from tinyspp.ops.roi import roi_spp_backward, roi_spp_forward
 from tinyspp.ops.spp import spp_backward, spp_forward
 
 fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -7,7 +7,8 @@ cells of image ``b``) into a fixed-length vector. By definition (a tested contra
 
 and the argmax is absolute within image ``b``'s (H, W) plane.
 
-How the NumPy path pools two thousand regions without a Python loop over them:
+How the NumPy path pools two thousand regions without a Python loop over them (steps 1 and 2
+live in ``tinyspp.ops.rectmax``):
 
 1. Keys. Every cell gets an integer key ``rank << bits | (2**bits - 1 - h*W - w)`` where ``rank``
    is the dense rank of its value within its (image, channel) plane (NaN ranks highest). The
@@ -51,6 +52,7 @@ import numpy as np
 from ..backend import asnumpy, get_array_module, is_gpu_array
 from ..bins import DEFAULT_LEVELS, bin_edges
 from ..validate import check_array, check_nchw
+from .rectmax import key_dtypes, plane_keys, window_max
 from .spp import channel_of_column, check_spp_args
 
 
@@ -299,147 +301,6 @@ def _plan(levels, mode):
 
 
 # --- max pooling -----------------------------------------------------------------------------
-
-def key_dtypes(HW):
-    """``(key dtype, half dtype)``: uint32 keys with 16-bit halves while ``H*W <= 2**16``,
-    else uint64 keys with 32-bit halves. The high half holds the rank, the low half the
-    reversed flat index, so the low half is readable as a strided view: no masking pass."""
-    return (np.uint32, np.uint16) if HW <= 2**16 else (np.uint64, np.uint32)
-
-
-def plane_keys(features):
-    """Channel-last ``(N, H, W, C)`` integer keys whose max is the first maximum (module doc).
-
-    ``key = rank << bits | (2**bits - 1 - h*W - w)``, ``rank`` the dense rank of the value within
-    its (image, channel) plane, ``bits`` half the key's width (see ``key_dtypes``).
-    """
-    xp = get_array_module(features)
-    N, C, H, W = features.shape
-    HW = H * W
-    kdtype, half = key_dtypes(HW)
-    bits = 8 * np.dtype(half).itemsize
-    planes = features.reshape(N * C, HW)
-    order = xp.argsort(planes, axis=1)  # NaN sort last; order among equals is irrelevant
-    s = xp.take_along_axis(planes, order, axis=1)
-    new = (s[:, 1:] != s[:, :-1]) & ~(xp.isnan(s[:, 1:]) & xp.isnan(s[:, :-1]))
-    rank_sorted = xp.zeros((N * C, HW), dtype=kdtype)
-    xp.cumsum(new, axis=1, dtype=kdtype, out=rank_sorted[:, 1:])
-    keys = xp.empty_like(rank_sorted)
-    keys[xp.arange(N * C)[:, None], order] = rank_sorted << kdtype(bits)
-    keys |= (2**bits - 1 - xp.arange(HW)).astype(kdtype)
-    return xp.ascontiguousarray(keys.reshape(N, C, H, W).transpose(0, 2, 3, 1))
-
-
-TABLE_BUDGET = 2**29  # bytes of window tables before fewer exact sizes are used
-
-
-class WindowTable:
-    """Max keys of every ``p x q`` window of the map, for the window sizes the queries need.
-
-    Window sides up to ``exact`` are stored exactly, so a bin of that size is ONE look-up; a longer
-    side uses the largest power of two not above it and two overlapping look-ups (a sparse table
-    along that axis). Window ``(p, q)`` is the max of two smaller ones, ``(p, q1)`` at ``x`` and
-    ``(p, q - q1)`` at ``x + q1`` (one ``maximum`` per table). All tables share one channel-last
-    ``(rows, C)`` buffer, so a single ``take`` answers every bin.
-    """
-
-    def __init__(self, keys, exact):
-        self.keys, self.exact = keys, exact
-        self.order = []  # window sizes, dependencies first
-        self.layout = {}  # (p, q) -> (first buffer row, H - p + 1, W - q + 1)
-
-    def side(self, length):
-        """Window side used for a bin side of ``length`` (vectorised)."""
-        pow2 = 1 << (np.frexp(length)[1] - 1)  # largest power of two <= length
-        return np.where(length <= self.exact, length, pow2)
-
-    def split(self, length):
-        return length // 2 if length > self.exact else length - 1
-
-    def require(self, p, q):
-        if (p, q) in self.layout:
-            return
-        if q > 1:
-            q1 = self.split(q)
-            self.require(p, q1), self.require(p, q - q1)
-        elif p > 1:
-            p1 = self.split(p)
-            self.require(p1, 1), self.require(p - p1, 1)
-        N, H, W, C = self.keys.shape
-        rows = sum(N * Hp * Wq for _, Hp, Wq in self.layout.values())
-        self.layout[p, q] = (rows, H - p + 1, W - q + 1)
-        self.order.append((p, q))
-
-    def nbytes(self):
-        """Size of the buffer the required tables need."""
-        N, H, W, C = self.keys.shape
-        return sum(N * Hp * Wq for _, Hp, Wq in self.layout.values()) * C * self.keys.itemsize
-
-    def build(self):
-        """Allocate the buffer and fill every required table; return it as (rows, C)."""
-        xp = get_array_module(self.keys)
-        N, H, W, C = self.keys.shape
-        total = sum(N * Hp * Wq for _, Hp, Wq in self.layout.values())
-        self.buffer = xp.empty((total, C), dtype=self.keys.dtype)
-        for p, q in self.order:
-            out = self.table(p, q)
-            if (p, q) == (1, 1):
-                out[...] = self.keys
-            elif q > 1:
-                q1 = self.split(q)
-                a, b = self.table(p, q1), self.table(p, q - q1)
-                xp.maximum(a[:, :, :out.shape[2]], b[:, :, q1:], out=out)
-            else:
-                p1 = self.split(p)
-                a, b = self.table(p1, 1), self.table(p - p1, 1)
-                xp.maximum(a[:, :out.shape[1]], b[:, p1:], out=out)
-        return self.buffer
-
-    def table(self, p, q):
-        start, Hp, Wq = self.layout[p, q]
-        N, C = self.keys.shape[0], self.keys.shape[3]
-        return self.buffer[start:start + N * Hp * Wq].reshape(N, Hp, Wq, C)
-
-    def rows(self, p, q, b, y, x):
-        """Buffer row of window ``(p[i], q[i])`` at ``(y[i], x[i])`` of image ``b[i]``."""
-        sizes = sorted(self.layout)
-        code = {pq: i for i, pq in enumerate(sizes)}
-        info = np.array([self.layout[pq] for pq in sizes], dtype=np.int64)  # start, Hp, Wq
-        which = np.array([code[pq] for pq in zip(p.tolist(), q.tolist())], dtype=np.int64)
-        start, Hp, Wq = info[which].T
-        return start + (b * Hp + y) * Wq + x
-
-
-def window_max(keys, b, ys, ye, xs, xe, exact=None):
-    """Max key of each rectangle ``[ys, ye) x [xs, xe)`` of image ``b``: shape (Q, C).
-
-    ``keys (N, H, W, C)``; the rectangle arrays are (Q,) int64. ``exact``: longest window side
-    stored exactly. Default: 8 when there are many queries per map cell (each exact table costs
-    one pass over the map, each avoided look-up saves a C-vector per query), 2 for few queries,
-    halved while the tables would pass ``TABLE_BUDGET`` bytes; 1 is a pure sparse table.
-    """
-    xp = get_array_module(keys)
-    N, H, W, C = keys.shape
-    choices = [exact] if exact else [8, 4, 2, 1] if len(b) >= 10 * N * H * W else [2, 1]
-    for exact in choices:  # plan first (cheap), allocate once
-        table = WindowTable(keys, exact)
-        p, q = table.side(ye - ys), table.side(xe - xs)
-        for pq in set(zip(p.tolist(), q.tolist())):
-            table.require(*pq)
-        if table.nbytes() <= TABLE_BUDGET:
-            break
-    buffer = table.build()
-    out = xp.take(buffer, xp.asarray(table.rows(p, q, b, ys, xs)), axis=0)
-    tall, wide = (ye - ys) != p, (xe - xs) != q  # sides that need a second, overlapping window
-    for y, x, need in ((ye - p, xs, tall), (ys, xe - q, wide), (ye - p, xe - q, tall & wide)):
-        sel = np.flatnonzero(need)
-        if sel.size:
-            more = xp.take(buffer, xp.asarray(table.rows(p[sel], q[sel], b[sel], y[sel], x[sel])),
-                           axis=0)
-            sel = xp.asarray(sel)
-            out[sel] = xp.maximum(out[sel], more)
-    return out
-
 
 def _max_forward(features, rois, inverse, levels, mode):
     """Max keys of the distinct ``rois`` (U, 5); decoded for every row ``inverse`` (R,) names
