@@ -32,7 +32,7 @@ from .train import Trainer, blas_threads, extract_features
 from .validate import check_choice
 
 DATASETS = ("synthetic", "digits")
-EPOCHS, LR, PATIENCE = 16, 0.02, 3  # SGD settings shared by the experiment and the demo
+EPOCHS, LR, PATIENCE = 30, 0.02, 3  # SGD settings shared by the experiment and the demo
 CONFIGS = (  # (label, model, schedule)
     ("no SPP, single-size", "nospp", "single"),
     ("SPP, single-size", "spp", "single"),
