@@ -301,19 +301,20 @@ def quick_demo(tmp_path_factory):
     return out, summary, md
 
 
-# Stated floor for the quick end-to-end run (8 training, 4 test images, 3 pre-training epochs):
-# a detector whose scores were random would stay near 0.05 here.
-MAP_FLOOR = 0.15
+# Stated floor for the quick end-to-end run (24 training, 10 test images, 15 pre-training
+# epochs; measured 0.336 for 1-scale SPP-net). Random scores on the same test windows give
+# mAP 0.09 on average and 0.22 at most over 50 draws (measured), so passing means learning.
+MAP_FLOOR = 0.25
 
 
 def test_end_to_end_detection_beats_the_map_floor(quick_demo):
     out, summary, md = quick_demo
     assert summary["map_11point"]["SPP-net 1-scale, pool"] > MAP_FLOOR
-    assert len(summary["map_11point"]) == 7
+    assert len(summary["map_11point"]) == 9
     for name in ("results.md", "summary.json", "detections.png", "pr_curves.png"):
         assert (out / name).stat().st_size > 0
     assert "| SPP-net 1-scale, pool |" in md
-    assert summary["feature_s_rcnn"] > summary["feature_s_spp_1scale"] > 0
+    assert summary["feature_s_rcnn"]["total"] > summary["feature_s_spp_1scale"]["total"] > 0
 
 
 def test_cli_detect_demo_quick(tmp_path, capsys):

@@ -144,6 +144,7 @@ class SPPDetector:
         self.stride, self.centre, _ = receptive_field(trunk)
         self.svm_w = self.svm_b = None       # (D, K), (K,) after fit
         self.regressors = None               # list of K fitted Ridge models (or None)
+        self.classifier = None               # (K + 1)-way Linear left by fine-tuning, if any
         self.timings = {"trunk": [], "pool": []}
 
     # ------------------------------------------------------------------ features

@@ -12,7 +12,10 @@ with ``roi_spp_backward`` at hand that is one more call per step::
     dfmap        = roi_spp_backward(dpooled, pc)        (1, C, h, w)
     trunk.backward(dfmap)
 
-Both sample mini-batches with a quarter foreground windows (IoU >= 0.5 with an object: label
+The (K + 1)-way softmax layer trained on top of the head is kept as ``detector.classifier``, so
+running ``finetune_fc`` first warm-starts ``finetune_trunk`` (a random classifier would send
+large, meaningless gradients into a good trunk). Both sample mini-batches with a quarter
+foreground windows (IoU >= 0.5 with an object: label
 ``class + 1``) and the rest background (IoU < 0.5 with every object: label 0), the R-CNN recipe.
 """
 
@@ -43,14 +46,19 @@ def _sample(labels, batch: int, fg_fraction: float, rng) -> np.ndarray:
 
 
 def _classifier(detector: SPPDetector, pooled_dim: int, rng):
-    """The head followed by a new ``Linear(D, K + 1)`` classifier, as one Sequential."""
+    """The head followed by the (K + 1)-way classifier, as one Sequential sharing their layers.
+
+    The classifier is ``detector.classifier`` when an earlier fine-tuning left one there (a warm
+    start), else a new ``Linear(D, K + 1)``, which is stored on the detector.
+    """
     from ..nn import Linear, Sequential
 
-    _set_mode(detector.head, train=False)
-    probe = to_device(np.zeros((1, pooled_dim), dtype=np.float32), detector.device)
-    D = detector.head.forward(probe).shape[1]
-    cls = Linear(D, detector.n_classes + 1, rng=rng)
-    net = Sequential(*list(detector.head), cls)
+    if detector.classifier is None:
+        _set_mode(detector.head, train=False)
+        probe = to_device(np.zeros((1, pooled_dim), dtype=np.float32), detector.device)
+        D = detector.head.forward(probe).shape[1]
+        detector.classifier = Linear(D, detector.n_classes + 1, rng=rng)
+    net = Sequential(*list(detector.head), detector.classifier)
     if detector.device == "gpu":
         net.to("gpu")
     return net
