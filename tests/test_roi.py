@@ -121,12 +121,13 @@ def test_gradient_matches_central_differences(xp, shape_rois, levels, pool, seed
     assert err < 1e-6, f"eps={eps} tol=1e-6 err={err}\nanalytic={analytic}\nnumeric={num}"
 
 
+@pytest.mark.parametrize("extra", [0, 5])  # 2 of 6 rows are duplicates, or 2 of 11
 @pytest.mark.parametrize("pool", ["max", "avg"])
-def test_backward_matches_loop_oracle_with_duplicates_and_many_images(xp, pool):
+def test_backward_matches_loop_oracle_with_duplicates_and_many_images(xp, pool, extra):
     rng = np.random.default_rng(0)
     features = rng.standard_normal((3, 4, 11, 13))
     rois = np.array([[2, 0, 0, 12, 10], [0, 3, 4, 3, 4], [1, 2, 1, 9, 3], [0, 3, 4, 3, 4],
-                     [2, 5, 6, 12, 10], [0, 3, 4, 3, 4]])
+                     [2, 5, 6, 12, 10], [0, 3, 4, 3, 4]] + [[1, i, i, 9, 9] for i in range(extra)])
     out, cache = roi_spp_forward(xp.asarray(features), xp.asarray(rois), pool=pool)
     dout = rng.standard_normal(out.shape)
     ref, _, ref_df = roi_loop(features, rois, pool=pool, dout=dout)

@@ -131,6 +131,10 @@ def roi_spp_forward(features, rois, levels=DEFAULT_LEVELS, mode="adaptive", pool
 
         out, kernel_argmax = kernels.roi_spp_forward(xp.ascontiguousarray(features),
                                                      xp.asarray(uniq), levels, pool)
+    elif pool == "max" and inverse is not None and 4 * (len(rois) - len(uniq)) < len(rois):
+        # few duplicates: sharing their keys costs a pass over every output (the scatter back)
+        # and saves less than that, so every row is looked up directly
+        out, index = _max_forward(features, rois, None, levels, mode)
     elif pool == "max":  # max keys found once per distinct RoI, decoded for every row
         out, index = _max_forward(features, uniq, inverse, levels, mode)
     else:
