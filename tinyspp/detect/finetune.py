@@ -15,8 +15,8 @@ with ``roi_spp_backward`` at hand that is one more call per step::
 The (K + 1)-way softmax layer trained on top of the head is kept as ``detector.classifier``, so
 running ``finetune_fc`` first warm-starts ``finetune_trunk`` (a random classifier would send
 large, meaningless gradients into a good trunk). Both sample mini-batches with a quarter
-foreground windows (IoU >= 0.5 with an object: label
-``class + 1``) and the rest background (IoU < 0.5 with every object: label 0), the R-CNN recipe.
+foreground windows (IoU >= 0.5 with an object: label ``class + 1``) and the rest background
+(IoU < 0.5 with every object: label 0), the R-CNN recipe.
 """
 
 from __future__ import annotations
