@@ -25,7 +25,9 @@ live in ``tinyspp.ops.rectmax``):
 4. Decode. The low bits of the winning key give the flat index of the maximum; the value is read
    from ``features`` there, so it is bitwise the element ``spp_forward`` returns.
 
-Identical RoIs are pooled once (``np.unique`` over rows) and scattered back. Backward is one
+Identical RoIs are pooled once (``np.unique`` over rows) and scattered back (on the max path
+only when at least a quarter of the rows are duplicates: below that, scattering shared keys back
+costs more than it saves, and rows are looked up directly, with identical results). Backward is one
 scatter-add (``np.add.at``) over the flat (image, channel, h, w) index of every output, which
 also sums the gradients of identical RoIs (the kernel and average paths sum them explicitly
 first). Average pooling uses an integral image in float64 (equal to ``spp_forward`` up to
