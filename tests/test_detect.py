@@ -317,7 +317,7 @@ def test_end_to_end_detection_beats_the_map_floor(quick_demo):
     assert summary["feature_s_rcnn"]["total"] > summary["feature_s_spp_1scale"]["total"] > 0
 
 
-def test_cli_detect_demo_quick(tmp_path, capsys):
+def test_cli_detect_without_demo_prints_usage(capsys):
     from tinyspp.cli import main
 
     assert main(["detect"]) == 2
