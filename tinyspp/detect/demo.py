@@ -211,6 +211,8 @@ def _run_demo(out_dir, quick, seed, device, log):
     c1 = run("SPP-net 1-scale, pool", d1)
     d1.bbox_regression = True
     run("SPP-net 1-scale, pool, bbox", d1, c1)
+    dc = _detector(net, mean, std, scales=cfg["single"], mapping="center", **common)
+    run("SPP-net 1-scale, pool, bbox, centre mapping", dc)
     dm = _detector(net, mean, std, scales=cfg["multi"], bbox_regression=False, **common)
     cm = run("SPP-net multi-scale, pool", dm)
     dm.bbox_regression = True

@@ -12,8 +12,9 @@ algorithm:
    ``sum(min(h_i, h_j))``, ``s_size = 1 - (|r_i| + |r_j|) / |image|`` (small regions merge first)
    and ``s_fill = 1 - (|bbox(r_i u r_j)| - |r_i| - |r_j|) / |image|`` (regions that fill each
    other's box merge first). The merged region's histograms are size-weighted averages.
-4. Every region ever formed gives a box. Diversify over colour spaces and ``k`` values, rank boxes
-   by their hierarchy level times a random factor, deduplicate, keep the first ``max_boxes``.
+4. Every region ever formed gives a box. Diversify over colour spaces, ``k`` values and
+   similarity mixes, rank boxes by their position in the hierarchy times a random factor,
+   deduplicate, keep the first ``max_boxes``.
 
 Histograms are built with one ``np.bincount`` per image; only the merging loop is Python.
 
@@ -101,7 +102,8 @@ def _neighbour_pairs(labels):
 
 
 def _group(size, box, colour, texture, pairs, image_area, use):
-    """Hierarchical grouping; returns the boxes of all regions formed, each with its level."""
+    """Hierarchical grouping; returns the boxes ``(n + merges, 4)`` of every region formed, in
+    order of formation (the initial segments first, the last merge last)."""
     n = len(size)
     cap = 2 * n
     size = np.concatenate([size, np.zeros(n)])
@@ -131,7 +133,6 @@ def _group(size, box, colour, texture, pairs, image_area, use):
     heapq.heapify(heap)
     alive = np.zeros(cap, dtype=bool)
     alive[:n] = True
-    level = np.zeros(cap, dtype=np.int64)
     new = n
     while heap:
         _, i, j = heapq.heappop(heap)
@@ -145,7 +146,6 @@ def _group(size, box, colour, texture, pairs, image_area, use):
         texture[t] = wi * texture[i] + wj * texture[j]
         box[t, :2] = np.minimum(box[i, :2], box[j, :2])
         box[t, 2:] = np.maximum(box[i, 2:], box[j, 2:])
-        level[t] = max(level[i], level[j]) + 1
         alive[i] = alive[j] = False
         alive[t] = True
         neighbours[t] = (neighbours[i] | neighbours[j]) - {i, j}
@@ -153,7 +153,7 @@ def _group(size, box, colour, texture, pairs, image_area, use):
             neighbours[k] -= {i, j}
             neighbours[k].add(t)
             heapq.heappush(heap, (-similarity(t, k), min(t, k), max(t, k)))
-    return box[:new], level[:new]
+    return box[:new]
 
 
 STRATEGIES = (("colour", "texture", "size", "fill"), ("texture", "size", "fill"),
@@ -178,7 +178,7 @@ def selective_search(image, ks=(50, 100, 200), colour_spaces=("hsv", "lab"), sig
     min_side : int
         Drop boxes narrower or shorter than this many pixels.
     seed : int or np.random.Generator
-        Randomness of the ranking (level x uniform(0, 1), as in the original paper).
+        Randomness of the ranking (hierarchy position x uniform(0, 1), as in the original).
 
     Returns
     -------
@@ -207,9 +207,9 @@ def selective_search(image, ks=(50, 100, 200), colour_spaces=("hsv", "lab"), sig
             feats = _region_features(img, labels, n)
             use = STRATEGIES[s % len(STRATEGIES)]
             s += 1
-            boxes, level = _group(*feats, _neighbour_pairs(labels), float(H * W), use)
-            # rank: regions formed late (large) get a high level number; the original ranks by
-            # position in the hierarchy (most recent first) times a random factor
+            boxes = _group(*feats, _neighbour_pairs(labels), float(H * W), use)
+            # rank as the original: position in the hierarchy (the last merge, the whole
+            # connected image, is 1) times a uniform random factor; small ranks come first
             position = (len(boxes) - np.arange(len(boxes))).astype(np.float64)
             all_boxes.append(boxes)
             all_ranks.append(position * rng.uniform(0, 1, len(boxes)))
