@@ -153,10 +153,13 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"report written to {out}" in printed
     report = (out / "report.md").read_text()
-    for heading in ("## Data", "## Training", "## Evaluation", "## SVM on features"):
+    for heading in ("## Data", "## Training", "## Evaluation", "## SVM on features",
+                    "## SPP-net detection"):
         assert heading in report
-    for png in ("samples.png", "learning_curves.png", "error_vs_size.png"):
+    for png in ("samples.png", "learning_curves.png", "error_vs_size.png",
+                "detect/detections.png"):
         assert (out / png).stat().st_size > 1000
+        assert f"]({png})" in report
 
 
 def test_experiment_classify_quick(tmp_path, capsys):

@@ -7,7 +7,8 @@
 3. Evaluate: centre crop, 10 views and the full image at several test sizes.
 4. SVM on features (paper Sec. 3.3): SPP features of the held-out classes from full images vs
    warped images, with ``sklearn.svm.LinearSVC``.
-5. Write ``report.md`` and PNG figures to ``--out`` (default ``runs/demo/``) and print where.
+5. Detection: SPP-net vs R-CNN (:mod:`tinyspp.detect.demo`, skipped with ``--no-detect``).
+6. Write ``report.md`` and PNG figures to ``--out`` (default ``runs/demo/``) and print where.
 
 The report is assembled from *sections*: functions ``section(ctx) -> str`` (Markdown) listed in
 :data:`SECTIONS` and run in order, sharing a :class:`DemoContext`. Adding a part to the demo
@@ -51,6 +52,7 @@ class DemoContext:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+    detect: bool = True
     results: dict = field(default_factory=dict)
 
     def path(self, name: str) -> str:
@@ -155,16 +157,30 @@ def svm_section(ctx: DemoContext) -> str:
         markdown_table(["features of", "input", "SVM accuracy (%)"], rows), ""])
 
 
-SECTIONS = [data_section, training_section, evaluation_section, svm_section]
+def detection_section(ctx: DemoContext) -> str:
+    """The SPP-net vs R-CNN detection demo of :mod:`tinyspp.detect.demo`, in ``out/detect/``."""
+    if not ctx.detect:
+        return ""
+    from .detect.demo import run_detection_demo
+
+    ctx.say("detection: SPP-net vs R-CNN (tinyspp.detect.demo)")
+    _, md = run_detection_demo(ctx.path("detect"), quick=ctx.quick, seed=ctx.seed,
+                               device=ctx.device, log=lambda msg: None)
+    md = md.replace("](", "](detect/")  # its figures live in the detect/ sub-folder
+    return "\n".join("#" + line if line.startswith("#") else line for line in md.splitlines())
+
+
+SECTIONS = [data_section, training_section, evaluation_section, svm_section, detection_section]
 
 
 def run_demo(*, out: str = "runs/demo", quick: bool = False, epochs: int | None = None,
-             seed: int = 0, device: str = "cpu", progress: bool = True) -> str:
+             seed: int = 0, device: str = "cpu", progress: bool = True,
+             detect: bool = True) -> str:
     """Run every section of :data:`SECTIONS`; write ``out/report.md``; return its path."""
     check_device(device, "demo")
     os.makedirs(out, exist_ok=True)
     ctx = DemoContext(out=out, quick=quick, epochs=epochs or (2 if quick else EPOCHS), seed=seed,
-                      device=device, progress=progress)
+                      device=device, progress=progress, detect=detect)
     t0 = time.perf_counter()
     parts = [section(ctx) for section in SECTIONS]
     head = ["# tinyspp demo report", "",
@@ -186,6 +202,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS threads (default: all; 1 is fastest on a busy machine)")
+    parser.add_argument("--no-detect", action="store_true", help="skip the detection part")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
@@ -196,6 +213,7 @@ def run(args) -> int:
 
 def _run(args) -> int:
     path = run_demo(out=args.out, quick=args.quick, epochs=args.epochs, seed=args.seed,
-                    device=args.device, progress=not args.no_progress)
+                    device=args.device, progress=not args.no_progress,
+                    detect=not args.no_detect)
     print(f"report written to {os.path.abspath(path)}")
     return 0
