@@ -135,7 +135,7 @@ t_pool = time.perf_counter() - t0
 print(f"image {image.shape[:2]} -> conv3 map {fmap.shape}: {1e3 * t_conv:.1f} ms, once")
 print(f"{len(rois)} windows -> pooled {pooled.shape}: {1e3 * t_pool:.1f} ms for all of them")
 
-for r in np.random.default_rng(SEED).choice(len(rois), 20, replace=False):
+for r in np.random.default_rng(SEED).choice(len(rois), min(20, len(rois)), replace=False):
     _, a0, b0, a1, b1 = rois[r]
     crop = fmap[:, :, b0:b1 + 1, a0:a1 + 1]
     assert np.array_equal(pooled[r], spp_forward(crop, levels=(4, 2, 1))[0][0])
