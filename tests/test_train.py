@@ -65,6 +65,9 @@ def test_resume_equals_uninterrupted(tiny_data, tmp_path):
     assert timeless(resumed.history) == timeless(full.history)
     assert resumed.optimizer.lr == full.optimizer.lr
     assert os.path.exists(tmp_path / "part" / "history.json")
+    other = _trainer(tiny_data, out_dir=str(tmp_path / "part"), sizes=(16, 14))
+    with pytest.raises(ValueError, match="resuming would not continue the same run"):
+        other.fit(3, resume=True)
 
 
 def test_nan_loss_raises_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):

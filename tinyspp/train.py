@@ -272,6 +272,12 @@ class Trainer:
         if path is None or not os.path.exists(path):
             raise FileNotFoundError(f"Trainer.load_checkpoint: no checkpoint at {path!r}")
         net_state, meta = load_checkpoint(path, func="Trainer.load_checkpoint")
+        saved = (meta.get("schedule"), tuple(meta.get("sizes", ())), meta.get("seed"))
+        if saved != (self.schedule, self.sizes, self.seed):
+            raise ValueError(
+                f"Trainer.load_checkpoint: {path!r} was written with schedule, sizes, seed = "
+                f"{saved}, but this trainer has {(self.schedule, self.sizes, self.seed)}; "
+                "resuming would not continue the same run")
         opt_state = {k[4:]: v for k, v in meta.items() if k.startswith("opt/")}
         self.net.load_state_dict(net_state)
         self.net.to(self.device)
