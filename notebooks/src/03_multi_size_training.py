@@ -7,7 +7,7 @@
 #   set of parameters, and why a network without it cannot;
 # * how the paper's multi-size schedule works (switch the input size every epoch);
 # * how to compare single-size SPP, multi-size SPP and a no-SPP baseline fairly (same trunk, same
-#   initial weights, same data, same epochs), with learning curves and a results table;
+#   initial trunk weights, same data, same epochs), with learning curves and a results table;
 # * the full-image test: classifying each image at its own size and aspect ratio, which only SPP
 #   allows.
 #
@@ -87,6 +87,24 @@ else:
     raise AssertionError("the baseline must refuse a second input size")
 
 # %% [markdown]
+# How exactly do the two differ? On a 32x32 input conv3 is 8x8, and the pyramid's 4x4 level bins it
+# as $[0,2), [2,4), \ldots$: the same windows as the baseline's pooling (window 2, stride 2). So an
+# SPP net with the single level 4, built from the same seed, *is* the baseline, to the last bit.
+# The difference between the two networks trained below is the coarser 2x2 and 1x1 levels alone.
+
+# %%
+from tinyspp.nn import no_spp_net, small_spp_net
+
+K = setup.train.num_classes
+only_level_4 = small_spp_net(K, levels=(4,), seed=SEED)
+baseline = no_spp_net(K, input_size=setup.size, bins=4, seed=SEED)
+only_level_4.eval()
+baseline.eval()
+x = np.random.default_rng(SEED).standard_normal((4, 3, setup.size, setup.size)).astype(np.float32)
+assert np.array_equal(only_level_4.forward(x), baseline.forward(x))
+print("SPP net with levels (4,) == no-SPP baseline on 32x32 inputs: identical logits")
+
+# %% [markdown]
 # ## 3. Training: single-size, multi-size, and the baseline
 #
 # `train_one` builds the network, then runs mini-batch SGD (momentum 0.9, weight decay, dropout on
@@ -143,6 +161,9 @@ plt.show()
 # * **10-view**: centre and four corner crops, and their mirror images, softmax averaged;
 # * **full / warp**: the SPP nets see the *whole image at its own size and aspect ratio*; the
 #   baseline cannot, so it sees the whole image warped (squashed) to 32x32.
+#
+# The time column is the wall-clock training time on a CPU shared with other work: a record of
+# this run, not a cost comparison.
 
 # %%
 TEST_SIZES = full_image_sizes(setup, quick=QUICK)
@@ -213,8 +234,9 @@ for label in ("SPP, single-size", "SPP, multi-size"):
 # * The pyramid makes the fc input length independent of the input size, so one set of weights
 #   trains on 32 and 26 pixel inputs alternately; the baseline with a fixed pooling layer refuses
 #   any size but its own.
-# * Every configuration starts from the same weights and sees the same crops: the comparison
-#   isolates the pyramid (baseline vs SPP) and the schedule (single vs multi-size).
+# * Every configuration sees the same crops in the same order, and the baseline is exactly the SPP
+#   net restricted to its 4x4 level: the comparison isolates the coarse pyramid levels (baseline vs
+#   SPP) and the schedule (single vs multi-size).
 # * Only SPP nets can be tested on the full image at its own size and aspect ratio; the baseline
 #   must warp it.
 # * The tables above are this run's measurements on a small synthetic problem after a few epochs.
