@@ -104,12 +104,19 @@ class WindowTable:
         N, H, W, C = self.keys.shape
         return sum(N * Hp * Wq for _, Hp, Wq in self.layout.values()) * C * self.keys.itemsize
 
-    def build(self):
-        """Allocate the buffer and fill every required table; return it as (rows, C)."""
+    def build(self, scratch=None):
+        """Fill every required table into one buffer; return it as (rows, C).
+
+        ``scratch``: optional flat array of the keys' dtype to build in when it is large enough
+        (memory the caller overwrites later), else a new buffer is allocated.
+        """
         xp = get_array_module(self.keys)
         N, H, W, C = self.keys.shape
         total = sum(N * Hp * Wq for _, Hp, Wq in self.layout.values())
-        self.buffer = xp.empty((total, C), dtype=self.keys.dtype)
+        if scratch is not None and scratch.size >= total * C:
+            self.buffer = scratch[:total * C].reshape(total, C)
+        else:
+            self.buffer = xp.empty((total, C), dtype=self.keys.dtype)
         for p, q in self.order:
             out = self.table(p, q)
             if (p, q) == (1, 1):
@@ -131,18 +138,21 @@ class WindowTable:
 
     def rows(self, p, q, b, y, x):
         """Buffer row of window ``(p[i], q[i])`` at ``(y[i], x[i])`` of image ``b[i]``."""
-        sizes = sorted(self.layout)
-        code = {pq: i for i, pq in enumerate(sizes)}
-        info = np.array([self.layout[pq] for pq in sizes], dtype=np.int64)  # start, Hp, Wq
-        which = np.array([code[pq] for pq in zip(p.tolist(), q.tolist())], dtype=np.int64)
-        start, Hp, Wq = info[which].T
+        N, H, W, C = self.keys.shape
+        info = np.zeros((H + 1, W + 1, 3), dtype=np.int64)  # (p, q) -> start, Hp, Wq
+        for (pp, qq), layout in self.layout.items():
+            info[pp, qq] = layout
+        start, Hp, Wq = info[p, q].T  # one gather, not a dict look-up per query
         return start + (b * Hp + y) * Wq + x
 
 
-def window_max(keys, b, ys, ye, xs, xe, exact=None):
+def window_max(keys, b, ys, ye, xs, xe, exact=None, out=None, scratch=None):
     """Max key of each rectangle ``[ys, ye) x [xs, xe)`` of image ``b``: shape (Q, C).
 
-    ``keys (N, H, W, C)``; the rectangle arrays are (Q,) int64. ``exact``: longest window side
+    ``keys (N, H, W, C)``; the rectangle arrays are (Q,) int64. ``out``: optional contiguous
+    (Q, C) result array of the keys' dtype. ``scratch``: optional flat array of the keys' dtype
+    the tables may be built in (see ``WindowTable.build``): reusing memory the caller needs
+    anyway avoids first-touch page faults of a fresh buffer. ``exact``: longest window side
     stored exactly. Default: 8 when there are many queries per map cell (each exact table costs
     one pass over the map, each avoided look-up saves a C-vector per query), 2 for few queries,
     halved while the tables would pass ``TABLE_BUDGET`` bytes; 1 is a pure sparse table.
@@ -153,12 +163,18 @@ def window_max(keys, b, ys, ye, xs, xe, exact=None):
     for exact in choices:  # plan first (cheap), allocate once
         table = WindowTable(keys, exact)
         p, q = table.side(ye - ys), table.side(xe - xs)
-        for pq in set(zip(p.tolist(), q.tolist())):
-            table.require(*pq)
+        for pq in np.unique(p * (W + 1) + q).tolist():  # the distinct window sizes
+            table.require(*divmod(pq, W + 1))
         if table.nbytes() <= TABLE_BUDGET:
             break
-    buffer = table.build()
-    out = xp.take(buffer, xp.asarray(table.rows(p, q, b, ys, xs)), axis=0)
+    buffer = table.build(scratch)
+    rows = xp.asarray(table.rows(p, q, b, ys, xs))
+    if out is None:
+        out = xp.take(buffer, rows, axis=0)
+    elif xp is np:  # rows are in range: "wrap" skips the bounds check (and its copy of out)
+        np.take(buffer, rows, axis=0, out=out, mode="wrap")
+    else:
+        xp.take(buffer, rows, axis=0, out=out)
     tall, wide = (ye - ys) != p, (xe - xs) != q  # sides that need a second, overlapping window
     for y, x, need in ((ye - p, xs, tall), (ys, xe - q, wide), (ye - p, xe - q, tall & wide)):
         sel = np.flatnonzero(need)
