@@ -298,3 +298,19 @@ def test_readme_layers_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["extra"]["epoch"] == 1 and (tmp_path / "net.npz").exists()
     assert np.isfinite(namespace["loss"])
+
+
+def test_backward_without_input_grad_gives_the_same_parameter_gradients():
+    rng = np.random.default_rng(3)
+    net = Sequential(Conv2d(2, 3, 3, pad=1, rng=rng), ReLU(), SpatialPyramidPooling((2, 1)),
+                     Linear(3 * 5, 4, rng=rng)).astype(np.float64)
+    x = tie_free((2, 2, 6, 5), seed=4)
+    labels = np.array([1, 3])
+    _, dlogits = softmax_cross_entropy(net(x), labels)
+    dx = net.backward(dlogits)
+    full = {k: v.copy() for k, v in net.grads().items()}
+    _, dlogits = softmax_cross_entropy(net(x), labels)
+    assert net.backward(dlogits, input_grad=False) is None
+    assert dx.shape == x.shape
+    for k, g in net.grads().items():
+        np.testing.assert_array_equal(g, full[k], err_msg=k)

@@ -333,7 +333,7 @@ class Trainer:
                 raise FloatingPointError(
                     f"Trainer: loss became {loss} at epoch {epoch + 1}, batch {b + 1} "
                     f"(lr={self.optimizer.lr:g}); training stopped. Last good checkpoint: {kept}")
-            self.net.backward(dlogits)
+            self.net.backward(dlogits, input_grad=False)
             self.optimizer.step()
             total_loss += loss * len(idx)
             total_correct += int((asnumpy(logits).argmax(axis=1) == asnumpy(y)).sum())

@@ -32,7 +32,7 @@ def _ours(size: int, opts):
 
     def step():
         loss, dlogits = softmax_cross_entropy(net.forward(x), y)
-        net.backward(dlogits)
+        net.backward(dlogits, input_grad=False)
         opt.step()
 
     sync = None

@@ -106,7 +106,7 @@ def pretrain_trunk(train, proposals, cfg, seed=0, device="cpu", log=print):
             xb[flip] = xb[flip][..., ::-1]                        # horizontal flips
             loss, dlogits = softmax_cross_entropy(net.forward(to_device(xb, device)),
                                                   to_device(y[idx], device))
-            net.backward(dlogits)
+            net.backward(dlogits, input_grad=False)
             opt.step()
             losses.append(loss)
         log(f"pre-training epoch {epoch + 1}: loss {np.mean(losses):.3f} on {len(x)} crops")

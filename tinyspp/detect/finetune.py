@@ -153,7 +153,7 @@ def finetune_trunk(detector: SPPDetector, images, cache: TrainingCache, *, itera
         yb = to_device(labels[i][idx], detector.device)
         loss, dlogits = softmax_cross_entropy(net.forward(pooled), yb)
         dpooled = net.backward(dlogits)                                # (R, C*M)
-        detector.trunk.backward(roi_spp_backward(dpooled, pcache))
+        detector.trunk.backward(roi_spp_backward(dpooled, pcache), input_grad=False)
         opt_head.step()
         opt_trunk.step()
         losses.append(float(asnumpy(loss)))

@@ -156,8 +156,11 @@ class Conv2d(Layer):
                                               stride=self.stride, pad=self.pad)
         return out
 
-    def backward(self, dout):
-        dx, self.grads["w"], self.grads["b"] = ops.conv2d_backward(dout, self._saved_cache())
+    def backward(self, dout, need_dx: bool = True):
+        """Fill ``grads``; return ``dx`` (None when ``need_dx`` is False: saves a GEMM)."""
+        dx, self.grads["w"], self.grads["b"] = ops.conv2d_backward(
+            dout, self._saved_cache(), need_dx=need_dx
+        )
         return dx
 
     def extra_repr(self):

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..backend import asnumpy, check_device, get_array_module
 from .checkpoint import load_checkpoint, save_checkpoint
-from .layers import Layer
+from .layers import Conv2d, Layer
 
 
 class Sequential:
@@ -58,10 +58,16 @@ class Sequential:
     def __call__(self, x):
         return self.forward(x)
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad: bool = True):
         """Backpropagate ``dout`` (gradient of the loss w.r.t. the output) through every layer
-        in reverse; fills each layer's ``grads`` and returns the gradient w.r.t. the input."""
-        for layer in reversed(self.layers):
+        in reverse; fills each layer's ``grads`` and returns the gradient w.r.t. the input.
+
+        ``input_grad=False`` (a training step, where nothing needs the input's gradient) lets
+        a first ``Conv2d`` skip computing it (it then returns None)."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            if i == 0 and not input_grad and isinstance(layer, Conv2d):
+                return layer.backward(dout, need_dx=False)
             dout = layer.backward(dout)
         return dout
 

@@ -181,17 +181,21 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0):
     return out, Conv2dCache((N, C, H, W), cols, w, stride, pad)
 
 
-def conv2d_backward(dout, cache: Conv2dCache):
+def conv2d_backward(dout, cache: Conv2dCache, need_dx: bool = True):
     """Gradients of ``conv2d_forward`` with respect to ``x``, ``w`` and ``b``.
 
     Parameters
     ----------
     dout : ndarray of shape (N, F, oh, ow)
     cache : Conv2dCache
+    need_dx : bool, default True
+        False skips the input gradient (one GEMM and ``col2im``) and returns ``dx = None``:
+        the first layer of a network never needs it (torch skips it the same way for inputs
+        that do not require grad).
 
     Returns
     -------
-    dx : ndarray of shape (N, C, H, W)
+    dx : ndarray of shape (N, C, H, W), or None when ``need_dx`` is False
     dw : ndarray of shape (F, C, kh, kw)
     db : ndarray of shape (F,)
     """
@@ -209,6 +213,8 @@ def conv2d_backward(dout, cache: Conv2dCache):
     dout2 = xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(F, N * oh * ow)
     db = dout2.sum(axis=1)
     dw = (dout2 @ cache.cols.T).reshape(w.shape)
+    if not need_dx:
+        return None, dw, db
     dcols = w.reshape(F, -1).T @ dout2  # (C*kh*kw, N*oh*ow)
     dx = col2im(dcols, cache.x_shape, kh, kw, cache.stride, cache.pad)
     return dx, dw, db
