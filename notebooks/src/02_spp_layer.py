@@ -133,7 +133,7 @@ fig.colorbar(im, ax=ax, shrink=0.8)
 plt.show()
 
 # %% [markdown]
-# The library's scatter is short enough to read in full: one `bincount` over the flat winner
+# The library's scatter is short enough to read in full: one scatter-add (`np.add.at`) over the flat winner
 # indices, so that overlapping bins add up instead of overwriting each other.
 
 # %%

@@ -150,7 +150,7 @@ print("compiler:", emulate.find_compiler())
 # for bit: in float32 and float64, for all three bin modes, with ties and a NaN in the input. The
 # gradients agree to rounding: a cell that wins several bins sums their gradients, and the two
 # paths add in a different order and precision (the kernel gathers in the input's dtype, level by
-# level; the NumPy path scatters with one float64 `bincount`). We print the largest difference.
+# level; the NumPy path scatters with one `np.add.at` in the input's dtype, in index order). We print the largest difference.
 # Finally a launch so small that the grid-stride loop runs many steps must change nothing.
 
 # %%

@@ -15,7 +15,7 @@ gather moves contiguous ``N*C`` vectors. Per level it reduces over the WIDTH of 
 first (first maximal column of each row), then over the HEIGHT of every row bin (first row holding
 the maximum): that order yields exactly the row-major-first tie rule. Bins are gathered with an
 index array padded to the longest bin by repeating the bin's start, which never changes the first
-maximum. Backward scatters ``dout`` through the argmax with one ``bincount``.
+maximum. Backward scatters ``dout`` through the argmax with one scatter-add.
 
 Examples
 --------
@@ -163,15 +163,20 @@ def channel_of_column(levels, C, xp=np):
 
 
 def scatter_max_grad(dout, argmax, chan, shape):
-    """Route ``dout (N, D)`` to ``dx (N, C, H, W)`` through the flat argmax with one bincount.
+    """Route ``dout (N, D)`` to ``dx (N, C, H, W)`` through the flat argmax with one scatter-add.
 
-    ``chan (D,)`` is each column's channel. Returns float64 (bincount's dtype) of ``shape``.
+    ``chan (D,)`` is each column's channel. NumPy: ``np.add.at`` in the dtype of ``dout`` (its
+    fast path; ~3x quicker than ``bincount``'s float64 weights); CuPy: ``bincount`` (float64).
     """
     xp = get_array_module(dout)
     N, C, H, W = shape
     plane = (xp.arange(N, dtype=np.int64)[:, None] * C + chan[None, :]) * (H * W)  # (N, D)
     flat = (plane + argmax.astype(np.int64, copy=False)).ravel()
-    dx = xp.bincount(flat, weights=dout.ravel(), minlength=N * C * H * W)
+    if xp is np:
+        dx = np.zeros(N * C * H * W, dtype=dout.dtype)
+        np.add.at(dx, flat, dout.ravel())
+    else:
+        dx = xp.bincount(flat, weights=dout.ravel(), minlength=N * C * H * W)
     return dx.reshape(N, C, H, W)
 
 
