@@ -575,11 +575,12 @@ def test_gpu_bench_logic_runs_on_a_stand_in_device(monkeypatch):
 
 
 def test_covered_cells_counts_the_union_of_rois():
-    from tinyspp.bench.gpu import covered_cells, random_rois
+    from tinyspp.bench.gpu import covered_cells
+    from tinyspp.bench.pyramid import random_rois
 
     rois = np.array([[0, 0, 0, 1, 1], [0, 1, 1, 2, 2], [1, 0, 0, 0, 0]])
     assert covered_cells(rois, (2, 8, 3, 3)) == 4 + 4 - 1 + 1
-    r = random_rois(50, (2, 4, 9, 11), seed=1)
+    r = random_rois(np.random.default_rng(1), 50, 2, 9, 11)
     assert r.shape == (50, 5) and r.dtype == np.int64
     assert np.all((r[:, 1] <= r[:, 3]) & (r[:, 3] < 11) & (r[:, 2] <= r[:, 4]) & (r[:, 4] < 9))
 

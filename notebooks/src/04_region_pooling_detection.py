@@ -254,17 +254,10 @@ random_windows = np.stack([x0, y0, x0 + rng.uniform(8, W - x0), y0 + rng.uniform
 windows = np.concatenate([proposals, random_windows])[:R]
 
 
-def median_seconds(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+from tinyspp.bench.common import median_ms  # the benchmarks' timer: median of repeats, in ms
 
-
-t_spp = median_seconds(lambda: detector.pool(image, windows), repeats=5)
-t_rcnn = median_seconds(lambda: rcnn.pool(image, windows), repeats=1 if QUICK else 3)
+t_spp = median_ms(lambda: detector.pool(image, windows), repeats=5, warmup=0) / 1e3
+t_rcnn = median_ms(lambda: rcnn.pool(image, windows), repeats=1 if QUICK else 3, warmup=0) / 1e3
 print(f"{len(windows)} windows on a {image.shape[0]}x{image.shape[1]} image, CPU:")
 print(f"  SPP-net (conv once, region SPP) {1e3 * t_spp:9.1f} ms")
 print(f"  R-CNN (warp + conv per window)  {1e3 * t_rcnn:9.1f} ms")

@@ -19,8 +19,6 @@
 # bin; every output is written by exactly one thread, so no synchronisation is needed.
 
 # %%
-import time
-
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -209,14 +207,7 @@ print(f"{R} RoIs: region kernel == image SPP of each crop, (R, D) = {out.shape}"
 # ZF-5-sized conv5 map (256 channels, 13x13), reporting medians.
 
 # %%
-def median_ms(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
-
+from tinyspp.bench.common import median_ms  # the benchmarks' timer: median of repeats, in ms
 
 repeats = 3 if QUICK else 15
 conv5 = rng.standard_normal((4 if QUICK else 16, 256, 13, 13)).astype(np.float32)
@@ -243,21 +234,10 @@ if gpu_available():
     assert np.array_equal(cp.asnumpy(y_gpu), y_cpu)
     assert np.array_equal(cp.asnumpy(c_gpu.argmax), c_cpu.argmax)
 
-    def gpu_ms(fn, repeats=50):
-        fn()
-        cp.cuda.Device().synchronize()
-        start, end = cp.cuda.Event(), cp.cuda.Event()
-        times = []
-        for _ in range(repeats):
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(cp.cuda.get_elapsed_time(start, end))
-        return float(np.median(times))
+    from tinyspp.bench.gpu import event_ms  # median between CUDA events
 
-    t_kernel = gpu_ms(lambda: spp_forward(xg, impl="kernel"))
-    t_cupy = gpu_ms(lambda: spp_forward(xg, impl="xp"))
+    t_kernel = event_ms(cp, lambda: spp_forward(xg, impl="kernel"), 50)
+    t_cupy = event_ms(cp, lambda: spp_forward(xg, impl="xp"), 50)
     print(f"GPU {cp.cuda.runtime.getDeviceProperties(0)['name'].decode()}, x = {conv5.shape}:")
     print(f"  raw kernel     {t_kernel:7.3f} ms")
     print(f"  CuPy xp path   {t_cupy:7.3f} ms   ({t_cupy / t_kernel:.1f}x the kernel time)")

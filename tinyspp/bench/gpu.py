@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import backend
 from .common import Row
+from .pyramid import random_rois
 
 LEVELS = (6, 3, 2, 1)
 IMAGE_SHAPES = ((256, 256, 13, 13), (64, 256, 60, 80))
@@ -43,16 +44,6 @@ def event_ms(cp, fn, repeats: int) -> float:
         end.synchronize()
         times.append(cp.cuda.get_elapsed_time(start, end))
     return statistics.median(times)
-
-
-def random_rois(n: int, shape, seed: int = 0) -> np.ndarray:
-    """``n`` valid RoIs ``[b, x0, y0, x1, y1]`` of assorted sizes on an (N, C, H, W) map."""
-    N, _, H, W = shape
-    rng = np.random.default_rng(seed)
-    x0, y0 = rng.integers(0, W, n), rng.integers(0, H, n)
-    x1 = np.minimum(x0 + rng.integers(0, W // 2, n), W - 1)
-    y1 = np.minimum(y0 + rng.integers(0, H // 2, n), H - 1)
-    return np.stack([rng.integers(0, N, n), x0, y0, x1, y1], axis=1).astype(np.int64)
 
 
 def covered_cells(rois: np.ndarray, shape) -> int:
@@ -100,7 +91,8 @@ def _roi_rows(cp, rng, repeats, copy_gbps):
     from ..ops.roi import roi_spp_backward, roi_spp_forward
 
     features = cp.asarray(rng.standard_normal(ROI_SHAPE, dtype=np.float32))
-    rois_host = random_rois(NUM_ROIS, ROI_SHAPE)
+    N, _, H, W = ROI_SHAPE
+    rois_host = random_rois(np.random.default_rng(0), NUM_ROIS, N, H, W)  # as the CPU bench
     rois = cp.asarray(rois_host)
     ms, caches = {}, {}
     for impl in IMPLS:
