@@ -18,6 +18,14 @@ COMMANDS = {
 }
 
 
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--threads`` and ``--no-progress``: shared by demo, train and experiment."""
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS threads (default: all; 1 is fastest on a busy machine)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tinyspp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="command")

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from .backend import check_device
+from .cli import add_run_options
 from .experiments import (
     EPOCHS,
     LR,
@@ -199,11 +200,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"default {EPOCHS} (2 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS threads (default: all; 1 is fastest on a busy machine)")
     parser.add_argument("--no-detect", action="store_true", help="skip the detection part")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_run_options(parser)
 
 
 def run(args) -> int:

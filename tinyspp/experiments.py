@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .cli import add_run_options
 from .data import SHAPES, ImageSet, digits_splits, synthetic_splits
 from .nn import Linear, no_spp_net, small_spp_net
 from .reporting import markdown_table, pct, plot_error_vs_size, plot_learning_curves
@@ -246,11 +247,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--patience", type=int, default=PATIENCE,
                         help="epochs without validation progress before lr /= 10")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--out", default="runs/classify")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS threads (default: all; 1 is fastest on a busy machine)")
-    parser.add_argument("--no-progress", action="store_true")
+    add_run_options(parser)
 
 
 def run(args) -> int:

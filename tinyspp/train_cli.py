@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 
+from .cli import add_run_options
 from .data import ImageFolder, digits_splits, split, synthetic_splits
 from .nn import no_spp_net, small_spp_net
 from .train import SCHEDULES, Trainer, blas_threads
@@ -47,13 +48,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--out", default="runs/train", help="checkpoint + history folder")
     parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
     parser.add_argument("--quick", action="store_true", help="tiny data (smoke test)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS threads (default: all; 1 is fastest on a busy machine)")
-    parser.add_argument("--no-progress", action="store_true")
+    add_run_options(parser)
 
 
 def run(args) -> int:
