@@ -358,6 +358,17 @@ def test_emulation_source_compiles_without_warnings(tmp_path):
     assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
 
 
+def test_cpu_kernel_source_compiles_without_warnings(tmp_path):
+    from tinyspp.kernels import cpu
+
+    compiler = emulate.find_compiler()
+    src = tmp_path / "region_max.cpp"
+    src.write_text(cpu.source())
+    proc = subprocess.run([compiler, *cpu.flags(), "-Wall", "-Wextra", "-fsyntax-only", str(src)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+
+
 def test_missing_compiler_gives_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(emulate, "find_compiler", lambda: None)
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler found .*install g\\+\\+"):

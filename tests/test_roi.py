@@ -7,12 +7,24 @@ from hypothesis import strategies as st
 from strategies import level_sets, seeds, tie_free
 
 from tinyspp.backend import asnumpy
+from tinyspp.bench.pyramid import random_rois
 from tinyspp.gradcheck import numerical_grad_of_output, rel_error
+from tinyspp.kernels import cpu as cpu_kernel
 from tinyspp.ops.rectmax import plane_keys, window_max
 from tinyspp.ops.roi import roi_spp_backward, roi_spp_forward
 from tinyspp.ops.spp import spp_backward, spp_forward
 
 fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(autouse=True, params=["cpu", "xp"])
+def numpy_path(request, monkeypatch):
+    """Every test runs with both CPU paths behind impl="auto": the compiled kernel, then the
+    NumPy sparse-table path (TINYSPP_CPU_KERNEL=0). Returns the impl that auto takes."""
+    if request.param == "cpu" and not cpu_kernel.available():
+        pytest.skip("needs a C++ compiler for the compiled CPU kernel")
+    monkeypatch.setenv("TINYSPP_CPU_KERNEL", "1" if request.param == "cpu" else "0")
+    return request.param
 
 
 def roi_loop(features, rois, levels=(6, 3, 2, 1), mode="adaptive", pool="max", dout=None):
@@ -162,8 +174,11 @@ def test_invariant_to_roi_order(xp, shape_rois, seed):
     pout, pcache = roi_spp_forward(features, xp.asarray(rois[perm]))
     np.testing.assert_array_equal(asnumpy(pout), asnumpy(out)[perm])
     dout = rng.standard_normal(out.shape)
+    # the same terms summed in another order: equal up to float64 rounding (atol for cells
+    # where terms of opposite sign cancel)
     np.testing.assert_allclose(asnumpy(roi_spp_backward(xp.asarray(dout[perm]), pcache)),
-                               asnumpy(roi_spp_backward(xp.asarray(dout), cache)), rtol=1e-12)
+                               asnumpy(roi_spp_backward(xp.asarray(dout), cache)), rtol=1e-12,
+                               atol=1e-12)
 
 
 def test_rois_larger_and_smaller_than_the_finest_level(xp):
@@ -268,8 +283,12 @@ def test_pyramid_bench_section_runs_on_tiny_workloads(monkeypatch):
     monkeypatch.setattr(pyramid, "ROI_FEATURES", (1, 3, 6, 7))
     monkeypatch.setattr(pyramid, "ROI_COUNT", 6)
     rows = pyramid.run(SimpleNamespace(repeats=1, quick=True, torch=None, gpu=False))
-    assert len(rows) == 4 and all(r.ours_ms > 0 for r in rows)
-    assert "faster" in rows[1].note and "distinct" in rows[3].workload
+    impls = [impl for impl, _ in pyramid.region_impls()]
+    assert impls == (["cpu", "xp"] if cpu_kernel.available() else ["xp"])
+    assert len(rows) == 1 + 2 * (len(impls) + 1) and all(r.ours_ms > 0 for r in rows)
+    fast = [r for r in rows if r.workload.startswith("region")]
+    assert len(fast) == 2 * len(impls) and all("x faster" in r.note for r in fast)
+    assert sum("distinct" in r.workload for r in fast) == len(impls)
 
 
 def test_bench_rois_are_valid():
@@ -309,3 +328,72 @@ def test_maps_over_65536_cells_use_64_bit_keys():
     ref, ref_arg, _ = roi_loop(features, rois, (3, 1))
     np.testing.assert_array_equal(out, ref)
     np.testing.assert_array_equal(cache.argmax, ref_arg)
+
+
+# --- the compiled CPU kernel (tinyspp/kernels/region_max.cpp) --------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("levels", [(6, 3, 2, 1), (5, 4, 2, 2), (1, 7)])
+def test_many_channels_and_rois_match_the_loop_oracle(numpy_path, levels, dtype):
+    """Channel counts that fill whole SIMD registers and leave a remainder (37), ties, NaNs,
+    several images, duplicates, non-nesting and repeated levels, against the contract."""
+    rng = np.random.default_rng(11)
+    features = np.round(rng.standard_normal((2, 37, 15, 19)) * 3)  # many ties
+    features[1, 5, 7, 3] = features[0, 36, 0, 0] = np.nan
+    features = features.astype(dtype)
+    rois = random_rois(rng, 150, 2, 15, 19)
+    rois = np.concatenate([rois, rois[:20]])  # duplicates, pooled once
+    out, cache = roi_spp_forward(features, rois, levels)
+    assert cache.impl == numpy_path
+    dout = rng.standard_normal(out.shape)
+    ref, ref_arg, ref_dx = roi_loop(features.astype(np.float64), rois, levels, dout=dout)
+    np.testing.assert_array_equal(out, ref.astype(dtype))
+    np.testing.assert_array_equal(cache.argmax, ref_arg)
+    dx = roi_spp_backward(dout, cache)  # float64 dout: accumulated in float64
+    assert dx.dtype == dtype
+    np.testing.assert_allclose(dx, ref_dx.astype(dtype), rtol=1e-6 if dtype == np.float32
+                               else 1e-12, atol=1e-12)
+
+
+def test_auto_takes_the_cpu_kernel_for_numpy_max_pooling_only(numpy_path):
+    features = tie_free((1, 2, 6, 7), seed=12)
+    rois = np.array([[0, 1, 1, 5, 4]])
+    assert roi_spp_forward(features, rois)[1].impl == numpy_path
+    assert roi_spp_forward(features, rois, pool="avg")[1].impl == "xp"
+    assert roi_spp_forward(features, rois, impl="xp")[1].impl == "xp"
+
+
+def test_cpu_impl_rejects_average_pooling():
+    with pytest.raises(ValueError, match="impl='cpu' supports pool='max' only"):
+        roi_spp_forward(np.ones((1, 1, 4, 4)), np.array([[0, 0, 0, 1, 1]]), pool="avg",
+                        impl="cpu")
+
+
+def test_without_a_compiler_auto_warns_once_and_uses_numpy(monkeypatch, numpy_path):
+    from tinyspp.ops import roi
+
+    monkeypatch.setenv("TINYSPP_CPU_KERNEL", "1")
+    monkeypatch.setattr(cpu_kernel, "available", lambda: False)
+    roi._warn_no_cpu_kernel.cache_clear()
+    features, rois = tie_free((1, 2, 6, 7), seed=13), np.array([[0, 0, 2, 6, 5]])
+    with pytest.warns(UserWarning, match=r"no C\+\+ compiler.*NumPy path"):
+        out, cache = roi_spp_forward(features, rois)
+    assert cache.impl == "xp"
+    np.testing.assert_array_equal(out, roi_loop(features, rois)[0])
+    roi._warn_no_cpu_kernel.cache_clear()
+
+
+def test_cpu_kernel_checks_every_array_before_calling_cpp():
+    if not cpu_kernel.available():
+        pytest.skip("needs a C++ compiler for the compiled CPU kernel")
+    xt = np.zeros((1, 4, 4, 2), dtype=np.float32)
+    plan = np.array([[1, 0, 0, 0, -1]], dtype=np.int64)
+    edges = np.array([[0, 4, 0, 4]], dtype=np.int64)
+    good = dict(xt=xt, batch=np.zeros(1, np.int64), edges=edges, rowmap=np.zeros(1, np.int64),
+                plan=plan, out=np.empty((1, 2), np.float32), argmax=np.empty((1, 2), np.int32))
+    cpu_kernel.roi_max_forward(**good)
+    assert good["out"].tolist() == [[0.0, 0.0]] and good["argmax"].tolist() == [[0, 0]]
+    for name, bad in [("edges", edges.astype(np.int32)), ("out", np.empty((1, 2))),
+                      ("argmax", np.empty((2, 2), np.int32)), ("rowmap", np.zeros(1))]:
+        with pytest.raises(TypeError, match=f"tinyspp.kernels.cpu: {name} must be"):
+            cpu_kernel.roi_max_forward(**{**good, name: bad})

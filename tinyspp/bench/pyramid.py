@@ -2,14 +2,17 @@
 
 * Image SPP, levels (6, 3, 2, 1), on conv5-sized maps x(32, 256, 13, 13) and x(32, 256, 10, 10)
   against torch: ``adaptive_max_pool2d`` per level, flatten, concatenate, autograd backward.
-* Region SPP: 2000 RoIs on a (1, 256, 38, 50) map (a ~600 x 800 image at stride 16) against the
-  straightforward per-RoI Python loop over ``spp_forward``/``spp_backward`` (the oracle of the
-  tests) and, when torch is installed, the same per-RoI loop in torch.
+* Region SPP: 2000 RoIs on a (1, 256, 38, 50) map (a ~600 x 800 image at stride 16), both CPU
+  paths (the compiled kernel ``impl="cpu"``, what ``"auto"`` picks when a C++ compiler is
+  present, and the NumPy sparse-table path ``impl="xp"``) against the straightforward per-RoI
+  Python loop over ``spp_forward``/``spp_backward`` (the oracle of the tests) and, when torch is
+  installed, the same per-RoI loop in torch.
 
 Rounds alternate between the contenders so background load hits both alike. torch runs image
 SPP with its default intra-op threads and with one thread, and the faster is reported (on a
 busy 2-core machine its thread pool can be several times slower); its per-RoI loop runs with
-one thread (each op is tiny; threads only add synchronisation). tinyspp is single-threaded NumPy.
+one thread (each op is tiny; threads only add synchronisation). tinyspp is single-threaded
+(NumPy, and the compiled region kernel).
 """
 
 from __future__ import annotations
@@ -74,11 +77,19 @@ def _spp_torch(torch, x):
     return step
 
 
-def _roi_ours(features, rois, dout):
+def region_impls():
+    """The CPU paths of region SPP to time: the compiled kernel (when a C++ compiler is here)
+    and the NumPy sparse-table path."""
+    from ..kernels import cpu
+
+    return (("cpu", "compiled CPU kernel"),) * cpu.available() + (("xp", "NumPy path"),)
+
+
+def _roi_ours(features, rois, dout, impl="auto"):
     from ..ops import roi_spp_backward, roi_spp_forward
 
     def step():
-        out, cache = roi_spp_forward(features, rois, LEVELS)
+        out, cache = roi_spp_forward(features, rois, LEVELS, impl=impl)
         roi_spp_backward(dout, cache)
 
     return step
@@ -136,6 +147,34 @@ def _in_threads(torch, n, fn):
     return step
 
 
+def _region_rows(features, rois, dout, where, repeats, torch, rounds):
+    """Each CPU path of region SPP and the per-RoI loop (and torch's loop), alternating rounds:
+    the loop takes seconds, so it runs once per round."""
+    impls = region_impls()
+    fast = [_roi_ours(features, rois, dout, impl) for impl, _ in impls]
+    loops = [_roi_loop(features, rois, dout)]
+    if torch:
+        loops.append(_in_threads(torch, 1, _roi_torch(torch, features, rois)))
+    for fn in fast:
+        fn()  # warm-up (and the one-off compilation of the CPU kernel)
+    times = [[] for _ in fast + loops]
+    for _ in range(rounds):
+        for t, fn in zip(times, fast):
+            t.append(median_ms(fn, repeats=max(1, repeats // rounds), warmup=0))
+        for t, fn in zip(times[len(fast):], loops):
+            t.append(median_ms(fn, repeats=1, warmup=0))
+    med = [float(np.median(t)) for t in times]
+    looped = med[len(fast)]
+    theirs = med[len(fast) + 1] if torch else None
+    rows = [Row("pyramid", f"region SPP fwd+bwd ({label}, impl={impl!r}), {where}", ms, theirs,
+                f"vs per-RoI spp loop {looped:.0f} ms: {looped / ms:.1f}x faster"
+                + ("; torch = per-RoI adaptive_max_pool2d loop" if torch else ""))
+            for (impl, label), ms in zip(impls, med)]
+    rows.append(Row("pyramid", f"per-RoI spp_forward loop (baseline), {where}", looped, None,
+                    "the test oracle"))
+    return rows
+
+
 def _alternate(fns, repeats, rounds=3):
     """Median ms of each callable, measured in alternating rounds."""
     per = max(1, repeats // rounds)
@@ -169,38 +208,13 @@ def run(opts) -> list[Row]:
 
     R = min(ROI_COUNT, 200) if opts.quick else ROI_COUNT
     features = rng.standard_normal(ROI_FEATURES, dtype=np.float32)
-    rois = random_rois(rng, R, *ROI_FEATURES[:1], *ROI_FEATURES[2:])
     dout = np.ones((R, ROI_FEATURES[1] * sum(n * n for n in LEVELS)), np.float32)
-    fast, loop = _roi_ours(features, rois, dout), _roi_loop(features, rois, dout)
-    fast()  # warm-up
-    # the loop takes seconds: one timed run per round, three rounds, alternating with ours
-    fns = [fast, loop] + ([_in_threads(torch, 1, _roi_torch(torch, features, rois))]
-                          if torch else [])
-    times = [[] for _ in fns]
-    for _ in range(3):
-        times[0].append(median_ms(fast, repeats=max(1, opts.repeats // 3), warmup=0))
-        for t, fn in zip(times[1:], fns[1:]):
-            t.append(median_ms(fn, repeats=1, warmup=0))
-    ours, looped = float(np.median(times[0])), float(np.median(times[1]))
-    theirs = float(np.median(times[2])) if torch else None
-    where = f"{R} RoIs on x{ROI_FEATURES}"
-    rows.append(Row("pyramid", f"region SPP fwd+bwd, {where}", ours, theirs,
-                    f"vs per-RoI spp loop {looped:.0f} ms: {looped / ours:.1f}x faster; "
-                    "torch = per-RoI adaptive_max_pool2d loop"))
-    rows.append(Row("pyramid", f"per-RoI spp_forward loop (baseline), {where}", looped, None,
-                    "the test oracle"))
-
+    rois = random_rois(rng, R, *ROI_FEATURES[:1], *ROI_FEATURES[2:])
+    rows += _region_rows(features, rois, dout, f"{R} RoIs on x{ROI_FEATURES}", opts.repeats,
+                         torch, rounds=3)
     # proposal-like RoIs: the same count, but many map to identical cells (de-duplication)
     rois = proposal_rois(rng, R, *ROI_FEATURES[2:])
     distinct = len(np.unique(rois, axis=0))
-    fast, loop = _roi_ours(features, rois, dout), _roi_loop(features, rois, dout)
-    fast()  # warm-up
-    times = [[], []]
-    for _ in range(2):
-        times[0].append(median_ms(fast, repeats=max(1, opts.repeats // 3), warmup=0))
-        times[1].append(median_ms(loop, repeats=1, warmup=0))
-    ours, looped = float(np.median(times[0])), float(np.median(times[1]))
-    rows.append(Row("pyramid", f"region SPP fwd+bwd, {R} proposal-like RoIs ({distinct} "
-                    f"distinct) on x{ROI_FEATURES}", ours, None,
-                    f"vs per-RoI spp loop {looped:.0f} ms: {looped / ours:.1f}x faster"))
+    rows += _region_rows(features, rois, dout, f"{R} proposal-like RoIs ({distinct} distinct) "
+                         f"on x{ROI_FEATURES}", opts.repeats, None, rounds=2)
     return rows

@@ -4,7 +4,11 @@ One kernel source, ``pyramid_pool.cu``, two ways to run it, chosen from the arra
 
 * CuPy arrays -> :mod:`tinyspp.kernels.cuda` (``cupy.RawModule``, on the GPU);
 * NumPy arrays -> :mod:`tinyspp.kernels.emulate` (the same file compiled as C++, every block
-  and thread run in order on the CPU).
+  and thread run in order on the CPU: a test harness, not a fast path).
+
+A separate CPU kernel, ``region_max.cpp`` (:mod:`tinyspp.kernels.cpu`), is the fast path of
+region max pooling on NumPy arrays (``impl="cpu"``, what ``impl="auto"`` picks); both C++
+builds go through :mod:`tinyspp.kernels.build` (compiled once per machine, cached on disk).
 
 The four functions below are what ``tinyspp.ops`` calls with ``impl="kernel"``. They take the
 same inputs as the ops after validation: ``x (N, C, H, W)`` float32/float64 C-contiguous, a

@@ -10,10 +10,9 @@ file with the host C++ compiler behind a short prelude that
 
 and appends one generated ``extern "C"`` host wrapper per entry point that sets those globals in
 nested loops, block by block and thread by thread, in order, calling the kernel each time. The
-shared library is built once per source version (keyed by a hash of everything compiled) in a
-cache folder: ``$TINYSPP_CACHE_DIR``, else ``$XDG_CACHE_HOME/tinyspp``, else ``~/.cache/tinyspp``
-(a temporary folder where none is writable). It is loaded with :mod:`ctypes` and runs on NumPy
-arrays. Because the kernels use no shared memory and no ``__syncthreads``, the serial run
+shared library is built once per source version (keyed by a hash of everything compiled) in
+tinyspp's cache folder (:mod:`tinyspp.kernels.build`). It is loaded with :mod:`ctypes` and runs
+on NumPy arrays. Because the kernels use no shared memory and no ``__syncthreads``, the serial run
 computes exactly what the GPU computes (up to the order of atomic float additions).
 
 Needs a C++ compiler (``$CXX``, ``g++``, ``c++`` or ``clang++``) on Linux or macOS. You normally
@@ -35,19 +34,16 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from .build import cache_dir, find_compiler, shared_library
 from .common import SOURCE_NAME, entry_points, kernel_source, launch_config
 
-COMPILERS = ("g++", "c++", "clang++")
+__all__ = ["cache_dir", "compile_library", "emulation_source", "find_compiler", "launch",
+           "library"]
 FLAGS = ("-O2", "-std=c++14", "-shared", "-fPIC")  # never -ffast-math: NaN tests need IEEE
 
 PRELUDE = r"""// tinyspp CPU emulation prelude: makes pyramid_pool.cu valid, serial C++.
@@ -82,32 +78,6 @@ _LOCK = threading.Lock()
 _POINTEE = {"float": np.float32, "double": np.float64, "index_t": np.int64}
 
 
-def find_compiler() -> str | None:
-    """Path of the host C++ compiler (``$CXX`` first), or None when there is none."""
-    for name in (os.environ.get("CXX"), *COMPILERS):
-        if name and (path := shutil.which(name)):
-            return path
-    return None
-
-
-def cache_dir() -> Path:
-    """Folder for the compiled library (created if missing); see the module docstring."""
-    if os.environ.get("TINYSPP_CACHE_DIR"):
-        candidates = [Path(os.environ["TINYSPP_CACHE_DIR"])]
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        candidates = [Path(xdg) / "tinyspp"]
-    candidates.append(Path(tempfile.gettempdir()) / f"tinyspp-{os.getuid()}")
-    for folder in candidates:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(folder, os.W_OK):
-            return folder
-    raise RuntimeError(f"tinyspp.kernels.emulate: no writable cache folder among {candidates}")
-
-
 def emulation_source() -> str:
     """The complete C++ translation unit: prelude, the ``.cu`` file, generated wrappers."""
     parts = [PRELUDE, f'#line 1 "{SOURCE_NAME}"\n', kernel_source()]
@@ -125,35 +95,12 @@ def compile_library(folder: Path | None = None) -> ctypes.CDLL:
 
     Raises RuntimeError when no C++ compiler is found or compilation fails.
     """
-    source = emulation_source()
-    key = hashlib.sha256("\n".join([source, *FLAGS]).encode()).hexdigest()[:16]
-    folder = cache_dir() if folder is None else Path(folder)
-    lib_path = folder / f"pyramid_pool_emulate_{key}.so"
-    if not lib_path.exists():
-        compiler = find_compiler()
-        if compiler is None:
-            raise RuntimeError(
-                "tinyspp.kernels.emulate: no C++ compiler found (looked for $CXX, "
-                f"{', '.join(COMPILERS)}); the CPU emulation of the CUDA kernels compiles "
-                "pyramid_pool.cu with one. Install g++ (e.g. `apt-get install g++`, or Xcode "
-                "command line tools on macOS), set CXX, or use impl='xp'"
-            )
-        folder.mkdir(parents=True, exist_ok=True)
-        cpp_path = folder / f"pyramid_pool_emulate_{key}.cpp"
-        cpp_path.write_text(source)
-        # Build under a unique name, then rename: concurrent processes never load half a file.
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
-        os.close(fd)
-        proc = subprocess.run([compiler, *FLAGS, "-o", tmp, str(cpp_path)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            os.unlink(tmp)
-            raise RuntimeError(
-                f"tinyspp.kernels.emulate: {compiler} failed to compile {cpp_path}:\n"
-                f"{proc.stderr.strip()}"
-            )
-        os.replace(tmp, lib_path)
-    return ctypes.CDLL(str(lib_path))
+    return shared_library(
+        "pyramid_pool_emulate", emulation_source(), FLAGS,
+        cache_dir() if folder is None else folder,
+        find=lambda: find_compiler(), who="tinyspp.kernels.emulate",
+        why="the CPU emulation of the CUDA kernels compiles pyramid_pool.cu with one",
+    )
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,7 +7,18 @@ cells of image ``b``) into a fixed-length vector. By definition (a tested contra
 
 and the argmax is absolute within image ``b``'s (H, W) plane.
 
-How the NumPy path pools two thousand regions without a Python loop over them (steps 1 and 2
+Three implementations, picked by ``impl``; all give bitwise the same max pooling:
+
+* ``"cpu"``: a compiled C++ kernel (``tinyspp/kernels/region_max.cpp``, built on first use with
+  the machine's C++ compiler and cached, see ``tinyspp.kernels.cpu``): the map channel-last, each
+  level-6 bin scanned once with SIMD compare-and-select over the channels, coarser levels merged
+  from finer ones (step 3 below), backward one loop of ``dx[argmax] += dout``. Max pooling of
+  NumPy arrays; what ``"auto"`` takes there when a compiler is available (set the environment
+  variable ``TINYSPP_CPU_KERNEL=0`` to make ``"auto"`` use the NumPy path instead).
+* ``"xp"``: array operations only, NumPy or CuPy, described below; also average pooling.
+* ``"kernel"``: the CUDA kernel (``"auto"`` for CuPy arrays), or its CPU emulation for NumPy.
+
+How the ``"xp"`` path pools two thousand regions without a Python loop over them (steps 1 and 2
 live in ``tinyspp.ops.rectmax``):
 
 1. Keys. Every cell gets an integer key ``rank << bits | (2**bits - 1 - h*W - w)`` where ``rank``
@@ -47,11 +58,14 @@ array([[14., 30.]])
 
 from __future__ import annotations
 
+import functools
+import os
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 
-from ..backend import asnumpy, get_array_module, is_gpu_array
+from ..backend import asnumpy, get_array_module
 from ..bins import DEFAULT_LEVELS, bin_edges
 from ..validate import check_array, check_nchw
 from .rectmax import key_dtypes, plane_keys, window_max
@@ -65,11 +79,11 @@ class RoISPPCache(NamedTuple):
     levels: tuple
     mode: str
     pool: str
-    impl: str  # the path taken: "xp" or "kernel"
+    impl: str  # the path taken: "xp", "kernel" or "cpu"
     rois: object  # (U, 5) int64 distinct RoIs actually pooled (host array)
     inverse: object  # (R,) int64 row of ``rois`` for each input RoI; None when all were distinct
     index: object  # (R, D) int64 flat index into ``features`` of each maximum (max, xp path)
-    kernel_argmax: object  # (U, D) argmax returned by tinyspp.kernels (kernel path), else None
+    kernel_argmax: object  # (U, D) argmax of the kernel paths (int64 CUDA, int32 cpu), else None
     dtype: object
 
     @property
@@ -94,9 +108,14 @@ def roi_spp_forward(features, rois, levels=DEFAULT_LEVELS, mode="adaptive", pool
         Rows ``[batch_index, x0, y0, x1, y1]``: inclusive cells ``0 <= x0 <= x1 < W``,
         ``0 <= y0 <= y1 < H`` of image ``batch_index`` in ``[0, N)``. ``R`` may differ from ``N``
         and may be 0.
-    levels, mode, pool, impl
-        As in ``spp_forward``. ``impl="kernel"`` supports ``mode="adaptive"`` only; ``"auto"``
-        uses the CUDA kernel for CuPy inputs in adaptive mode and the array-module path otherwise.
+    levels, mode, pool
+        As in ``spp_forward``.
+    impl : {"auto", "xp", "kernel", "cpu"}
+        ``"cpu"``: the compiled CPU kernel (NumPy, ``pool="max"``); ``"kernel"``: the CUDA
+        kernel (its CPU emulation for NumPy; ``mode="adaptive"`` only); ``"xp"``: array
+        operations. ``"auto"``: the CUDA kernel for CuPy inputs in adaptive mode, the CPU kernel
+        for NumPy max pooling when a C++ compiler is available (a one-time warning says when it
+        is not), else ``"xp"``.
 
     Returns
     -------
@@ -106,16 +125,11 @@ def roi_spp_forward(features, rois, levels=DEFAULT_LEVELS, mode="adaptive", pool
     """
     func = "roi_spp_forward"
     N, C, H, W = check_nchw(features, "features", func)
-    levels = check_spp_args(levels, mode, pool, impl, func)
+    levels = check_spp_args(levels, mode, pool, impl, func, ROI_IMPLS)
     xp = get_array_module(features, rois)
     rois = check_rois(rois, (N, C, H, W), func)
     D = C * sum(n * n for n in levels)
-    if impl == "kernel" and mode != "adaptive":
-        raise ValueError(f"{func}: impl='kernel' supports mode='adaptive' only, got mode={mode!r}; "
-                         "use impl='xp' (or 'auto') for other bin rules")
-    use_kernel = impl == "kernel" or (impl == "auto" and is_gpu_array(features)
-                                      and mode == "adaptive")
-    path = "kernel" if use_kernel else "xp"
+    path = _choose_path(impl, xp, mode, pool, H * W, func)
     if len(rois) == 0:
         empty = xp.zeros((0, D), dtype=features.dtype)
         index = None if pool == "avg" else xp.zeros((0, D), dtype=np.int64)
@@ -128,7 +142,9 @@ def roi_spp_forward(features, rois, levels=DEFAULT_LEVELS, mode="adaptive", pool
     else:
         inverse = inverse.reshape(-1)
     index = kernel_argmax = None
-    if use_kernel:
+    if path == "cpu":  # the compiled CPU kernel writes every row itself, duplicates included
+        out, kernel_argmax = _cpu_max_forward(features, uniq, inverse, levels, mode)
+    elif path == "kernel":
         from .. import kernels
 
         out, kernel_argmax = kernels.roi_spp_forward(xp.ascontiguousarray(features),
@@ -141,11 +157,50 @@ def roi_spp_forward(features, rois, levels=DEFAULT_LEVELS, mode="adaptive", pool
         out, index = _max_forward(features, uniq, inverse, levels, mode)
     else:
         out = _avg_forward(features, uniq, levels, mode)
-    if inverse is not None and index is None:  # one result per distinct RoI: scatter back
+    if inverse is not None and index is None and path != "cpu":  # one row per distinct RoI
         out = out[xp.asarray(inverse)]
     cache = RoISPPCache((N, C, H, W), levels, mode, pool, path, uniq, inverse, index,
                         kernel_argmax, features.dtype)
     return out, cache
+
+
+ROI_IMPLS = ("auto", "xp", "kernel", "cpu")
+
+
+def _choose_path(impl, xp, mode, pool, HW, func):
+    """The implementation that runs: "kernel" (CUDA, or its CPU emulation for NumPy), "cpu"
+    (the compiled CPU kernel, max pooling of NumPy arrays) or "xp" (array operations)."""
+    if impl == "kernel" and mode != "adaptive":
+        raise ValueError(f"{func}: impl='kernel' supports mode='adaptive' only, got mode={mode!r}; "
+                         "use impl='xp' (or 'auto') for other bin rules")
+    if impl == "cpu":
+        if xp is not np:
+            raise ValueError(f"{func}: impl='cpu' runs on NumPy arrays, got CuPy features; use "
+                             "impl='kernel' (or 'auto') on the GPU")
+        if pool != "max":
+            raise ValueError(f"{func}: impl='cpu' supports pool='max' only, got pool={pool!r}; "
+                             "use impl='xp' (or 'auto')")
+        if HW >= 2**31:
+            raise ValueError(f"{func}: impl='cpu' needs H*W < 2**31 (int32 argmax), got {HW}")
+        return "cpu"
+    if impl == "auto":
+        if xp is not np:
+            return "kernel" if mode == "adaptive" else "xp"
+        if pool == "max" and HW < 2**31 and os.environ.get("TINYSPP_CPU_KERNEL", "1") != "0":
+            from ..kernels import cpu
+
+            if cpu.available():
+                return "cpu"
+            _warn_no_cpu_kernel()
+        return "xp"
+    return impl
+
+
+@functools.cache
+def _warn_no_cpu_kernel():
+    warnings.warn("tinyspp: no C++ compiler, so region max pooling uses the NumPy path (several "
+                  "times slower than the compiled CPU kernel); install g++ or set CXX to speed "
+                  "it up (TINYSPP_CPU_KERNEL=0 silences this)", UserWarning, stacklevel=4)
 
 
 def roi_spp_backward(dout, cache):
@@ -174,6 +229,8 @@ def roi_spp_backward(dout, cache):
     if cache.index is not None:  # xp max path: one scatter; it also sums identical RoIs
         dx = scatter_max_grad(dout, cache)
         return dx.astype(cache.dtype, copy=False)
+    if cache.impl == "cpu":  # one loop; identical RoIs share an argmax row, gradients add up
+        return _cpu_max_backward(dout, cache)
     if cache.inverse is not None:  # identical RoIs: sum their gradients, scatter once
         dout = sum_duplicates(dout, cache.inverse, len(cache.rois))
     if cache.impl == "kernel":
@@ -375,6 +432,68 @@ def _max_forward(features, rois, inverse, levels, mode):
     else:
         xp.take(flat, index, out=out)
     return out, index
+
+
+def _cpu_plan(levels, mode, C):
+    """``(plan (L, 5), scan)`` for ``region_max.cpp``: one row per entry of ``levels`` in
+    evaluation order, ``[n, col_off, edge_off, bin_off, parent row or -1]`` (see the .cpp), and
+    the levels whose bins are scanned (the others merge a finer level they nest in)."""
+    col_off = np.cumsum([0] + [C * n * n for n in levels])[:-1]
+    order = sorted(range(len(levels)), key=lambda k: -levels[k])  # finest first, stable
+    rows, scan, done, edge_off, bin_off = [], [], {}, 0, 0
+    for k in order:
+        n = levels[k]
+        parents = [m for m in done if m % n == 0] if mode == "adaptive" else []
+        if parents:
+            parent = done[min(parents)]
+            rows.append([n, col_off[k], 0, bin_off, parent])
+        else:
+            rows.append([n, col_off[k], edge_off, bin_off, -1])
+            scan.append(n)
+            edge_off += 4 * n
+        done.setdefault(n, len(rows) - 1)
+        bin_off += n * n
+    return np.array(rows, dtype=np.int64).reshape(-1, 5), scan
+
+
+def _cpu_max_forward(features, rois, inverse, levels, mode):
+    """The compiled CPU kernel (``tinyspp/kernels/region_max.cpp``) on the distinct ``rois``;
+    output rows follow ``inverse`` (identical RoIs are pooled once and their row copied).
+    Returns ``out (R, D)`` and the int32 ``argmax (U, D)`` of the distinct RoIs."""
+    from ..kernels import cpu
+
+    N, C, H, W = features.shape
+    U = len(rois)
+    rowmap = np.arange(U, dtype=np.int64) if inverse is None else inverse.astype(np.int64)
+    plan, scan = _cpu_plan(levels, mode, C)
+    b, x0, y0, x1, y1 = rois.T
+    edges = []  # per scanned level: ys, ye, xs, xe (U, n) each
+    for n in scan:
+        edges += [*roi_bin_edges(y0, y1 - y0 + 1, n, mode),
+                  *roi_bin_edges(x0, x1 - x0 + 1, n, mode)]
+    edges = np.ascontiguousarray(np.concatenate(edges, axis=1), dtype=np.int64)
+    D = C * sum(n * n for n in levels)
+    out = np.empty((len(rowmap), D), dtype=features.dtype)
+    argmax = np.empty((U, D), dtype=np.int32)
+    xt = np.ascontiguousarray(features.transpose(0, 2, 3, 1))  # channel-last (N, H, W, C)
+    cpu.roi_max_forward(xt, np.ascontiguousarray(b), edges, rowmap, plan, out, argmax)
+    return out, argmax
+
+
+def _cpu_max_backward(dout, cache):
+    """``roi_spp_backward`` of the CPU kernel path: one loop of ``dx[argmax] += dout``."""
+    from ..kernels import cpu
+
+    N, C, H, W = cache.features_shape
+    U = len(cache.rois)
+    rowmap = np.arange(U, dtype=np.int64) if cache.inverse is None else cache.inverse
+    dtype = dout.dtype if dout.dtype in (np.float32, np.float64) else np.float64
+    dout = np.ascontiguousarray(dout, dtype=dtype)  # accumulate in dout's precision, like xp
+    col_base = channel_of_column(cache.levels, C) * (H * W)
+    dx = np.zeros((N, C, H, W), dtype=dtype)
+    cpu.roi_max_backward(dout, cache.kernel_argmax, np.ascontiguousarray(rowmap, dtype=np.int64),
+                         np.ascontiguousarray(cache.rois[:, 0]), col_base, dx)
+    return dx.astype(cache.dtype, copy=False)
 
 
 def scatter_max_grad(dout, cache):

@@ -61,12 +61,12 @@ class SPPCache(NamedTuple):
     dtype: object  # dtype of x (the gradient is returned in it)
 
 
-def check_spp_args(levels, mode, pool, impl, func):
+def check_spp_args(levels, mode, pool, impl, func, impls=IMPLS):
     """Validate the hyper-parameters shared by image and region SPP; return ``levels``."""
     levels = check_levels(levels, func)
     check_choice(mode, "mode", func, MODES)
     check_choice(pool, "pool", func, POOLS)
-    check_choice(impl, "impl", func, IMPLS)
+    check_choice(impl, "impl", func, impls)
     return levels
 
 
