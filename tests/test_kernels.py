@@ -358,6 +358,15 @@ def test_emulation_source_compiles_without_warnings(tmp_path):
     assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
 
 
+def test_cpu_kernel_is_available_wherever_a_compiler_is():
+    """Guards the suite: a CPU kernel that fails to build would otherwise just skip its tests
+    (tests/test_roi.py runs the compiled path only when it is available)."""
+    from tinyspp.kernels import cpu
+
+    cpu.library()  # raises with the compiler's message if the source does not build
+    assert cpu.available()
+
+
 def test_cpu_kernel_source_compiles_without_warnings(tmp_path):
     from tinyspp.kernels import cpu
 

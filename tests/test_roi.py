@@ -320,11 +320,14 @@ def test_kernel_path_agrees_with_xp_path_with_duplicates(pool):
 
 
 
-def test_maps_over_65536_cells_use_64_bit_keys():
+def test_maps_over_65536_cells_use_64_bit_keys_or_int32_argmax(numpy_path):
     features = np.random.default_rng(10).standard_normal((1, 1, 257, 256))
     assert plane_keys(features).dtype == np.uint64
+    assert cpu_kernel.argmax_dtype(257 * 256) == np.int32
+    assert cpu_kernel.argmax_dtype(256 * 256) == np.uint16
     rois = np.array([[0, 0, 0, 255, 256], [0, 200, 250, 255, 256], [0, 3, 5, 3, 5]])
     out, cache = roi_spp_forward(features, rois, (3, 1))
+    assert cache.impl == numpy_path
     ref, ref_arg, _ = roi_loop(features, rois, (3, 1))
     np.testing.assert_array_equal(out, ref)
     np.testing.assert_array_equal(cache.argmax, ref_arg)
@@ -390,10 +393,10 @@ def test_cpu_kernel_checks_every_array_before_calling_cpp():
     plan = np.array([[1, 0, 0, 0, -1]], dtype=np.int64)
     edges = np.array([[0, 4, 0, 4]], dtype=np.int64)
     good = dict(xt=xt, batch=np.zeros(1, np.int64), edges=edges, rowmap=np.zeros(1, np.int64),
-                plan=plan, out=np.empty((1, 2), np.float32), argmax=np.empty((1, 2), np.int32))
+                plan=plan, out=np.empty((1, 2), np.float32), argmax=np.empty((1, 2), np.uint16))
     cpu_kernel.roi_max_forward(**good)
     assert good["out"].tolist() == [[0.0, 0.0]] and good["argmax"].tolist() == [[0, 0]]
     for name, bad in [("edges", edges.astype(np.int32)), ("out", np.empty((1, 2))),
-                      ("argmax", np.empty((2, 2), np.int32)), ("rowmap", np.zeros(1))]:
+                      ("argmax", np.empty((1, 2), np.int32)), ("rowmap", np.zeros(1))]:
         with pytest.raises(TypeError, match=f"tinyspp.kernels.cpu: {name} must be"):
             cpu_kernel.roi_max_forward(**{**good, name: bad})

@@ -159,8 +159,11 @@ def _region_rows(features, rois, dout, where, repeats, torch, rounds):
         fn()  # warm-up (and the one-off compilation of the CPU kernel)
     times = [[] for _ in fast + loops]
     for _ in range(rounds):
+        # one untimed call per round: the first call after the seconds-long loop pays for
+        # faulting in a few hundred MB of fresh output memory (on this project's VMs ~3x the
+        # steady-state time, which a detector pooling image after image does not see)
         for t, fn in zip(times, fast):
-            t.append(median_ms(fn, repeats=max(1, repeats // rounds), warmup=0))
+            t.append(median_ms(fn, repeats=max(1, repeats // rounds), warmup=1))
         for t, fn in zip(times[len(fast):], loops):
             t.append(median_ms(fn, repeats=1, warmup=0))
     med = [float(np.median(t)) for t in times]

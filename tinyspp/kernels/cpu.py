@@ -28,9 +28,19 @@ FLAGS = ("-O3", "-std=c++14", "-shared", "-fPIC")
 PLAN_COLUMNS = 5  # n, col_off, edge_off, bin_off, parent (see region_max.cpp)
 
 # the parameters of each entry point in region_max.cpp: p a pointer, q a 64-bit integer
-SIGNATURES = {"roi_max_forward": "pqqqppqqpqpqppq", "roi_max_backward": "ppppqqpqp"}
+SIGNATURES = {"roi_max_forward": "pqqqppqqpqpqppq", "roi_max_backward": "ppppqqqpqp"}
 
-_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64",
+           np.dtype(np.uint16): "u16", np.dtype(np.int32): "i32"}
+VALUE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def argmax_dtype(HW: int):
+    """The argmax element type for maps of ``HW`` cells: uint16 up to 65536 cells (the usual
+    conv5 maps; half the memory of int32), else int32."""
+    if HW > 2**31:
+        raise ValueError(f"tinyspp.kernels.cpu: maps of at most 2**31 cells, got {HW}")
+    return np.dtype(np.uint16) if HW <= 2**16 else np.dtype(np.int32)
 
 
 def source() -> str:
@@ -54,11 +64,12 @@ def library() -> ctypes.CDLL:
                          find=lambda: find_compiler(), who="tinyspp.kernels.cpu",
                          why="the CPU region-pooling kernel is C++ compiled on first use")
     ctype = {"p": ctypes.c_void_p, "q": ctypes.c_longlong}
-    for suffix in _SUFFIX.values():
+    for value in ("f32", "f64"):
         for name, signature in SIGNATURES.items():
-            fn = getattr(lib, f"{name}_{suffix}")
-            fn.restype = None
-            fn.argtypes = [ctype[k] for k in signature]
+            for arg in ("u16", "i32"):
+                fn = getattr(lib, f"{name}_{value}_{arg}")
+                fn.restype = None
+                fn.argtypes = [ctype[k] for k in signature]
     return lib
 
 
@@ -81,13 +92,14 @@ def _pointer(a, name, dtype, shape):
     return ctypes.c_void_p(a.ctypes.data)
 
 
-def _call(entry, dtype, args):
-    fn = getattr(library(), f"{entry}_{_SUFFIX[np.dtype(dtype)]}")
+def _call(entry, dtype, arg_dtype, args):
+    fn = getattr(library(), f"{entry}_{_SUFFIX[np.dtype(dtype)]}_{_SUFFIX[np.dtype(arg_dtype)]}")
     fn(*(a if isinstance(a, ctypes.c_void_p) else int(a) for a in args))
 
 
 def roi_max_forward(xt, batch, edges, rowmap, plan, out, argmax):
-    """Fill ``out (R, D)`` and ``argmax (U, D)`` int32 (layouts: ``region_max.cpp``).
+    """Fill ``out (R, D)`` and ``argmax (U, D)`` of ``argmax_dtype(H*W)`` (layouts:
+    ``region_max.cpp``).
 
     ``xt (N, H, W, C)`` float32/float64 channel-last features; ``batch (U,)``, ``edges (U, E)``,
     ``rowmap (R,)`` and ``plan (L, 5)`` int64. Rows of ``rowmap`` must lie in ``[0, U)``, batch
@@ -95,8 +107,9 @@ def roi_max_forward(xt, batch, edges, rowmap, plan, out, argmax):
     """
     N, H, W, C = xt.shape
     dtype = xt.dtype
-    if dtype not in _SUFFIX:
+    if dtype not in VALUE_DTYPES:
         raise TypeError(f"tinyspp.kernels.cpu: xt must be float32 or float64, got {dtype}")
+    arg_dtype = argmax_dtype(H * W)
     U, R, L = len(batch), len(rowmap), len(plan)
     D = C * int((plan[:, 0] ** 2).sum())
     i64 = np.int64
@@ -104,26 +117,39 @@ def roi_max_forward(xt, batch, edges, rowmap, plan, out, argmax):
             _pointer(batch, "batch", i64, (U,)), _pointer(edges, "edges", i64, (U, edges.shape[1])),
             U, edges.shape[1], _pointer(rowmap, "rowmap", i64, (R,)),
             R, _pointer(plan, "plan", i64, (L, PLAN_COLUMNS)), L,
-            _pointer(out, "out", dtype, (R, D)), _pointer(argmax, "argmax", np.int32, (U, D)),
+            _pointer(out, "out", dtype, (R, D)), _pointer(argmax, "argmax", arg_dtype, (U, D)),
             int(bool(np.isnan(xt).any()))]  # NaN-free maps take the one-comparison loops
-    _call("roi_max_forward", dtype, args)
+    _call("roi_max_forward", dtype, arg_dtype, args)
 
 
-def roi_max_backward(dout, argmax, rowmap, batch, col_base, dx):
+def roi_max_backward(dout, argmax, rowmap, batch, plan, dx):
     """``dx (N, C, H, W) += dout (R, D)`` at every output's maximum, in place.
 
-    ``argmax (U, D)`` int32 from ``roi_max_forward``; ``col_base (D,)`` int64, the channel of
-    each column times ``H * W``.
+    ``argmax (U, D)``, ``batch (U,)``, ``rowmap (R,)`` and ``plan (L, 5)`` as given to (and
+    filled by) ``roi_max_forward``.
     """
     R, D = dout.shape
-    U = len(batch)
+    U, L = len(batch), len(plan)
     N, C, H, W = dx.shape
     dtype = dout.dtype
-    if dtype not in _SUFFIX:
+    if dtype not in VALUE_DTYPES:
         raise TypeError(f"tinyspp.kernels.cpu: dout must be float32 or float64, got {dtype}")
+    arg_dtype = argmax_dtype(H * W)
     i64 = np.int64
-    args = [_pointer(dout, "dout", dtype, (R, D)), _pointer(argmax, "argmax", np.int32, (U, D)),
-            _pointer(rowmap, "rowmap", i64, (R,)), _pointer(batch, "batch", i64, (U,)), R, D,
-            _pointer(col_base, "col_base", i64, (D,)), C * H * W,
+    args = [_pointer(dout, "dout", dtype, (R, D)), _pointer(argmax, "argmax", arg_dtype, (U, D)),
+            _pointer(rowmap, "rowmap", i64, (R,)), _pointer(batch, "batch", i64, (U,)), R, C,
+            H * W, _pointer(plan, "plan", i64, (L, PLAN_COLUMNS)), L,
             _pointer(dx, "dx", dtype, (N, C, H, W))]
-    _call("roi_max_backward", dtype, args)
+    _call("roi_max_backward", dtype, arg_dtype, args)
+
+
+def argmax_layout(levels, C):
+    """Where each output column's argmax is: ``at (D,)`` int64, the entry of an argmax row
+    (each level bins-major, ``bin * C + c``) holding column ``j``'s (each level channel-major,
+    ``c * n*n + bin``). ``argmax[:, at]`` is the argmax in the output's layout."""
+    at, off = [], 0
+    for n in levels:
+        c, k = np.divmod(np.arange(C * n * n, dtype=np.int64), n * n)  # column j = c * n*n + k
+        at.append(off + k * C + c)
+        off += C * n * n
+    return np.concatenate(at)

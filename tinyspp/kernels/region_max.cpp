@@ -28,7 +28,10 @@
 //                          edge_off (first column in a row of edges), bin_off (first bin of the
 //                          level in the scratch), parent (plan row it merges, or -1: scan cells)
 //   out     (R, D)         D = C * sum(n*n); each level channel-major: column col_off + c*n*n + bin
-//   argmax  (U, D)         int32 flat h*W + w within the RoI's image plane
+//   argmax  (U, D)         flat h*W + w within the RoI's image plane: uint16 when H*W <= 65536
+//                          (half the memory traffic of the usual small maps), else int32. Each
+//                          level BINS-major, column col_off + bin*C + c: the scratch's layout,
+//                          copied without a transpose (only the backward reads it)
 
 #include <cstdint>
 #include <cstring>
@@ -39,28 +42,50 @@ typedef int32_t idx_t;
 
 namespace {
 
-// Running first maximum of one bin: start at its first cell, then a later cell wins only when
-// it is strictly larger, or NaN while the best so far is not (row-major order keeps the first).
-// NaNs = false is the same loop for maps without NaN (checked by the caller): one comparison.
-template <typename T, bool NaNs>
-void scan_bin(const T* __restrict__ plane, i64 W, i64 C, i64 ys, i64 ye, i64 xs, i64 xe,
-              T* __restrict__ best, idx_t* __restrict__ arg) {
-    std::memcpy(best, plane + (ys * W + xs) * C, C * sizeof(T));
-    const idx_t first = static_cast<idx_t>(ys * W + xs);
-    for (i64 c = 0; c < C; ++c) arg[c] = first;
+// Running first maximum of one bin over the channels [c0, c0 + CB): start at its first cell,
+// then a later cell wins only when it is strictly larger, or NaN while the best so far is not
+// (row-major order keeps the first). NaNs = false is the same loop for maps without NaN
+// (checked by the caller): one comparison. CB is a compile-time block of channels small enough
+// for the running maxima to stay in SIMD registers while every cell of the bin streams past.
+template <typename T, bool NaNs, int CB>
+void scan_block(const T* __restrict__ plane, i64 W, i64 C, i64 c0, i64 ys, i64 ye, i64 xs,
+                i64 xe, T* __restrict__ best, idx_t* __restrict__ arg) {
+    T b[CB];
+    idx_t a[CB];
+    const T* first = plane + (ys * W + xs) * C + c0;
+    const idx_t f = static_cast<idx_t>(ys * W + xs);
+    for (int c = 0; c < CB; ++c) {
+        b[c] = first[c];
+        a[c] = f;
+    }
     for (i64 h = ys; h < ye; ++h) {
         for (i64 w = (h == ys ? xs + 1 : xs); w < xe; ++w) {
-            const T* __restrict__ v = plane + (h * W + w) * C;
+            const T* __restrict__ v = plane + (h * W + w) * C + c0;
             const idx_t flat = static_cast<idx_t>(h * W + w);
-            for (i64 c = 0; c < C; ++c) {
-                const T x = v[c], b = best[c];
-                const bool take = NaNs ? (x > b) | ((x != x) & (b == b)) : x > b;
+            for (int c = 0; c < CB; ++c) {
+                const T x = v[c];
+                const bool take = NaNs ? (x > b[c]) | ((x != x) & (b[c] == b[c])) : x > b[c];
                 const idx_t mask = -static_cast<idx_t>(take);  // all ones when taken
-                best[c] = take ? x : b;
-                arg[c] = (flat & mask) | (arg[c] & ~mask);  // a select, never a branch
+                b[c] = take ? x : b[c];
+                a[c] = (flat & mask) | (a[c] & ~mask);  // a select, never a branch
             }
         }
     }
+    for (int c = 0; c < CB; ++c) {
+        best[c0 + c] = b[c];
+        arg[c0 + c] = a[c];
+    }
+}
+
+// One bin, all channels: blocks of 16 channels, then single channels for the remainder.
+template <typename T, bool NaNs>
+void scan_bin(const T* __restrict__ plane, i64 W, i64 C, i64 ys, i64 ye, i64 xs, i64 xe,
+              T* __restrict__ best, idx_t* __restrict__ arg) {
+    const int CB = 32 / sizeof(T) * 4;
+    i64 c0 = 0;
+    for (; c0 + CB <= C; c0 += CB)
+        scan_block<T, NaNs, CB>(plane, W, C, c0, ys, ye, xs, xe, best, arg);
+    for (; c0 < C; ++c0) scan_block<T, NaNs, 1>(plane, W, C, c0, ys, ye, xs, xe, best, arg);
 }
 
 // Merge one (value, index) candidate per channel into the running best: the larger value
@@ -122,10 +147,10 @@ void pool_roi(const T* plane, i64 W, i64 C, const i64* e, const i64* plan, i64 L
     }
 }
 
-template <typename T, bool NaNs>
+template <typename T, typename Arg, bool NaNs>
 void roi_max_forward(const T* xt, i64 H, i64 W, i64 C, const i64* batch, const i64* edges,
                      i64 U, i64 E, const i64* rowmap, i64 R, const i64* plan, i64 L, T* out,
-                     idx_t* argmax) {
+                     Arg* argmax) {
     i64 bins = 0;
     for (i64 l = 0; l < L; ++l) bins += plan[5 * l] * plan[5 * l];
     const i64 D = C * bins;
@@ -142,50 +167,61 @@ void roi_max_forward(const T* xt, i64 H, i64 W, i64 C, const i64* batch, const i
         first_row[u] = r;
         pool_roi<T, NaNs>(xt + batch[u] * H * W * C, W, C, edges + u * E, plan, L, vals.data(),
                  args.data());
-        idx_t* a = argmax + u * D;
-        for (i64 l = 0; l < L; ++l) {  // scratch (bin, c) -> output (c, bin)
+        Arg* a = argmax + u * D;
+        // values: scratch (bin, c) -> output (c, bin); argmax keeps the scratch's (bin, c)
+        for (i64 l = 0; l < L; ++l) {
             const i64* p = plan + 5 * l;
             const i64 nn = p[0] * p[0];
             const T* V = vals.data() + p[3] * C;
             const idx_t* A = args.data() + p[3] * C;
             for (i64 c = 0; c < C; ++c)
-                for (i64 k = 0; k < nn; ++k) {
-                    o[p[1] + c * nn + k] = V[k * C + c];
-                    a[p[1] + c * nn + k] = A[k * C + c];
-                }
+                for (i64 k = 0; k < nn; ++k) o[p[1] + c * nn + k] = V[k * C + c];
+            for (i64 j = 0; j < nn * C; ++j) a[p[1] + j] = static_cast<Arg>(A[j]);
         }
     }
 }
 
-// dx (N, C, H, W) += dout at each output's maximum; col_base[j] = (channel of column j) * H*W.
-// Rows of identical RoIs share an argmax row (rowmap), so their gradients simply add up.
-template <typename T>
-void roi_max_backward(const T* dout, const idx_t* argmax, const i64* rowmap, const i64* batch,
-                      i64 R, i64 D, const i64* col_base, i64 CHW, T* dx) {
+// dx (N, C, H, W) += dout at each output's maximum. In a row, level l's output column
+// col_off + c*n*n + k has its argmax at entry col_off + k*C + c (bins-major: read with stride
+// C, from a row small enough to stay in cache). Rows of identical RoIs share an argmax row
+// (rowmap), so their gradients simply add up.
+template <typename T, typename Arg>
+void roi_max_backward(const T* dout, const Arg* argmax, const i64* rowmap, const i64* batch,
+                      i64 R, i64 C, i64 HW, const i64* plan, i64 L, T* dx) {
+    i64 D = 0;
+    for (i64 l = 0; l < L; ++l) D += C * plan[5 * l] * plan[5 * l];
     for (i64 r = 0; r < R; ++r) {
         const i64 u = rowmap[r];
-        const T* g = dout + r * D;
-        const idx_t* a = argmax + u * D;
-        T* d = dx + batch[u] * CHW;
-        for (i64 j = 0; j < D; ++j) d[col_base[j] + a[j]] += g[j];
+        for (i64 l = 0; l < L; ++l) {
+            const i64 nn = plan[5 * l] * plan[5 * l], off = plan[5 * l + 1];
+            const T* g = dout + r * D + off;
+            const Arg* a = argmax + u * D + off;
+            for (i64 c = 0; c < C; ++c) {
+                T* d = dx + (batch[u] * C + c) * HW;
+                for (i64 k = 0; k < nn; ++k) d[a[k * C + c]] += g[c * nn + k];
+            }
+        }
     }
 }
 
 }  // namespace
 
-#define TINYSPP_ENTRY_POINTS(T, SUFFIX)                                                       \
+// Entry points: roi_max_{forward,backward}_{f32,f64}_{u16,i32} (value type, argmax type).
+#define TINYSPP_ENTRY_POINTS(T, A, SUFFIX)                                                    \
     extern "C" void roi_max_forward_##SUFFIX(const T* xt, i64 H, i64 W, i64 C,                \
                                              const i64* batch, const i64* edges, i64 U, i64 E, \
                                              const i64* rowmap, i64 R, const i64* plan, i64 L, \
-                                             T* out, idx_t* argmax, i64 has_nan) {             \
-        (has_nan ? roi_max_forward<T, true> : roi_max_forward<T, false>)(                      \
+                                             T* out, A* argmax, i64 has_nan) {                 \
+        (has_nan ? roi_max_forward<T, A, true> : roi_max_forward<T, A, false>)(                \
             xt, H, W, C, batch, edges, U, E, rowmap, R, plan, L, out, argmax);                 \
     }                                                                                          \
-    extern "C" void roi_max_backward_##SUFFIX(const T* dout, const idx_t* argmax,             \
+    extern "C" void roi_max_backward_##SUFFIX(const T* dout, const A* argmax,                  \
                                               const i64* rowmap, const i64* batch, i64 R,      \
-                                              i64 D, const i64* col_base, i64 CHW, T* dx) {    \
-        roi_max_backward<T>(dout, argmax, rowmap, batch, R, D, col_base, CHW, dx);             \
+                                              i64 C, i64 HW, const i64* plan, i64 L, T* dx) {  \
+        roi_max_backward<T, A>(dout, argmax, rowmap, batch, R, C, HW, plan, L, dx);            \
     }
 
-TINYSPP_ENTRY_POINTS(float, f32)
-TINYSPP_ENTRY_POINTS(double, f64)
+TINYSPP_ENTRY_POINTS(float, uint16_t, f32_u16)
+TINYSPP_ENTRY_POINTS(float, int32_t, f32_i32)
+TINYSPP_ENTRY_POINTS(double, uint16_t, f64_u16)
+TINYSPP_ENTRY_POINTS(double, int32_t, f64_i32)

@@ -83,7 +83,7 @@ class RoISPPCache(NamedTuple):
     rois: object  # (U, 5) int64 distinct RoIs actually pooled (host array)
     inverse: object  # (R,) int64 row of ``rois`` for each input RoI; None when all were distinct
     index: object  # (R, D) int64 flat index into ``features`` of each maximum (max, xp path)
-    kernel_argmax: object  # (U, D) argmax of the kernel paths (int64 CUDA, int32 cpu), else None
+    kernel_argmax: object  # (U, D) argmax of the kernel paths (CUDA int64; cpu uint16/int32)
     dtype: object
 
     @property
@@ -92,9 +92,14 @@ class RoISPPCache(NamedTuple):
         N, C, H, W = self.features_shape
         if self.index is not None:
             return (self.index % (H * W)).astype(np.int32 if H * W < 2**31 else np.int64)
-        if self.kernel_argmax is None or self.inverse is None:
-            return self.kernel_argmax
-        return self.kernel_argmax[get_array_module(self.kernel_argmax).asarray(self.inverse)]
+        arg = self.kernel_argmax
+        if self.impl == "cpu":  # the cpu kernel's compact form: bins-major levels, uint16
+            from ..kernels import cpu
+
+            arg = arg[:, cpu.argmax_layout(self.levels, C)].astype(np.int32)
+        if arg is None or self.inverse is None:
+            return arg
+        return arg[get_array_module(arg).asarray(self.inverse)]
 
 
 def roi_spp_forward(features, rois, levels=DEFAULT_LEVELS, mode="adaptive", pool="max",
@@ -180,13 +185,13 @@ def _choose_path(impl, xp, mode, pool, HW, func):
         if pool != "max":
             raise ValueError(f"{func}: impl='cpu' supports pool='max' only, got pool={pool!r}; "
                              "use impl='xp' (or 'auto')")
-        if HW >= 2**31:
-            raise ValueError(f"{func}: impl='cpu' needs H*W < 2**31 (int32 argmax), got {HW}")
+        if HW > 2**31:
+            raise ValueError(f"{func}: impl='cpu' needs H*W <= 2**31 (int32 argmax), got {HW}")
         return "cpu"
     if impl == "auto":
         if xp is not np:
             return "kernel" if mode == "adaptive" else "xp"
-        if pool == "max" and HW < 2**31 and os.environ.get("TINYSPP_CPU_KERNEL", "1") != "0":
+        if pool == "max" and HW <= 2**31 and os.environ.get("TINYSPP_CPU_KERNEL", "1") != "0":
             from ..kernels import cpu
 
             if cpu.available():
@@ -459,7 +464,8 @@ def _cpu_plan(levels, mode, C):
 def _cpu_max_forward(features, rois, inverse, levels, mode):
     """The compiled CPU kernel (``tinyspp/kernels/region_max.cpp``) on the distinct ``rois``;
     output rows follow ``inverse`` (identical RoIs are pooled once and their row copied).
-    Returns ``out (R, D)`` and the int32 ``argmax (U, D)`` of the distinct RoIs."""
+    Returns ``out (R, D)`` and the ``argmax (U, D)`` of the distinct RoIs (uint16 for maps of
+    up to 65536 cells, else int32: ``tinyspp.kernels.cpu.argmax_dtype``)."""
     from ..kernels import cpu
 
     N, C, H, W = features.shape
@@ -474,7 +480,7 @@ def _cpu_max_forward(features, rois, inverse, levels, mode):
     edges = np.ascontiguousarray(np.concatenate(edges, axis=1), dtype=np.int64)
     D = C * sum(n * n for n in levels)
     out = np.empty((len(rowmap), D), dtype=features.dtype)
-    argmax = np.empty((U, D), dtype=np.int32)
+    argmax = np.empty((U, D), dtype=cpu.argmax_dtype(H * W))
     xt = np.ascontiguousarray(features.transpose(0, 2, 3, 1))  # channel-last (N, H, W, C)
     cpu.roi_max_forward(xt, np.ascontiguousarray(b), edges, rowmap, plan, out, argmax)
     return out, argmax
@@ -489,10 +495,10 @@ def _cpu_max_backward(dout, cache):
     rowmap = np.arange(U, dtype=np.int64) if cache.inverse is None else cache.inverse
     dtype = dout.dtype if dout.dtype in (np.float32, np.float64) else np.float64
     dout = np.ascontiguousarray(dout, dtype=dtype)  # accumulate in dout's precision, like xp
-    col_base = channel_of_column(cache.levels, C) * (H * W)
     dx = np.zeros((N, C, H, W), dtype=dtype)
     cpu.roi_max_backward(dout, cache.kernel_argmax, np.ascontiguousarray(rowmap, dtype=np.int64),
-                         np.ascontiguousarray(cache.rois[:, 0]), col_base, dx)
+                         np.ascontiguousarray(cache.rois[:, 0]),
+                         _cpu_plan(cache.levels, cache.mode, C)[0], dx)
     return dx.astype(cache.dtype, copy=False)
 
 
