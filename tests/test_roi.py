@@ -400,3 +400,19 @@ def test_cpu_kernel_checks_every_array_before_calling_cpp():
                       ("argmax", np.empty((1, 2), np.int32)), ("rowmap", np.zeros(1))]:
         with pytest.raises(TypeError, match=f"tinyspp.kernels.cpu: {name} must be"):
             cpu_kernel.roi_max_forward(**{**good, name: bad})
+
+
+@given(maps_and_rois(max_r=30))
+def test_unique_rows_is_np_unique_over_rows(shape_rois):
+    from tinyspp.ops.roi import unique_rows
+
+    (N, C, H, W), rois = shape_rois
+    rois = np.concatenate([rois, rois[::2]])  # some duplicates
+    uniq, inverse = unique_rows(rois, (N, H, W))
+    ref, ref_inverse = np.unique(rois, axis=0, return_inverse=True)
+    np.testing.assert_array_equal(uniq, ref)
+    np.testing.assert_array_equal(inverse, ref_inverse.reshape(-1))
+    huge = unique_rows(rois, (2**20, 2**20, 2**20))  # keys would overflow: np.unique(axis=0)
+    np.testing.assert_array_equal(huge[0], ref)
+    np.testing.assert_array_equal(huge[1], inverse)
+

@@ -208,7 +208,10 @@ class SPPDetector:
             rois = self.feature_rois(boxes[rows], inputs[k][1], fmap.shape[2:])
             pooled, _ = roi_spp_forward(fmap, to_device(rois, self.device), levels=self.levels,
                                         mode=self.mode)
-            pooled = asnumpy(pooled).astype(np.float32)
+            pooled = asnumpy(pooled).astype(np.float32, copy=False)
+            if len(maps) == 1:  # one scale took every window, in order: no copy
+                out = pooled
+                continue
             if out is None:
                 out = np.empty((len(boxes), pooled.shape[1]), dtype=np.float32)
             out[rows] = pooled

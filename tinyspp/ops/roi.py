@@ -36,7 +36,7 @@ live in ``tinyspp.ops.rectmax``):
 4. Decode. The low bits of the winning key give the flat index of the maximum; the value is read
    from ``features`` there, so it is bitwise the element ``spp_forward`` returns.
 
-Identical RoIs are pooled once (``np.unique`` over rows) and scattered back (on the max path
+Identical RoIs are pooled once (``unique_rows``) and scattered back (on the max path
 only when at least a quarter of the rows are duplicates: below that, scattering shared keys back
 costs more than it saves, and rows are looked up directly, with identical results). Backward is one
 scatter-add (``np.add.at``) over the flat (image, channel, h, w) index of every output, which
@@ -141,7 +141,7 @@ def roi_spp_forward(features, rois, levels=DEFAULT_LEVELS, mode="adaptive", pool
         return empty, RoISPPCache((N, C, H, W), levels, mode, pool, "xp", rois, None, index,
                                   None, features.dtype)
     check_roi_bins(rois, levels, mode, func)
-    uniq, inverse = np.unique(rois, axis=0, return_inverse=True)
+    uniq, inverse = unique_rows(rois, (N, H, W))
     if len(uniq) == len(rois):
         uniq, inverse = rois, None  # nothing to share: keep the caller's order, skip the scatter
     else:
@@ -247,6 +247,22 @@ def roi_spp_backward(dout, cache):
     else:
         dx = _avg_backward(dout, cache)
     return dx.astype(cache.dtype, copy=False)
+
+
+def unique_rows(rois, shape):
+    """``np.unique(rois, axis=0, return_inverse=True)`` for valid RoIs of an ``(N, H, W)`` map,
+    faster: each row is packed into one int64 (mixed radix ``N, W, H, W, H``), so the sort is
+    over integers instead of rows (~0.2 instead of ~3 ms for 2000 RoIs). Same order (rows
+    sorted lexicographically) and same result; falls back to ``axis=0`` if the product of the
+    radices does not fit in an int64."""
+    N, H, W = shape
+    if N * (W * H) ** 2 >= 2**62:
+        uniq, inverse = np.unique(rois, axis=0, return_inverse=True)
+        return uniq, inverse.reshape(-1)
+    b, x0, y0, x1, y1 = rois.T
+    key = (((b * W + x0) * H + y0) * W + x1) * H + y1
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return rois[first], inverse.reshape(-1)
 
 
 def sum_duplicates(dout, inverse, U):
