@@ -129,6 +129,7 @@ fmap = trunk.forward(x)                                                   # once
 t_conv = time.perf_counter() - t0
 cells = image_to_feature_boxes(proposals, S, fmap.shape[2:], method="center", centre=c0)
 rois = np.concatenate([np.zeros((len(cells), 1), np.int64), cells], axis=1)  # [b, x0, y0, x1, y1]
+roi_spp_forward(fmap, rois[:1], levels=(4, 2, 1))  # the very first call compiles the CPU kernel
 t0 = time.perf_counter()
 pooled, _ = roi_spp_forward(fmap, rois, levels=(4, 2, 1))
 t_pool = time.perf_counter() - t0
@@ -140,6 +141,25 @@ for r in np.random.default_rng(SEED).choice(len(rois), min(20, len(rois)), repla
     crop = fmap[:, :, b0:b1 + 1, a0:a1 + 1]
     assert np.array_equal(pooled[r], spp_forward(crop, levels=(4, 2, 1))[0][0])
 assert pooled.shape == (len(proposals), fmap.shape[1] * 21)
+
+# %% [markdown]
+# `roi_spp_forward` has several implementations behind `impl`. On NumPy arrays `"auto"` takes a
+# compiled C++ kernel (`tinyspp/kernels/region_max.cpp`: the map channel-last, each finest-level
+# bin scanned once with SIMD over the channels, coarser levels merged from finer ones) when the
+# machine has a C++ compiler, and otherwise `"xp"`, the pure NumPy path (sparse tables of integer
+# keys that encode "first maximum in row-major order"). Both give bitwise the same max pooling;
+# here they are timed on this image's windows (forward only, median of a few runs).
+
+# %%
+from tinyspp.bench.common import median_ms  # the benchmarks' timer: median of repeats, in ms
+from tinyspp.kernels import cpu as cpu_kernel
+
+impls = ["xp"] + (["cpu"] if cpu_kernel.available() else [])
+for impl in impls:
+    out_i, cache_i = roi_spp_forward(fmap, rois, levels=(4, 2, 1), impl=impl)
+    assert np.array_equal(out_i, pooled) and cache_i.impl == impl
+    ms = median_ms(lambda: roi_spp_forward(fmap, rois, levels=(4, 2, 1), impl=impl), repeats=7)
+    print(f"impl={impl!r:6}: {len(rois)} windows in {ms:.2f} ms")
 
 # %% [markdown]
 # ## 3. Selective-search proposals
@@ -252,9 +272,6 @@ extra = max(0, R - len(proposals))
 x0, y0 = rng.uniform(0, W - 8, extra), rng.uniform(0, H - 8, extra)
 random_windows = np.stack([x0, y0, x0 + rng.uniform(8, W - x0), y0 + rng.uniform(8, H - y0)], 1)
 windows = np.concatenate([proposals, random_windows])[:R]
-
-
-from tinyspp.bench.common import median_ms  # the benchmarks' timer: median of repeats, in ms
 
 t_spp = median_ms(lambda: detector.pool(image, windows), repeats=5, warmup=0) / 1e3
 t_rcnn = median_ms(lambda: rcnn.pool(image, windows), repeats=1 if QUICK else 3, warmup=0) / 1e3
