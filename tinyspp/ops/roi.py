@@ -457,23 +457,20 @@ def _max_forward(features, rois, inverse, levels, mode):
 
 def _cpu_plan(levels, mode, C):
     """``(plan (L, 5), scan)`` for ``region_max.cpp``: one row per entry of ``levels`` in
-    evaluation order, ``[n, col_off, edge_off, bin_off, parent row or -1]`` (see the .cpp), and
-    the levels whose bins are scanned (the others merge a finer level they nest in)."""
+    evaluation order (``_plan``'s, finest first), ``[n, col_off, edge_off, bin_off, source]``
+    with ``source`` the plan row it merges (a finer level it nests in, or the first copy of a
+    repeated level) or -1 to scan cells; and the levels whose bins are scanned."""
     col_off = np.cumsum([0] + [C * n * n for n in levels])[:-1]
-    order = sorted(range(len(levels)), key=lambda k: -levels[k])  # finest first, stable
-    rows, scan, done, edge_off, bin_off = [], [], {}, 0, 0
-    for k in order:
-        n = levels[k]
-        parents = [m for m in done if m % n == 0] if mode == "adaptive" else []
-        if parents:
-            parent = done[min(parents)]
-            rows.append([n, col_off[k], 0, bin_off, parent])
-        else:
-            rows.append([n, col_off[k], edge_off, bin_off, -1])
-            scan.append(n)
-            edge_off += 4 * n
-        done.setdefault(n, len(rows) - 1)
-        bin_off += n * n
+    rows, row_of, scan, edge_off, bin_off = [], {}, [], 0, 0
+    for n, parent in _plan(levels, mode):
+        for k in [k for k, m in enumerate(levels) if m == n]:
+            source = row_of.get(n, -1 if parent is None else row_of[parent])
+            rows.append([n, col_off[k], edge_off if source < 0 else 0, bin_off, source])
+            if source < 0:
+                scan.append(n)
+                edge_off += 4 * n
+            row_of.setdefault(n, len(rows) - 1)
+            bin_off += n * n
     return np.array(rows, dtype=np.int64).reshape(-1, 5), scan
 
 
