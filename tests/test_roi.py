@@ -339,10 +339,12 @@ def test_maps_over_65536_cells_use_64_bit_keys_or_int32_argmax(numpy_path):
 @pytest.mark.parametrize("levels", [(6, 3, 2, 1), (5, 4, 2, 2), (1, 7)])
 def test_many_channels_and_rois_match_the_loop_oracle(numpy_path, levels, dtype):
     """Channel counts that fill whole SIMD registers and leave a remainder (37), ties, NaNs,
-    several images, duplicates, non-nesting and repeated levels, against the contract."""
+    infinities, several images, duplicates, non-nesting and repeated levels, against the
+    contract."""
     rng = np.random.default_rng(11)
     features = np.round(rng.standard_normal((2, 37, 15, 19)) * 3)  # many ties
     features[1, 5, 7, 3] = features[0, 36, 0, 0] = np.nan
+    features[0, 3, 2, 2], features[1, 7] = np.inf, -np.inf  # a whole -inf plane: first cell wins
     features = features.astype(dtype)
     rois = random_rois(rng, 150, 2, 15, 19)
     rois = np.concatenate([rois, rois[:20]])  # duplicates, pooled once
@@ -366,10 +368,21 @@ def test_auto_takes_the_cpu_kernel_for_numpy_max_pooling_only(numpy_path):
     assert roi_spp_forward(features, rois, impl="xp")[1].impl == "xp"
 
 
-def test_cpu_impl_rejects_average_pooling():
+def test_cpu_impl_rejects_average_pooling_and_other_dtypes():
+    rois = np.array([[0, 0, 0, 1, 1]])
     with pytest.raises(ValueError, match="impl='cpu' supports pool='max' only"):
-        roi_spp_forward(np.ones((1, 1, 4, 4)), np.array([[0, 0, 0, 1, 1]]), pool="avg",
-                        impl="cpu")
+        roi_spp_forward(np.ones((1, 1, 4, 4)), rois, pool="avg", impl="cpu")
+    with pytest.raises(ValueError, match="impl='cpu' needs float32 or float64 features, got "
+                                         "float16"):
+        roi_spp_forward(np.ones((1, 1, 4, 4), dtype=np.float16), rois, impl="cpu")
+
+
+def test_float16_features_take_the_numpy_path(numpy_path):
+    features = tie_free((1, 3, 7, 6), seed=14).astype(np.float16)
+    rois = np.array([[0, 1, 0, 5, 6], [0, 2, 2, 2, 2]])
+    out, cache = roi_spp_forward(features, rois)
+    assert cache.impl == "xp" and out.dtype == np.float16
+    np.testing.assert_array_equal(out, roi_loop(features, rois)[0])
 
 
 def test_without_a_compiler_auto_warns_once_and_uses_numpy(monkeypatch, numpy_path):

@@ -134,7 +134,7 @@ def roi_spp_forward(features, rois, levels=DEFAULT_LEVELS, mode="adaptive", pool
     xp = get_array_module(features, rois)
     rois = check_rois(rois, (N, C, H, W), func)
     D = C * sum(n * n for n in levels)
-    path = _choose_path(impl, xp, mode, pool, H * W, func)
+    path = _choose_path(impl, xp, mode, pool, H * W, features.dtype, func)
     if len(rois) == 0:
         empty = xp.zeros((0, D), dtype=features.dtype)
         index = None if pool == "avg" else xp.zeros((0, D), dtype=np.int64)
@@ -172,7 +172,7 @@ def roi_spp_forward(features, rois, levels=DEFAULT_LEVELS, mode="adaptive", pool
 ROI_IMPLS = ("auto", "xp", "kernel", "cpu")
 
 
-def _choose_path(impl, xp, mode, pool, HW, func):
+def _choose_path(impl, xp, mode, pool, HW, dtype, func):
     """The implementation that runs: "kernel" (CUDA, or its CPU emulation for NumPy), "cpu"
     (the compiled CPU kernel, max pooling of NumPy arrays) or "xp" (array operations)."""
     if impl == "kernel" and mode != "adaptive":
@@ -187,11 +187,15 @@ def _choose_path(impl, xp, mode, pool, HW, func):
                              "use impl='xp' (or 'auto')")
         if HW > 2**31:
             raise ValueError(f"{func}: impl='cpu' needs H*W <= 2**31 (int32 argmax), got {HW}")
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"{func}: impl='cpu' needs float32 or float64 features, got {dtype}; "
+                             "use impl='xp' (or 'auto')")
         return "cpu"
     if impl == "auto":
         if xp is not np:
             return "kernel" if mode == "adaptive" else "xp"
-        if pool == "max" and HW <= 2**31 and os.environ.get("TINYSPP_CPU_KERNEL", "1") != "0":
+        if (pool == "max" and HW <= 2**31 and dtype in (np.float32, np.float64)
+                and os.environ.get("TINYSPP_CPU_KERNEL", "1") != "0"):
             from ..kernels import cpu
 
             if cpu.available():
