@@ -52,8 +52,11 @@ def flags() -> tuple[str, ...]:
     """Compiler flags for this machine: ``FLAGS``, plus ``-mavx2`` where the CPU has AVX2."""
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:  # NumPy < 2 or a build without the table: stay portable
-        features = {}
+    except ImportError:
+        try:  # NumPy 1.x
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        except ImportError:  # a build without the table: stay portable
+            features = {}
     return FLAGS + (("-mavx2",) if features.get("AVX2") else ())
 
 
