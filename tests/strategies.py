@@ -32,3 +32,25 @@ def level_sets(draw, max_level=8, max_len=4):
 
 
 seeds = st.integers(0, 2**31 - 1)
+
+
+@st.composite
+def roi_rows(draw, N, H, W, min_r=0, max_r=10):
+    """Valid RoIs ``(R, 5)`` int64 of an (N, ., H, W) map, built directly: point RoIs (one cell),
+    RoIs reaching the bottom-right border, whole-map RoIs (every border) and random ones."""
+    rows = []
+    for _ in range(draw(st.integers(min_r, max_r))):
+        kind = draw(st.sampled_from(["any", "point", "border", "full"]))
+        b = draw(st.integers(0, N - 1))
+        if kind == "full":
+            rows.append([b, 0, 0, W - 1, H - 1])
+            continue
+        x0, y0 = draw(st.integers(0, W - 1)), draw(st.integers(0, H - 1))
+        if kind == "point":
+            rows.append([b, x0, y0, x0, y0])
+        elif kind == "border":
+            rows.append([b, x0, y0, W - 1, H - 1])
+        else:
+            rows.append([b, x0, y0, draw(st.integers(x0, W - 1)), draw(st.integers(y0, H - 1))])
+    return np.array(rows, dtype=np.int64).reshape(-1, 5)
+

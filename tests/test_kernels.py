@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import level_sets, nchw_shapes, seeds
+from strategies import level_sets, nchw_shapes, roi_rows, seeds
 
 from tinyspp import kernels
 from tinyspp.backend import asnumpy, gpu_available
@@ -133,31 +133,13 @@ def image_cases(draw):
 
 
 @st.composite
-def roi_sets(draw, N, H, W, max_r=10):
-    """RoIs built valid: 1x1 cells, whole-map boxes touching every border, random boxes."""
-    rows = []
-    for _ in range(draw(st.integers(0, max_r))):
-        kind = draw(st.sampled_from(["random", "cell", "full"]))
-        b = draw(st.integers(0, N - 1))
-        if kind == "full":
-            rows.append([b, 0, 0, W - 1, H - 1])
-            continue
-        x0, y0 = draw(st.integers(0, W - 1)), draw(st.integers(0, H - 1))
-        if kind == "cell":
-            rows.append([b, x0, y0, x0, y0])
-        else:
-            rows.append([b, x0, y0, draw(st.integers(x0, W - 1)), draw(st.integers(y0, H - 1))])
-    return np.array(rows, dtype=np.int64).reshape(-1, 5)
-
-
-@st.composite
 def roi_cases(draw):
     N, C, H, W = draw(nchw_shapes(max_n=3, max_c=2, max_hw=10))
     levels = draw(level_sets(max_level=6, max_len=3))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     nan = draw(st.sampled_from([0.0, 0.0, 0.1]))
     features = tied_values((N, C, H, W), draw(seeds), dtype, nan)
-    return features, draw(roi_sets(N, H, W)), levels
+    return features, draw(roi_rows(N, H, W)), levels
 
 
 def assert_same(a, b):
@@ -511,32 +493,31 @@ def test_gpu_ops_equal_numpy(impl, pool, dtype):
     from tinyspp.ops.roi import roi_spp_backward, roi_spp_forward
     from tinyspp.ops.spp import spp_backward, spp_forward
 
-    x = tied_values((2, 5, 17, 23), 7, dtype, 0.01)
-    for mode in MODES:
-        out, cache = spp_forward(x, (6, 3, 2, 1), mode=mode, pool=pool, impl="xp")
-        gout, gcache = spp_forward(cp.asarray(x), (6, 3, 2, 1), mode=mode, pool=pool, impl=impl)
+    def assert_gpu_matches_cpu(cpu, gpu, backward, seed):
+        """Forward (bitwise for max, argmax too) and the gradient of one random dout."""
+        (out, cache), (gout, gcache) = cpu, gpu
         if pool == "max":
             assert_same(out, asnumpy(gout))
             np.testing.assert_array_equal(cache.argmax, asnumpy(gcache.argmax))
         else:
             assert_close(out, asnumpy(gout), dtype)
-        dout = np.random.default_rng(0).standard_normal(out.shape).astype(dtype)
-        gdx = spp_backward(cp.asarray(dout), gcache)
-        assert_close(spp_backward(dout, cache), asnumpy(gdx), dtype)
+        dout = np.random.default_rng(seed).standard_normal(out.shape).astype(dtype)
+        gdx = backward(cp.asarray(dout), gcache)
+        assert_close(backward(dout, cache), asnumpy(gdx), dtype)
+
+    x = tied_values((2, 5, 17, 23), 7, dtype, 0.01)
+    for mode in MODES:
+        assert_gpu_matches_cpu(
+            spp_forward(x, (6, 3, 2, 1), mode=mode, pool=pool, impl="xp"),
+            spp_forward(cp.asarray(x), (6, 3, 2, 1), mode=mode, pool=pool, impl=impl),
+            spp_backward, seed=0)
     rng = np.random.default_rng(1)
     x0, y0 = rng.integers(0, 23, 300), rng.integers(0, 17, 300)
     rois = np.stack([rng.integers(0, 2, 300), x0, y0, rng.integers(x0, 23), rng.integers(y0, 17)],
                     axis=1)
-    out, cache = roi_spp_forward(x, rois, pool=pool, impl="xp")
-    gout, gcache = roi_spp_forward(cp.asarray(x), cp.asarray(rois), pool=pool, impl=impl)
-    if pool == "max":
-        assert_same(out, asnumpy(gout))
-        np.testing.assert_array_equal(cache.argmax, asnumpy(gcache.argmax))
-    else:
-        assert_close(out, asnumpy(gout), dtype)
-    dout = np.random.default_rng(2).standard_normal(out.shape).astype(dtype)
-    gdf = roi_spp_backward(cp.asarray(dout), gcache)
-    assert_close(roi_spp_backward(dout, cache), asnumpy(gdf), dtype)
+    assert_gpu_matches_cpu(roi_spp_forward(x, rois, pool=pool, impl="xp"),
+                           roi_spp_forward(cp.asarray(x), cp.asarray(rois), pool=pool, impl=impl),
+                           roi_spp_backward, seed=2)
 
 
 # --- the GPU benchmark ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import level_sets, seeds, tie_free
+from strategies import level_sets, roi_rows, seeds, tie_free
 
 from tinyspp.backend import asnumpy
 from tinyspp.bench.pyramid import random_rois
@@ -52,22 +52,7 @@ def maps_and_rois(draw, max_n=3, max_c=3, max_hw=14, max_r=12):
     """A feature-map shape and valid RoIs: point RoIs, border-touching RoIs, R != N."""
     N, C = draw(st.integers(1, max_n)), draw(st.integers(1, max_c))
     H, W = draw(st.integers(1, max_hw)), draw(st.integers(1, max_hw))
-    R = draw(st.integers(1, max_r))
-    rows = []
-    for _ in range(R):
-        kind = draw(st.sampled_from(["any", "point", "border", "full"]))
-        b = draw(st.integers(0, N - 1))
-        if kind == "full":
-            rows.append([b, 0, 0, W - 1, H - 1])
-            continue
-        x0, y0 = draw(st.integers(0, W - 1)), draw(st.integers(0, H - 1))
-        if kind == "point":
-            rows.append([b, x0, y0, x0, y0])
-        elif kind == "border":
-            rows.append([b, x0, y0, W - 1, H - 1])
-        else:
-            rows.append([b, x0, y0, draw(st.integers(x0, W - 1)), draw(st.integers(y0, H - 1))])
-    return (N, C, H, W), np.array(rows, dtype=np.int64)
+    return (N, C, H, W), draw(roi_rows(N, H, W, min_r=1, max_r=max_r))
 
 
 @fixture_ok

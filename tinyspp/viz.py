@@ -123,12 +123,7 @@ def draw_bins(ax, height: int, width: int, n: int, mode: str = "adaptive", title
     rows = bin_edges(height, n, mode)
     cols = bin_edges(width, n, mode)
     _feature_grid(ax, height, width)
-    for by, (y0, y1) in enumerate(rows):
-        for bx, (x0, x1) in enumerate(cols):
-            color = BIN_COLORS[(by + bx) % len(BIN_COLORS)]
-            inset = 0.08 + 0.06 * ((by + bx) % 2)
-            ax.add_patch(Rectangle((x0 + inset, y0 + inset), x1 - x0 - 2 * inset,
-                                   y1 - y0 - 2 * inset, fill=False, edgecolor=color, linewidth=1.4))
+    _outline_bins(ax, rows, cols, inset=0.08)
     miss_y = coverage(height, n, mode).uncovered
     miss_x = coverage(width, n, mode).uncovered
     for y in range(height):
@@ -139,6 +134,23 @@ def draw_bins(ax, height: int, width: int, n: int, mode: str = "adaptive", title
     if title:
         ax.set_title(f"{mode}: {height}x{width}, n={n}")
     return rows, cols
+
+
+def _outline_bins(ax, rows, cols, inset):
+    """Outline every bin of the grid ``rows x cols`` (``(start, end)`` edges), in row-major bin
+    order, alternate bins inset a little more so overlapping neighbours stay visible. Returns
+    each bin's colour, in that order."""
+    from matplotlib.patches import Rectangle
+
+    colors = []
+    for by, (y0, y1) in enumerate(rows):
+        for bx, (x0, x1) in enumerate(cols):
+            color = BIN_COLORS[(by + bx) % len(BIN_COLORS)]
+            pad = inset + 0.06 * ((by + bx) % 2)
+            ax.add_patch(Rectangle((x0 + pad, y0 + pad), x1 - x0 - 2 * pad, y1 - y0 - 2 * pad,
+                                   fill=False, edgecolor=color, linewidth=1.4))
+            colors.append(color)
+    return colors
 
 
 def draw_axis_bins(ax, size: int, n: int, mode: str = "adaptive", title: bool = True):
@@ -186,23 +198,14 @@ def draw_winners(ax, plane, rows, cols, argmax, title: str = ""):
         Flat ``h * W + w`` index of each bin's maximum, in row-major bin order (as the SPP cache
         stores it).
     """
-    from matplotlib.patches import Rectangle
-
     plane = np.asarray(plane, dtype=np.float64)
     H, W = plane.shape
     _feature_grid(ax, H, W, values=plane, cmap="viridis")
     argmax = np.asarray(argmax).reshape(-1)
-    k = 0
-    for by, (y0, y1) in enumerate(rows):
-        for bx, (x0, x1) in enumerate(cols):
-            color = BIN_COLORS[(by + bx) % len(BIN_COLORS)]
-            inset = 0.06 + 0.06 * ((by + bx) % 2)
-            ax.add_patch(Rectangle((x0 + inset, y0 + inset), x1 - x0 - 2 * inset,
-                                   y1 - y0 - 2 * inset, fill=False, edgecolor=color, linewidth=1.4))
-            h, w = divmod(int(argmax[k]), W)
-            ax.plot(w + 0.5, h + 0.5, marker="*", color=color, markersize=11,
-                    markeredgecolor="k", markeredgewidth=0.5)
-            k += 1
+    for k, color in enumerate(_outline_bins(ax, rows, cols, inset=0.06)):
+        h, w = divmod(int(argmax[k]), W)
+        ax.plot(w + 0.5, h + 0.5, marker="*", color=color, markersize=11,
+                markeredgecolor="k", markeredgewidth=0.5)
     if title:
         ax.set_title(title)
 

@@ -82,7 +82,8 @@ def region_impls():
     and the NumPy sparse-table path."""
     from ..kernels import cpu
 
-    return (("cpu", "compiled CPU kernel"),) * cpu.available() + (("xp", "NumPy path"),)
+    impls = [("cpu", "compiled CPU kernel")] if cpu.available() else []
+    return impls + [("xp", "NumPy path")]
 
 
 def _roi_ours(features, rois, dout, impl="auto"):

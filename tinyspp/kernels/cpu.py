@@ -64,7 +64,8 @@ def flags() -> tuple[str, ...]:
 def library() -> ctypes.CDLL:
     """The compiled kernel (RuntimeError without a C++ compiler); built once per machine."""
     lib = shared_library("region_max", source(), flags(), cache_dir(),
-                         find=lambda: find_compiler(), who="tinyspp.kernels.cpu",
+                         find=lambda: find_compiler(),  # looked up when called (patchable)
+                         who="tinyspp.kernels.cpu",
                          why="the CPU region-pooling kernel is C++ compiled on first use")
     ctype = {"p": ctypes.c_void_p, "q": ctypes.c_longlong}
     for value in ("f32", "f64"):

@@ -98,7 +98,8 @@ def compile_library(folder: Path | None = None) -> ctypes.CDLL:
     return shared_library(
         "pyramid_pool_emulate", emulation_source(), FLAGS,
         cache_dir() if folder is None else folder,
-        find=lambda: find_compiler(), who="tinyspp.kernels.emulate",
+        find=lambda: find_compiler(),  # looked up when called: tests patch it here
+        who="tinyspp.kernels.emulate",
         why="the CPU emulation of the CUDA kernels compiles pyramid_pool.cu with one",
     )
 

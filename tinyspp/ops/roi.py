@@ -144,8 +144,6 @@ def roi_spp_forward(features, rois, levels=DEFAULT_LEVELS, mode="adaptive", pool
     uniq, inverse = unique_rows(rois, (N, H, W))
     if len(uniq) == len(rois):
         uniq, inverse = rois, None  # nothing to share: keep the caller's order, skip the scatter
-    else:
-        inverse = inverse.reshape(-1)
     index = kernel_argmax = None
     if path == "cpu":  # the compiled CPU kernel writes every row itself, duplicates included
         out, kernel_argmax = _cpu_max_forward(features, uniq, inverse, levels, mode)
@@ -478,6 +476,13 @@ def _cpu_plan(levels, mode, C):
     return np.array(rows, dtype=np.int64).reshape(-1, 5), scan
 
 
+def _rowmap(inverse, U):
+    """The distinct RoI of every output row, int64 (R,): ``inverse``, or ``0..U-1`` when None."""
+    if inverse is None:
+        return np.arange(U, dtype=np.int64)
+    return np.ascontiguousarray(inverse, dtype=np.int64)
+
+
 def _cpu_max_forward(features, rois, inverse, levels, mode):
     """The compiled CPU kernel (``tinyspp/kernels/region_max.cpp``) on the distinct ``rois``;
     output rows follow ``inverse`` (identical RoIs are pooled once and their row copied).
@@ -487,7 +492,7 @@ def _cpu_max_forward(features, rois, inverse, levels, mode):
 
     N, C, H, W = features.shape
     U = len(rois)
-    rowmap = np.arange(U, dtype=np.int64) if inverse is None else inverse.astype(np.int64)
+    rowmap = _rowmap(inverse, U)
     plan, scan = _cpu_plan(levels, mode, C)
     b, x0, y0, x1, y1 = rois.T
     edges = []  # per scanned level: ys, ye, xs, xe (U, n) each
@@ -508,12 +513,10 @@ def _cpu_max_backward(dout, cache):
     from ..kernels import cpu
 
     N, C, H, W = cache.features_shape
-    U = len(cache.rois)
-    rowmap = np.arange(U, dtype=np.int64) if cache.inverse is None else cache.inverse
     dtype = dout.dtype if dout.dtype in (np.float32, np.float64) else np.float64
     dout = np.ascontiguousarray(dout, dtype=dtype)  # accumulate in dout's precision, like xp
     dx = np.zeros((N, C, H, W), dtype=dtype)
-    cpu.roi_max_backward(dout, cache.kernel_argmax, np.ascontiguousarray(rowmap, dtype=np.int64),
+    cpu.roi_max_backward(dout, cache.kernel_argmax, _rowmap(cache.inverse, len(cache.rois)),
                          np.ascontiguousarray(cache.rois[:, 0]),
                          _cpu_plan(cache.levels, cache.mode, C)[0], dx)
     return dx.astype(cache.dtype, copy=False)
