@@ -32,7 +32,7 @@ bench: $(STAMP)
 
 notebooks: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,notebooks]"
-	TINYSPP_QUICK=0 $(PY) -m tinyspp.notebooks_run
+	TINYSPP_QUICK=0 $(PY) notebooks/run.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -4,7 +4,7 @@ Each notebook ``NN_name.ipynb`` is generated from ``src/NN_name.py`` in the "per
 a line ``# %%`` starts a code cell, ``# %% [markdown]`` a Markdown cell whose lines are written as
 comments (``# `` is stripped). The sources are what gets reviewed; the ``.ipynb`` files carry the
 outputs of ``make notebooks`` (a full run). Building writes notebooks WITHOUT outputs: run
-``make notebooks`` (or ``python -m tinyspp.notebooks_run NN``) afterwards.
+``make notebooks`` (or ``python notebooks/run.py NN``) afterwards.
 ``tests/test_notebooks.py`` checks that every committed notebook's cells equal its source.
 """
 

@@ -294,7 +294,7 @@ def test_detector_bad_arguments(tiny):
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
-    from tinyspp.detect.demo import run_detection_demo
+    from tinyspp.apps.detect_demo import run_detection_demo
 
     out = tmp_path_factory.mktemp("detect")
     summary, md = run_detection_demo(str(out), quick=True, seed=0, log=lambda *_: None)
@@ -318,7 +318,7 @@ def test_end_to_end_detection_beats_the_map_floor(quick_demo):
 
 
 def test_cli_detect_without_demo_prints_usage(capsys):
-    from tinyspp.cli import main
+    from tinyspp.apps.cli import main
 
     assert main(["detect"]) == 2
     assert "--demo" in capsys.readouterr().out

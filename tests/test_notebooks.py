@@ -1,7 +1,7 @@
 """The notebooks: each one executes top to bottom in quick mode, and the committed copies are the
 built sources, executed in full, with small outputs.
 
-Execution uses a fresh kernel of this interpreter (``tinyspp.notebooks_run.execute_notebook``) and
+Execution uses a fresh kernel of this interpreter (``notebooks/run.py``'s ``execute_notebook``) and
 inherits the cache variables that conftest.py redirected, so nothing is written to the home
 directory; quick runs never touch ``notebooks/figures/``.
 """
@@ -13,17 +13,29 @@ from pathlib import Path
 import pytest
 
 from tinyspp.kernels.emulate import find_compiler
-from tinyspp.notebooks_run import NOTEBOOK_DIR, execute_notebook, kernel_env, notebook_paths
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def _load(name):
+    """A tool module of the notebooks folder (``build.py``, ``run.py``), which is not a package."""
+    path = NOTEBOOK_DIR / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"tinyspp_notebooks_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_run = _load("run")
+execute_notebook, kernel_env, notebook_paths = (
+    _run.execute_notebook, _run.kernel_env, _run.notebook_paths)
 
 NOTEBOOKS = notebook_paths()
 MAX_BYTES = 1_500_000  # per committed notebook: small PNGs, no huge printed arrays
 
 
 def _load_builder():
-    spec = importlib.util.spec_from_file_location("nb_build", NOTEBOOK_DIR / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load("build")
 
 
 def _cells(nb):

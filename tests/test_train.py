@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
+from tinyspp.apps.cli import main
 from tinyspp.backend import gpu_available
-from tinyspp.cli import main
 from tinyspp.data import make_synthetic
 from tinyspp.nn import no_spp_net, small_spp_net
 from tinyspp.train import Trainer, evaluate, extract_features

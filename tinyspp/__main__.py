@@ -1,5 +1,5 @@
 import sys
 
-from tinyspp.cli import main
+from tinyspp.apps.cli import main
 
 sys.exit(main())

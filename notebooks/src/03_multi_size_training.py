@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from tinyspp import viz
-from tinyspp.experiments import (
+from tinyspp.apps.experiments import (
     build_model, full_image_sizes, make_setup, source_test_errors, train_one,
 )
 from tinyspp.train import blas_threads

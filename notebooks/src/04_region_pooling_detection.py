@@ -28,7 +28,7 @@ import numpy as np
 
 from tinyspp import viz
 from tinyspp.detect.data import train_test_sets
-from tinyspp.detect.demo import FULL, QUICK as QUICK_CONFIG, pretrain_trunk
+from tinyspp.apps.detect_demo import FULL, QUICK as QUICK_CONFIG, pretrain_trunk
 from tinyspp.detect.detector import SPPDetector
 from tinyspp.detect.evaluate import evaluate_detections
 from tinyspp.detect.geometry import image_to_feature_boxes, receptive_field

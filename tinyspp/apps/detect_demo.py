@@ -22,11 +22,11 @@ import time
 
 import numpy as np
 
-from .data import train_test_sets
-from .detector import SPPDetector
-from .evaluate import evaluate_detections
-from .geometry import iou
-from .proposals import proposal_recall, selective_search
+from ..detect.data import train_test_sets
+from ..detect.detector import SPPDetector
+from ..detect.evaluate import evaluate_detections
+from ..detect.geometry import iou
+from ..detect.proposals import proposal_recall, selective_search
 
 FULL = dict(n_train=48, n_test=40, size_range=(96, 144), widths=(8, 16, 32), hidden=64,
             crop=24, pretrain_epochs=12, single=(72,), multi=(48, 72, 108), ft_iters=1000,
@@ -172,8 +172,8 @@ def run_detection_demo(out_dir: str = "runs/detect", *, quick: bool = False, see
 
 
 def _run_demo(out_dir, quick, seed, device, log):
-    from .finetune import finetune_fc, finetune_trunk
-    from .rcnn import RCNNDetector
+    from ..detect.finetune import finetune_fc, finetune_trunk
+    from ..detect.rcnn import RCNNDetector
 
     cfg = QUICK if quick else FULL
     os.makedirs(out_dir, exist_ok=True)

@@ -7,7 +7,7 @@
 3. Evaluate: centre crop, 10 views and the full image at several test sizes.
 4. SVM on features (paper Sec. 3.3): SPP features of the held-out classes from full images vs
    warped images, with ``sklearn.svm.LinearSVC``.
-5. Detection: SPP-net vs R-CNN (:mod:`tinyspp.detect.demo`, skipped with ``--no-detect``).
+5. Detection: SPP-net vs R-CNN (:mod:`tinyspp.apps.detect_demo`, skipped with ``--no-detect``).
 6. Write ``report.md`` and PNG figures to ``--out`` (default ``runs/demo/``) and print where.
 
 The report is assembled from *sections*: functions ``section(ctx) -> str`` (Markdown) listed in
@@ -22,8 +22,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from .backend import check_device
-from .cli import add_run_options
+from ..backend import check_device
+from ..train import blas_threads
 from .experiments import (
     EPOCHS,
     LR,
@@ -33,6 +33,7 @@ from .experiments import (
     svm_accuracy,
     train_one,
 )
+from .options import add_run_options
 from .reporting import (
     markdown_table,
     pct,
@@ -40,7 +41,6 @@ from .reporting import (
     plot_learning_curves,
     plot_samples,
 )
-from .train import blas_threads
 
 
 @dataclass
@@ -159,12 +159,12 @@ def svm_section(ctx: DemoContext) -> str:
 
 
 def detection_section(ctx: DemoContext) -> str:
-    """The SPP-net vs R-CNN detection demo of :mod:`tinyspp.detect.demo`, in ``out/detect/``."""
+    """The SPP-net vs R-CNN detection demo (:mod:`tinyspp.apps.detect_demo`), in ``out/detect/``."""
     if not ctx.detect:
         return ""
-    from .detect.demo import run_detection_demo
+    from .detect_demo import run_detection_demo
 
-    ctx.say("detection: SPP-net vs R-CNN (tinyspp.detect.demo)")
+    ctx.say("detection: SPP-net vs R-CNN (tinyspp.apps.detect_demo)")
     _, md = run_detection_demo(ctx.path("detect"), quick=ctx.quick, seed=ctx.seed,
                                device=ctx.device, log=lambda msg: None)
     md = md.replace("](", "](detect/")  # its figures live in the detect/ sub-folder

@@ -16,7 +16,7 @@ def run(args) -> int:
     if not args.demo:
         print("python -m tinyspp detect: nothing to do; pass --demo (and --quick for a fast run)")
         return 2
-    from .demo import run_detection_demo
+    from .detect_demo import run_detection_demo
 
     summary, _ = run_detection_demo(args.out, quick=args.quick, seed=args.seed,
                                     device=args.device)

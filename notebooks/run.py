@@ -1,11 +1,13 @@
 """Execute the teaching notebooks in ``notebooks/`` with nbclient (``make notebooks``).
 
-``python -m tinyspp.notebooks_run`` rebuilds every ``notebooks/NN_*.ipynb`` from its source
-``notebooks/src/NN_*.py`` (``notebooks/build.py``), runs it in order in a fresh kernel of *this*
-interpreter and stores the outputs in place. The notebooks read the environment variable
-``TINYSPP_QUICK`` (see :func:`tinyspp.viz.quick_mode`): ``1`` shrinks data and epochs so that the
-test suite can execute them in seconds (``tests/test_notebooks.py``), ``0`` is the full run whose
-outputs are committed. Only a full run writes the README thumbnails to ``notebooks/figures/``.
+A tool of the repository checkout, not of the installed package: the notebooks live in the
+checkout, not in the wheel. ``python notebooks/run.py`` rebuilds every ``notebooks/NN_*.ipynb``
+from its source ``notebooks/src/NN_*.py`` (``notebooks/build.py``), runs it in order in a fresh
+kernel of *this* interpreter and stores the outputs in place. The notebooks read the environment
+variable ``TINYSPP_QUICK`` (see :func:`tinyspp.viz.quick_mode`): ``1`` shrinks data and epochs so
+that the test suite can execute them in seconds (``tests/test_notebooks.py``), ``0`` is the full
+run whose outputs are committed. Only a full run writes the README thumbnails to
+``notebooks/figures/``.
 
 Examples
 --------
@@ -22,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parent
 
 # Caches a kernel may create (matplotlib font cache, IPython history, CuPy kernels, ...): never the
 # home directory. Variables already set by the caller (tests/conftest.py) are kept.
@@ -124,7 +126,7 @@ def execute_notebook(path: Path | str, quick: bool = True, timeout: int = 600, s
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tinyspp.notebooks_run",
+        prog="python notebooks/run.py",
         description="Execute the notebooks and store their outputs in place.",
     )
     parser.add_argument("names", nargs="*",

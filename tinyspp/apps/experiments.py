@@ -25,12 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cli import add_run_options
-from .data import SHAPES, ImageSet, digits_splits, synthetic_splits
-from .nn import Linear, no_spp_net, small_spp_net
+from ..data import SHAPES, ImageSet, digits_splits, synthetic_splits
+from ..nn import Linear, no_spp_net, small_spp_net
+from ..train import Trainer, blas_threads, extract_features
+from ..validate import check_choice
+from .options import add_run_options
 from .reporting import markdown_table, pct, plot_error_vs_size, plot_learning_curves
-from .train import Trainer, blas_threads, extract_features
-from .validate import check_choice
 
 DATASETS = ("synthetic", "digits")
 EPOCHS, LR, PATIENCE = 30, 0.01, 3  # SGD settings shared by the experiment and the demo

@@ -11,19 +11,12 @@ import importlib
 import sys
 
 COMMANDS = {
-    "demo": ("tinyspp.demo", "the main job: train, evaluate and report on built-in data"),
-    "train": ("tinyspp.train_cli", "train an SPP-net or the no-SPP baseline (any schedule)"),
-    "experiment": ("tinyspp.experiments", "experiment classify: the paper's Tables 2-4 in small"),
-    "detect": ("tinyspp.detect.cli", "SPP-net vs R-CNN object detection demo (--demo)"),
+    "demo": ("tinyspp.apps.demo", "the main job: train, evaluate and report on built-in data"),
+    "train": ("tinyspp.apps.train", "train an SPP-net or the no-SPP baseline (any schedule)"),
+    "experiment": ("tinyspp.apps.experiments",
+                   "experiment classify: the paper's Tables 2-4 in small"),
+    "detect": ("tinyspp.apps.detect", "SPP-net vs R-CNN object detection demo (--demo)"),
 }
-
-
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """``--device``, ``--threads`` and ``--no-progress``: shared by demo, train and experiment."""
-    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS threads (default: all; 1 is fastest on a busy machine)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

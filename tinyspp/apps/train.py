@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import os
 
-from .cli import add_run_options
-from .data import ImageFolder, digits_splits, split, synthetic_splits
-from .nn import no_spp_net, small_spp_net
-from .train import SCHEDULES, Trainer, blas_threads
+from ..data import ImageFolder, digits_splits, split, synthetic_splits
+from ..nn import no_spp_net, small_spp_net
+from ..train import SCHEDULES, Trainer, blas_threads
+from .options import add_run_options
 
 
 def load_data(name: str, *, root: str | None = None, seed: int = 0, quick: bool = False,
