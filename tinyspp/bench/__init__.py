@@ -5,4 +5,7 @@ repeats; torch (CPU build, optional ``bench`` extra) runs the same workloads in 
 so ratios are measured side by side.
 """
 
+from .common import median_ms  # public timer for notebooks and docs: median of repeats, in ms
+
 SECTIONS = ("layers", "pyramid", "gpu", "training")
+__all__ = ["SECTIONS", "median_ms"]
