@@ -16,6 +16,7 @@ COMMANDS = {
     "experiment": ("tinyspp.apps.experiments",
                    "experiment classify: the paper's Tables 2-4 in small"),
     "detect": ("tinyspp.apps.detect", "SPP-net vs R-CNN object detection demo (--demo)"),
+    "grade": ("tinyspp.apps.grade", "grade exercise files (FOLDER/NAME.py) with property tests"),
 }
 
 

@@ -1,0 +1,18 @@
+"""Wrong layout: bin-major (column (by*n + bx)*C + c) instead of channel-major within a level."""
+import numpy as np
+
+
+def _edges(size, n):
+    return [(i * size // n, ((i + 1) * size + n - 1) // n) for i in range(n)]
+
+
+def spp_max(x, levels):
+    N, C, H, W = x.shape
+    parts = []
+    for n in levels:
+        out = np.empty((N, n, n, C), dtype=x.dtype)
+        for by, (y0, y1) in enumerate(_edges(H, n)):
+            for bx, (x0, x1) in enumerate(_edges(W, n)):
+                out[:, by, bx, :] = x[:, :, y0:y1, x0:x1].max(axis=(2, 3))
+        parts.append(out.reshape(N, -1))
+    return np.concatenate(parts, axis=1)

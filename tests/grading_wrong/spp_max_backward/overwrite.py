@@ -1,0 +1,14 @@
+"""Wrong accumulation: assigns (=) instead of adding (+=), so when two bins pick the same cell
+only the last bin's gradient survives."""
+import numpy as np
+from _common import bins
+
+
+def spp_max_backward(dout, x, levels):
+    dx = np.zeros_like(x)
+    for col, _n, c, y0, y1, x0, x1 in bins(x, levels):
+        for i in range(x.shape[0]):
+            window = x[i, c, y0:y1, x0:x1]
+            h, w = divmod(int(np.argmax(window)), x1 - x0)
+            dx[i, c, y0 + h, x0 + w] = dout[i, col]
+    return dx

@@ -1,0 +1,92 @@
+"""Exercises graded by property tests: ``python -m tinyspp grade FOLDER``.
+
+A student writes one function per file, ``FOLDER/NAME.py`` defining ``NAME``, for any of the
+exercises below (stubs ship in the repository's ``exercises/`` folder). The grader runs, for every
+exercise file it finds, hypothesis property tests and a comparison with the library on drawn
+inputs, and prints ``NAME: passed`` or ``NAME: failed`` with the shrunk counterexample (input,
+expected, got). The course guide is ``docs/exercises.md``.
+
+==========================  =================================================  ===============
+exercise                    task                                               notebook
+==========================  =================================================  ===============
+``bin_edges``               adaptive bins of one axis                          01_bin_math
+``paper_window_stride``     the paper's window and stride                      01_bin_math
+``spp_max``                 adaptive max SPP forward                           02_spp_layer
+``spp_max_backward``        its gradient (first-maximum ties)                  02_spp_layer
+``conv2d_backward``         dx, dw, db of a strided, padded convolution        00_layers_backprop
+``map_window``              image window to feature cells (Appendix A)         04_region_pooling
+==========================  =================================================  ===============
+
+Needs hypothesis (``pip install "tinyspp[grade]"``).
+
+Examples
+--------
+>>> from tinyspp.grading import EXERCISES, grade_function, reference
+>>> list(EXERCISES)[:2]
+['bin_edges', 'paper_window_stride']
+>>> print(grade_function(EXERCISES["bin_edges"], reference.bin_edges, max_examples=10).report())
+bin_edges: passed (4 checks)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import reference
+from .geometry_exercises import BIN_EDGES, MAP_WINDOW, PAPER_WINDOW_STRIDE
+from .layer_exercises import CONV2D_BACKWARD, SPP_MAX, SPP_MAX_BACKWARD
+from .runner import (
+    DEFAULT_EXAMPLES,
+    DEFAULT_TIME_LIMIT,
+    Check,
+    Exercise,
+    Mismatch,
+    Result,
+    grade_file,
+    grade_function,
+)
+
+#: Every graded exercise by name, in the order of the learning path's notebooks.
+EXERCISES = {
+    ex.name: ex
+    for ex in (BIN_EDGES, PAPER_WINDOW_STRIDE, SPP_MAX, SPP_MAX_BACKWARD, CONV2D_BACKWARD,
+               MAP_WINDOW)
+}
+
+__all__ = [
+    "EXERCISES", "DEFAULT_EXAMPLES", "DEFAULT_TIME_LIMIT", "Check", "Exercise", "Mismatch",
+    "Result", "find_exercise_files", "grade_file", "grade_folder", "grade_function", "reference",
+    "summary_line",
+]
+
+
+def find_exercise_files(folder) -> dict:
+    """``{name: path}`` of the exercise files ``folder/NAME.py`` present, in exercise order.
+
+    Raises ValueError when ``folder`` is not a directory.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"grade: {str(folder)!r} is not a folder (expected a folder holding "
+                         f"files such as bin_edges.py)")
+    return {name: folder / f"{name}.py" for name in EXERCISES if (folder / f"{name}.py").is_file()}
+
+
+def grade_folder(folder, only=None, **kwargs) -> list[Result]:
+    """Grade every exercise file of ``folder`` (or just the names in ``only``).
+
+    ``kwargs`` go to :func:`grade_file` (``max_examples``, ``time_limit_s``, ``seed``).
+    """
+    files = find_exercise_files(folder)
+    if only:
+        unknown = sorted(set(only) - set(EXERCISES))
+        if unknown:
+            raise ValueError(f"grade: unknown exercise(s) {unknown}; known: {list(EXERCISES)}")
+        files = {k: v for k, v in files.items() if k in only}
+    return [grade_file(EXERCISES[name], path, **kwargs) for name, path in files.items()]
+
+
+def summary_line(results) -> str:
+    """``"N passed, N failed"``, the grader's closing line."""
+    passed = sum(r.passed for r in results)
+    return f"{passed} passed, {len(results) - passed} failed"
