@@ -64,3 +64,45 @@ def test_save_thumbnail_only_on_full_runs(tmp_path, monkeypatch):
 def test_source_excerpt_errors_name_the_function():
     with pytest.raises(ValueError, match="source_excerpt: start"):
         viz.source_excerpt("a\nb", "zzz")
+
+
+def test_figures_are_saved_at_110_dpi_or_more(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("TINYSPP_QUICK", "0")
+    fig, ax = plt.subplots(figsize=(2, 1))
+    ax.set_title("t")
+    path = viz.save_thumbnail(fig, "sharp", folder=tmp_path)
+    assert min(Image.open(path).info["dpi"]) >= viz.MIN_DPI - 0.5
+    with pytest.raises(ValueError, match="dpi must be >= 110"):
+        viz.save_thumbnail(fig, "blurry", folder=tmp_path, dpi=72)
+    with pytest.raises(ValueError, match="dpi must be >= 110"):
+        viz.setup(dpi=72)
+    plt.close(fig)
+
+
+def test_small_text_is_measured_and_warned_about(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYSPP_QUICK", "1")
+    fig, ax = plt.subplots()
+    ax.set_title("big", fontsize=12)
+    ax.text(0.5, 0.5, "tiny", fontsize=6)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    assert viz.smallest_text(fig) == 6
+    with pytest.warns(UserWarning, match="6 pt"):
+        viz.save_thumbnail(fig, "small", folder=tmp_path)
+    plt.close(fig)
+
+
+def test_draw_values_writes_every_cell_at_8_pt(ax):
+    viz.draw_values(ax, np.array([[0.0, 1.0], [2.0, 4.0]]))
+    assert [t.get_text() for t in ax.texts] == ["0", "1", "2", "4"]
+    assert viz.smallest_text(ax.figure) >= viz.MIN_FONT_PT
+
+
+def test_helpers_write_no_text_below_8_pt(ax):
+    viz.setup()
+    viz.draw_axis_bins(ax, 10, 6, "adaptive")
+    viz.draw_boxes(ax, [[2, 1, 6, 4]], offset=0, labels=["a"])
+    ax.figure.canvas.draw()
+    assert viz.smallest_text(ax.figure) >= viz.MIN_FONT_PT

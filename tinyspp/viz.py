@@ -38,25 +38,45 @@ def quick_mode() -> bool:
     return os.environ.get("TINYSPP_QUICK", "0").strip() not in ("", "0")
 
 
-def setup(dpi: int = 72) -> None:
-    """Small, readable inline figures (modest DPI keeps the committed notebooks light)."""
+MIN_DPI = 110  # every figure is saved at least this sharp ...
+MIN_FONT_PT = 8  # ... and no text in it is smaller than this
+
+
+def setup(dpi: int = MIN_DPI) -> None:
+    """Readable figures: ``dpi`` (>= 110) inline and on save, text of 8 pt or more."""
     import matplotlib as mpl
 
+    if dpi < MIN_DPI:
+        raise ValueError(f"setup: dpi must be >= {MIN_DPI} (readable figures), got {dpi}")
     mpl.rcParams.update({
         "figure.dpi": dpi,
         "savefig.dpi": dpi,
         "font.size": 9,
         "axes.titlesize": 10,
+        "axes.labelsize": 9,
+        "xtick.labelsize": MIN_FONT_PT,
+        "ytick.labelsize": MIN_FONT_PT,
+        "legend.fontsize": MIN_FONT_PT,
         "figure.figsize": (6.0, 3.2),
     })
 
 
-def save_thumbnail(fig, name: str, folder: str | Path = "figures", dpi: int = 60):
-    """Save ``fig`` as ``folder/name.png`` for the README, on full runs only.
+def save_thumbnail(fig, name: str, folder: str | Path = "figures", dpi: int = MIN_DPI):
+    """Save ``fig`` as ``folder/name.png`` (at ``dpi >= 110``), on full runs only.
 
-    Quick runs (the test suite) leave the committed thumbnails untouched and return ``None``;
-    otherwise the path written is returned.
+    Quick runs (the test suite) leave the committed figures untouched and return ``None``;
+    otherwise the path written is returned. Raises ValueError for ``dpi < 110``; warns
+    (``UserWarning``) when some text of the figure is smaller than 8 pt (:func:`smallest_text`).
     """
+    if dpi < MIN_DPI:
+        raise ValueError(f"save_thumbnail: dpi must be >= {MIN_DPI}, got {dpi}")
+    fig.canvas.draw()  # lays out the tick labels, so that their sizes can be read
+    small = smallest_text(fig)
+    if small is not None and small < MIN_FONT_PT:
+        import warnings
+
+        warnings.warn(f"save_thumbnail: figure {name!r} has text of {small:g} pt; use at least "
+                      f"{MIN_FONT_PT} pt", UserWarning, stacklevel=2)
     if quick_mode():
         return None
     folder = Path(folder)
@@ -64,6 +84,42 @@ def save_thumbnail(fig, name: str, folder: str | Path = "figures", dpi: int = 60
     path = folder / f"{name}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+def smallest_text(fig):
+    """The smallest font size (pt) of any visible text in ``fig`` (titles, labels, tick labels,
+    annotations, legends), or None when it has no text."""
+    from matplotlib.text import Text
+
+    sizes = [t.get_fontsize() for t in fig.findobj(Text)
+             if t.get_visible() and t.get_text().strip()]
+    return min(sizes) if sizes else None
+
+
+def draw_values(ax, values, fmt: str = "{:g}", cmap: str = "Blues", title: str = "",
+                vmin=None, vmax=None):
+    """Shade a 2-D array and write each cell's value in it (8 pt): for small gradients and
+    counts (e.g. how many windows cover each pixel).
+
+    Parameters
+    ----------
+    values : array of shape (H, W)
+    fmt : format of each number
+    """
+    values = np.asarray(values, dtype=np.float64)
+    H, W = values.shape
+    ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    top = np.nanmax(np.abs(values)) if values.size else 0
+    for (y, x), v in np.ndenumerate(values):
+        dark = top > 0 and abs(v) > 0.6 * top
+        ax.text(x, y, fmt.format(v), ha="center", va="center", fontsize=MIN_FONT_PT,
+                color="white" if dark else "black")
+    ax.set_xticks(range(W))
+    ax.set_yticks(range(H))
+    ax.set_xlabel("column w")
+    ax.set_ylabel("row h")
+    if title:
+        ax.set_title(title)
 
 
 def source_excerpt(text: str, start: str, stop: str | None = None) -> str:
@@ -103,7 +159,7 @@ def _feature_grid(ax, height: int, width: int, values=None, cmap="Greys"):
     ax.set_xticks(np.arange(width + 1), minor=True)
     ax.set_yticks(np.arange(height + 1), minor=True)
     ax.grid(which="minor", color="0.7", linewidth=0.5)
-    ax.tick_params(which="both", length=0, labelsize=7)
+    ax.tick_params(which="both", length=0, labelsize=MIN_FONT_PT)
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.set_aspect("equal")
@@ -167,15 +223,16 @@ def draw_axis_bins(ax, size: int, n: int, mode: str = "adaptive", title: bool = 
         hits[s:e] += 1
         ax.barh(i, e - s, left=s, height=0.7, color=BIN_COLORS[i % len(BIN_COLORS)],
                 edgecolor="k", linewidth=0.5)
-        ax.text(e - 0.1, i, f"[{s},{e})", ha="right", va="center", fontsize=7, color="white")
+        ax.text(e - 0.1, i, f"[{s},{e})", ha="right", va="center", fontsize=MIN_FONT_PT,
+                color="white")
     for x, h in enumerate(hits):
         ax.add_patch(_rect(x, n + 0.1, 1, 0.8, "#d7191c" if h == 0 else f"{0.9 - 0.2 * h:.2f}"))
-        ax.text(x + 0.5, n + 0.5, str(h), ha="center", va="center", fontsize=7)
+        ax.text(x + 0.5, n + 0.5, str(h), ha="center", va="center", fontsize=MIN_FONT_PT)
     ax.set_xlim(0, size)
     ax.set_ylim(n + 1, -0.6)
     ax.set_xticks(np.arange(size + 1))
     ax.set_yticks(list(range(n)) + [n + 0.5], [f"bin {i}" for i in range(n)] + ["hits"])
-    ax.tick_params(labelsize=7)
+    ax.tick_params(labelsize=MIN_FONT_PT)
     if title:
         ax.set_title(f"{mode}: a={size}, n={n}")
     return edges
@@ -230,5 +287,5 @@ def draw_boxes(ax, boxes, color="tab:red", labels=None, linewidth=1.2, alpha=1.0
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color,
                                linewidth=linewidth, alpha=alpha))
         if labels is not None:
-            ax.text(x0, y0 - 1, labels[i], color="white", fontsize=7, va="bottom",
+            ax.text(x0, y0 - 1, labels[i], color="white", fontsize=MIN_FONT_PT, va="bottom",
                     bbox={"facecolor": color, "alpha": 0.7, "pad": 1, "linewidth": 0})
