@@ -1,0 +1,318 @@
+"""tinyspp.scale: the feature store, extraction on Dask, resuming, out-of-core training.
+
+One tiny synthetic set written in VOC layout (6 trainval + 3 test images of ~60 px, a 4-8-8
+trunk, a (2, 1) pyramid, at most 40 proposals) serves every test; the in-memory detector
+(tinyspp.detect.detector.SPPDetector) on the same files is the reference.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+pytest.importorskip("zarr")
+
+from tinyspp.detect.data import CLASSES, load_voc, make_detection_set  # noqa: E402
+from tinyspp.detect.evaluate import evaluate_detections  # noqa: E402
+from tinyspp.detect.voc import write_voc  # noqa: E402
+from tinyspp.scale.evaluate import evaluate_store  # noqa: E402
+from tinyspp.scale.extract import extract_store, make_trunk  # noqa: E402
+from tinyspp.scale.store import FeatureStore, StoreError  # noqa: E402
+from tinyspp.scale.train import load_head, train_from_store  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N_TRAIN, N_TEST = 6, 3
+WIDTHS, SEED = (4, 8, 8), 0
+FEATURES = dict(levels=(2, 1), scales=(48,), input_size=24)
+PROPOSALS = dict(max_boxes=40)
+HEAD = dict(initial_negatives=200, mining_rounds=1, seed=0)
+CLASS_ARG = ",".join(CLASSES)
+
+
+def cli(*argv):
+    """argv of the store CLI, as a user types it."""
+    return [sys.executable, "-m", "tinyspp.apps.detect_store", *argv]
+
+
+def extract_argv(voc, out, split="trainval", *more):
+    return cli("extract", "--data", f"voc:{voc}", "--split", split, "--out", out,
+               "--classes", CLASS_ARG, "--widths", *map(str, WIDTHS), "--seed", str(SEED),
+               "--scales", "48", "--levels", "2", "1", "--input-size", "24",
+               "--max-boxes", "40", "--no-progress", *more)
+
+
+def extract(voc, out, split="trainval", **kw):
+    return extract_store(f"voc:{voc}", out, split=split, widths=WIDTHS, seed=SEED,
+                         features=FEATURES, proposals=PROPOSALS, class_names=CLASSES,
+                         progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory):
+    """The synthetic set in VOC layout: trainval 000001-000006, test 000007-000009."""
+    root = str(tmp_path_factory.mktemp("voc"))
+    ds = make_detection_set(N_TRAIN + N_TEST, seed=1, size_range=(48, 64), max_objects=2)
+    write_voc(ds, root, splits={"trainval": range(N_TRAIN),
+                                "test": range(N_TRAIN, N_TRAIN + N_TEST)})
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(voc):
+    """The in-memory detector on the same files: its records, and its test mAP."""
+    from tinyspp.detect.detector import SPPDetector
+
+    trunk, _ = make_trunk(None, WIDTHS, SEED)
+    det = SPPDetector(trunk, len(CLASSES), proposal_options=PROPOSALS, head_options=HEAD,
+                      **FEATURES)
+    train = load_voc(voc, "trainval", class_names=CLASSES)
+    test = load_voc(voc, "test", class_names=CLASSES)
+    records = det.records(train.images, train.boxes, train.labels, difficult=train.difficult)
+    det.fit_records(records)
+    dets = det.predict(test.images)
+    res = evaluate_detections(dets, test.ground_truth(), len(CLASSES), method="11point")
+    return {"records": records, "map": res["map"], "detections": dets}
+
+
+@pytest.fixture(scope="module")
+def cluster_store(voc, tmp_path_factory):
+    """trainval extracted by a LocalCluster of 2 worker processes, one of which is killed (by
+    SIGKILL) as soon as the first image is complete: Dask re-runs its task elsewhere."""
+    import psutil
+
+    out = str(tmp_path_factory.mktemp("stores") / "trainval.zarr")
+    killed = []
+
+    def kill_a_worker():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            time.sleep(0.02)
+            try:
+                store = FeatureStore(out)
+                done = [i for i in store.image_ids if store.status(i, verify=False) == "complete"]
+            except StoreError:
+                continue
+            if done:
+                writer = store.info(done[0])["pid"]
+                for p in psutil.Process().children(recursive=True):
+                    if p.pid != writer and "python" in p.name().lower() and p.is_running():
+                        if any("spawn" in part for part in p.cmdline()):
+                            p.kill()
+                            killed.append(p.pid)
+                            return
+
+    watcher = threading.Thread(target=kill_a_worker, daemon=True)
+    watcher.start()
+    summary = extract(voc, out, workers=2)
+    watcher.join(timeout=5)
+    return out, summary, killed
+
+
+def store_digests(path):
+    store = FeatureStore(path)
+    return {i: store.info(i)["sha256"] for i in store.image_ids}
+
+
+# ------------------------------------------------------------------ the store itself
+def test_store_layout_marker_and_config(tmp_path):
+    from tinyspp.detect.head import make_record
+
+    path = tmp_path / "s"
+    store = FeatureStore.create(path, image_ids=["a", "b"], class_names=["x"], config={"k": 1},
+                                dtype="float16")
+    rec = make_record(np.array([[0., 0, 4, 4]]), np.array([0]), np.array([[1., 1, 6, 6]]),
+                      np.array([[0.1, 2.0], [3.0, 1 / 3]], np.float32), n_classes=1)
+    store.write("a", rec, (8, 8), arrays={"objects": rec.gt_boxes})
+    back = store.read("a")
+    assert back.record.features.dtype == np.float16
+    assert np.array_equal(back.record.features, rec.features.astype(np.float16))
+    assert np.array_equal(back.arrays["objects"], rec.gt_boxes) and back.image_shape == (8, 8)
+    assert [store.status(i) for i in ("a", "b")] == ["complete", "missing"]
+    assert store.incomplete() == ["b"]
+    with pytest.raises(StoreError, match="'b' .* is missing"):
+        store.read("b")
+    # the same arguments re-open the store; anything else is refused by name
+    assert FeatureStore.create(path, image_ids=["a", "b"], class_names=["x"], config={"k": 1},
+                               dtype="float16").status("a") == "complete"
+    with pytest.raises(StoreError, match=r"differs in: config, config\.k"):
+        FeatureStore.create(path, image_ids=["a", "b"], class_names=["x"], config={"k": 2},
+                            dtype="float16")
+    with pytest.raises(StoreError, match="dtype"):
+        FeatureStore.create(path, image_ids=["a", "b"], class_names=["x"], config={"k": 1})
+    with pytest.raises(ValueError, match="not one of this store's images"):
+        store.write("c", rec, (8, 8))
+    with pytest.raises(ValueError, match="image ids"):
+        FeatureStore.create(tmp_path / "t", image_ids=["../up"], class_names=["x"], config={})
+    with pytest.raises(StoreError, match="no feature store"):
+        FeatureStore(tmp_path / "nothing")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "f.txt").write_text("x")
+    with pytest.raises(StoreError, match="not empty"):
+        FeatureStore.create(tmp_path / "full", image_ids=["a"], class_names=["x"], config={})
+
+
+def test_records_are_reiterable_and_read_one_at_a_time(cluster_store):
+    store = FeatureStore(cluster_store[0])
+    recs = store.records()
+    first = [r.boxes.shape for r in recs]
+    assert [r.boxes.shape for r in recs] == first and len(first) == len(recs) == N_TRAIN
+    assert iter(recs) is not recs
+
+
+# ------------------------------------------------------------------ extraction on Dask
+def test_cluster_features_equal_in_memory_detector_bitwise(cluster_store, reference):
+    out, summary, killed = cluster_store
+    assert killed, "the watcher found no worker process to kill"
+    assert summary["workers"] == 2 and summary["failed"] == {}
+    assert summary["computed"] == N_TRAIN and summary["skipped"] == 0
+    store = FeatureStore(out)
+    assert store.incomplete() == []
+    for rec, ref in zip(store.records(), reference["records"], strict=True):
+        for field in ref._fields:
+            a, b = getattr(rec, field), getattr(ref, field)
+            assert a.dtype == b.dtype and a.shape == b.shape, field
+            assert a.tobytes() == b.tobytes(), f"{field} differs from the in-memory detector"
+
+
+def test_in_process_store_equals_cluster_store(voc, cluster_store, tmp_path):
+    summary = extract(voc, str(tmp_path / "s.zarr"), workers=0)
+    assert summary["workers"] is None and summary["computed"] == N_TRAIN
+    assert store_digests(tmp_path / "s.zarr") == store_digests(cluster_store[0])
+
+
+def test_killed_run_resumes_with_the_same_command(voc, cluster_store, reference, tmp_path):
+    """A worker process is killed, then the client (SIGKILL, no clean-up); the same command
+    finishes the store, recomputing only the unfinished images; train + evaluate then give the
+    in-memory detector's mAP."""
+    import psutil
+
+    out, summary_file = str(tmp_path / "s.zarr"), str(tmp_path / "summary.json")
+    argv = extract_argv(voc, out, "trainval", "--workers", "2", "--summary", summary_file)
+    proc = subprocess.Popen(argv, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        done, deadline = [], time.time() + 120
+        while not done and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+            try:
+                store = FeatureStore(out)
+                done = [i for i in store.image_ids if store.status(i, verify=False) == "complete"]
+            except StoreError:
+                pass
+        assert done, f"no image completed: {proc.stdout.read().decode() if proc.poll() else ''}"
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                   if any("spawn" in part for part in p.cmdline())]
+        assert workers, "no Dask worker process found"
+        workers[0].kill()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)          # the client and everything it started
+        proc.wait()
+    store = FeatureStore(out)
+    before = [i for i in store.image_ids if store.status(i) == "complete"]
+    assert 1 <= len(before) < N_TRAIN, before
+    run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.load(open(summary_file))
+    assert summary["skipped"] == len(before) and summary["computed"] == N_TRAIN - len(before)
+    assert store_digests(out) == store_digests(cluster_store[0])
+
+    # out of core training on the resumed store, evaluation on a test store: the same mAP
+    test_out = str(tmp_path / "test.zarr")
+    assert subprocess.run(extract_argv(voc, test_out, "test", "--workers", "0"), cwd=ROOT,
+                          capture_output=True).returncode == 0
+    head_path, ap_path = str(tmp_path / "head.npz"), str(tmp_path / "ap.json")
+    run = subprocess.run(cli("train", "--store", out, "--out", head_path,
+                             "--initial-negatives", "200", "--mining-rounds", "1"),
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    run = subprocess.run(cli("evaluate", "--store", test_out, "--head", head_path,
+                             "--workers", "0", "--out", ap_path, "--no-progress"),
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "mAP" in run.stdout
+    assert json.load(open(ap_path))["map"] == reference["map"]
+
+
+def test_train_and_evaluate_in_process_match_the_detector(voc, cluster_store, reference,
+                                                          tmp_path):
+    head, info = train_from_store(cluster_store[0], tmp_path / "head.npz", log=lambda *a: None,
+                                  **HEAD)
+    assert info["images"] == N_TRAIN
+    extract(voc, str(tmp_path / "test.zarr"), split="test", workers=0)
+    res = evaluate_store(tmp_path / "test.zarr", tmp_path / "head.npz", workers=0,
+                         progress=False)
+    assert res["map"] == reference["map"]
+    for (b, s, c), (rb, rs, rc) in zip(res["detections"], reference["detections"], strict=True):
+        assert np.array_equal(b, rb) and np.array_equal(s, rs) and np.array_equal(c, rc)
+    again = load_head(tmp_path / "head.npz")
+    assert np.array_equal(again.svm_w, head.svm_w)
+
+
+# ------------------------------------------------------------------ damage is found and repaired
+def test_corrupt_and_half_written_images_are_detected_and_recomputed(cluster_store, voc,
+                                                                    tmp_path):
+    import zarr
+
+    out = str(tmp_path / "damaged.zarr")
+    shutil.copytree(cluster_store[0], out)
+    store = FeatureStore(out)
+    a, b, c = store.image_ids[:3]
+    # a: one byte of a feature chunk flipped (bit rot)
+    chunk = os.path.join(out, "images", a, "features", "c", "0", "0")
+    data = bytearray(open(chunk, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(chunk, "wb").write(bytes(data))
+    # b: half-written -- the task died after some arrays, before the marker
+    g = zarr.open_group(out, path=f"images/{b}", mode="a")
+    del g.attrs["complete"]
+    shutil.rmtree(os.path.join(out, "images", b, "overlap"))
+    # c: a chunk lost (reads back as zeros)
+    os.remove(os.path.join(out, "images", c, "boxes", "c", "0", "0"))
+    assert [store.status(i) for i in (a, b, c)] == ["corrupt", "partial", "corrupt"]
+    assert store.status(a, verify=False) == "complete"        # only the digest sees bit rot
+    with pytest.raises(StoreError, match="corrupt"):
+        store.read(a)
+    with pytest.raises(StoreError, match="not complete"):
+        train_from_store(out, log=lambda *a: None)
+    summary = extract(voc, out, workers=0)
+    assert summary["computed"] == summary["recomputed"] == 3
+    assert summary["skipped"] == N_TRAIN - 3
+    assert store_digests(out) == store_digests(cluster_store[0])
+
+
+# ------------------------------------------------------------------ bad arguments
+@pytest.mark.parametrize("extra, message", [
+    (["--workers", "-1"], "--workers must be >= 0"),
+    (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "not both"),
+    (["--max-boxes", "7"], "made differently"),
+])
+def test_bad_extract_arguments_are_refused_by_name(voc, cluster_store, extra, message, capsys):
+    from tinyspp.apps.detect_store import main
+
+    argv = extract_argv(voc, cluster_store[0], "trainval", *extra)[3:]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_data_and_paths_are_refused(voc, tmp_path, capsys):
+    from tinyspp.apps.detect_store import main
+
+    assert main(["extract", "--data", "coco:/x", "--out", str(tmp_path / "s")]) == 2
+    assert "unknown data kind 'coco'" in capsys.readouterr().err
+    assert main(["extract", "--data", f"voc:{tmp_path}", "--out", str(tmp_path / "s")]) == 2
+    assert "VOC layout" in capsys.readouterr().err
+    assert main(["extract", "--data", f"voc:{voc}", "--split", "nope",
+                 "--out", str(tmp_path / "s")]) == 2
+    assert "split 'nope' needs the file" in capsys.readouterr().err
+    assert main(["train", "--store", str(tmp_path / "none")]) == 2
+    assert "no feature store" in capsys.readouterr().err
+    assert main(["evaluate", "--store", str(tmp_path / "none"), "--head", "h.npz"]) == 2
+    assert "no feature store" in capsys.readouterr().err
