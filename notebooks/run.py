@@ -11,8 +11,8 @@ run whose outputs are committed. Only a full run writes the README thumbnails to
 
 Examples
 --------
->>> [p.name for p in notebook_paths()][:1]
-['01_bin_math.ipynb']
+>>> [p.name for p in notebook_paths()][:2]
+['00_layers_backprop.ipynb', '01_bin_math.ipynb']
 """
 
 from __future__ import annotations

@@ -108,10 +108,10 @@ def draw_values(ax, values, fmt: str = "{:g}", cmap: str = "Blues", title: str =
     """
     values = np.asarray(values, dtype=np.float64)
     H, W = values.shape
-    ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-    top = np.nanmax(np.abs(values)) if values.size else 0
+    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     for (y, x), v in np.ndenumerate(values):
-        dark = top > 0 and abs(v) > 0.6 * top
+        r, g, b, _ = image.cmap(image.norm(v))
+        dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # white text on dark cells
         ax.text(x, y, fmt.format(v), ha="center", va="center", fontsize=MIN_FONT_PT,
                 color="white" if dark else "black")
     ax.set_xticks(range(W))
