@@ -1,24 +1,37 @@
-"""Detection data: a deterministic synthetic set on real photographs, and a VOC-style loader.
+"""Detection data: the image convention, a synthetic set on real photographs, VOC folders.
 
-The synthetic set draws simple shapes (``CLASSES``) with :mod:`skimage.draw` — different sizes,
-colours and aspect ratios, sometimes overlapping — onto crops of the photographs and textures that
-ship with :mod:`skimage.data`, so backgrounds are cluttered and real. Images are ``(H, W, 3)``
-float32 in ``[0, 1]`` of varying size; boxes are ``[x0, y0, x1, y1]`` in the continuous pixel
-coordinates of :mod:`tinyspp.detect.geometry` (the tight box of the drawn pixels, ``x1``
-exclusive).
+**Images** for detection are ``(H, W, 3)`` float32 RGB in ``[0, 1]`` (channels last, as
+scikit-image has them; the networks transpose to ``(1, 3, H, W)`` themselves).
+:func:`as_image` turns any single picture a user may hold -- uint8 (0-255), uint16, bool or
+float in [0, 1]; greyscale ``(H, W)``, RGB, RGBA, grey + alpha -- into that, and rejects what
+cannot be an image with an error naming the argument. The public detection entries call it once.
+
+**The synthetic set** draws simple shapes (``CLASSES``) with :mod:`skimage.draw` -- different
+sizes, colours and aspect ratios, sometimes overlapping -- onto crops of the photographs and
+textures that ship with :mod:`skimage.data`, so backgrounds are cluttered and real. Boxes are
+``[x0, y0, x1, y1]`` in the continuous pixel coordinates of :mod:`tinyspp.detect.geometry` (the
+tight box of the drawn pixels, ``x1`` exclusive).
+
+**VOC folders** are read lazily by :class:`tinyspp.detect.voc.VOCDataset` (also reachable as
+:func:`load_voc`) and written by :func:`tinyspp.detect.voc.write_voc`.
+
+Both kinds of data set have ``images``, ``boxes``, ``labels``, ``difficult``, ``class_names``
+and ``ground_truth()`` (the per-image ``(boxes, labels, difficult)`` that
+:func:`tinyspp.detect.evaluate.evaluate_detections` takes).
 
 Examples
 --------
 >>> ds = make_detection_set(2, seed=0, size_range=(64, 80))
 >>> len(ds.images), ds.images[0].dtype, ds.class_names[:2]
 (2, dtype('float32'), ('ellipse', 'rectangle'))
+>>> img = as_image(np.full((4, 5), 255, dtype=np.uint8))      # greyscale uint8
+>>> img.shape, img.dtype, float(img.max())
+((4, 5, 3), dtype('float32'), 1.0)
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import xml.etree.ElementTree as ET
 from typing import NamedTuple
 
 import numpy as np
@@ -36,6 +49,80 @@ class DetectionSet(NamedTuple):
     boxes: list           # N arrays (G_i, 4) float64, [x0, y0, x1, y1]
     labels: list          # N arrays (G_i,) int64, indices into class_names
     class_names: tuple
+    difficult: list | None = None    # N arrays (G_i,) bool; None: no object is difficult
+
+    def ground_truth(self) -> list:
+        """``[(boxes, labels, difficult)]`` per image, for :mod:`tinyspp.detect.evaluate`."""
+        diff = self.difficult or [np.zeros(len(b), dtype=bool) for b in self.boxes]
+        return list(zip(self.boxes, self.labels, diff))
+
+
+def as_image(image, name: str = "image", func: str = "as_image") -> np.ndarray:
+    """One picture as the ``(H, W, 3)`` float32 RGB image in ``[0, 1]`` that detection uses.
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W), (H, W, 1), (H, W, 2), (H, W, 3) or (H, W, 4)
+        Greyscale, grey + alpha, RGB or RGBA, channels last. dtype uint8 (0-255), uint16
+        (0-65535), bool, or float with every value in ``[0, 1]``.
+    name, func : str
+        The argument and function named in error messages (the caller's).
+
+    Returns
+    -------
+    ndarray of shape (H, W, 3), float32
+        Integers are scaled by :func:`skimage.util.img_as_float64` and rounded to float32 (uint8
+        ``v`` becomes ``v / 255``; uint8 ``v``, uint16 ``257 v`` and float64 ``v / 255`` give
+        identical pixels), grey is repeated over three channels (:func:`skimage.color.gray2rgb`) and
+        alpha is composited on white (:func:`skimage.color.rgba2rgb`). A float32 RGB input is
+        returned as it is (not copied; never modified).
+
+    Raises
+    ------
+    TypeError
+        Not a NumPy array, or a dtype that does not say how bright a pixel is (signed integers,
+        uint32/64, complex, object).
+    ValueError
+        A shape that is not an image, an empty image, or float values outside ``[0, 1]``
+        (0-255 floats included) or not finite.
+    """
+    from skimage.color import gray2rgb, rgba2rgb
+    from skimage.util import img_as_float64
+
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"{func}: {name} must be a numpy ndarray of shape (H, W), (H, W, 3) or "
+                        f"(H, W, 4), got {type(image).__name__}")
+    shape = image.shape
+    if image.ndim not in (2, 3) or (image.ndim == 3 and shape[2] not in (1, 2, 3, 4)):
+        hint = (" (channels first? detection images are (H, W, C))"
+                if image.ndim == 3 and shape[0] in (1, 3, 4) else "")
+        raise ValueError(f"{func}: {name} must have shape (H, W) grey, (H, W, 3) RGB or "
+                         f"(H, W, 4) RGBA, got shape {shape}{hint}")
+    if min(shape[:2]) < 1:
+        raise ValueError(f"{func}: {name} must not be empty, got shape {shape}")
+    dt = image.dtype
+    if np.issubdtype(dt, np.floating):
+        lo, hi = float(np.min(image)), float(np.max(image))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"{func}: {name} has NaN or infinite values")
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{func}: {name} is a float image with values in [{lo:g}, {hi:g}]; "
+                             f"float images must lie in [0, 1] (divide 0-255 values by 255, "
+                             f"or pass them as uint8)")
+    elif dt not in (np.uint8, np.uint16, np.bool_):
+        raise TypeError(f"{func}: {name} must have dtype uint8 (0-255), uint16 (0-65535), bool "
+                        f"or float in [0, 1], got {dt}")
+    # via float64: a uint8 v, a uint16 257 v and a float64 v / 255 give the same float32 bits
+    img = image if image.dtype == np.float32 else img_as_float64(image).astype(np.float32)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        return gray2rgb(img)
+    if img.shape[2] == 2:                                        # grey + alpha
+        img = np.dstack([img[..., 0]] * 3 + [img[..., 1]])
+    if img.shape[2] == 4:
+        img = rgba2rgb(img, background=(1, 1, 1))
+    return np.ascontiguousarray(img, dtype=np.float32)
 
 
 @functools.cache
@@ -149,7 +236,8 @@ def make_detection_set(n_images: int, seed=0, size_range=(96, 144), object_range
         images.append(img)
         boxes.append(b)
         labels.append(lab)
-    return DetectionSet(images, boxes, labels, CLASSES)
+    return DetectionSet(images, boxes, labels, CLASSES,
+                        [np.zeros(len(b), dtype=bool) for b in boxes])
 
 
 def train_test_sets(n_train: int, n_test: int, seed: int = 0, **kwargs):
@@ -158,64 +246,12 @@ def train_test_sets(n_train: int, n_test: int, seed: int = 0, **kwargs):
             make_detection_set(n_test, seed=(seed, 1), **kwargs))
 
 
-def load_voc(root, split: str | None = None, class_names=None, skip_difficult: bool = True,
-             max_images: int | None = None) -> DetectionSet:
-    """Load a VOC-style folder: ``JPEGImages/<id>.jpg`` and ``Annotations/<id>.xml``.
+def load_voc(root, split: str | None = None, class_names=None, **kwargs):
+    """A VOC-layout folder, read lazily: :class:`tinyspp.detect.voc.VOCDataset` (same arguments).
 
-    Parameters
-    ----------
-    root : path
-        The folder holding ``Annotations/`` and ``JPEGImages/`` (and ``ImageSets/Main/``).
-    split : str, optional
-        Read image ids from ``ImageSets/Main/<split>.txt``; default: every annotation file.
-    class_names : sequence of str, optional
-        Fixes the label order; default: the sorted names found in the annotations.
-    skip_difficult : bool
-        Drop objects marked ``<difficult>1</difficult>`` (as VOC evaluation ignores them).
-    max_images : int, optional
-
-    Returns
-    -------
-    DetectionSet
-        VOC's 1-based inclusive ``xmin .. xmax`` become ``x0 = xmin - 1``, ``x1 = xmax``.
+    Difficult objects are kept, flagged in ``difficult`` (pass ``keep_difficult=False`` to drop
+    them, e.g. for training).
     """
-    from skimage import io
+    from .voc import VOCDataset
 
-    func = "load_voc"
-    ann_dir, img_dir = os.path.join(root, "Annotations"), os.path.join(root, "JPEGImages")
-    for d in (ann_dir, img_dir):
-        if not os.path.isdir(d):
-            raise FileNotFoundError(f"{func}: expected a folder {d!r} (VOC layout)")
-    if split is not None:
-        with open(os.path.join(root, "ImageSets", "Main", f"{split}.txt")) as f:
-            ids = [line.split()[0] for line in f if line.strip()]
-    else:
-        ids = sorted(os.path.splitext(n)[0] for n in os.listdir(ann_dir) if n.endswith(".xml"))
-    ids = ids[:max_images] if max_images is not None else ids
-    records = []
-    for image_id in ids:
-        tree = ET.parse(os.path.join(ann_dir, f"{image_id}.xml")).getroot()
-        filename = tree.findtext("filename") or f"{image_id}.jpg"
-        objects = []
-        for obj in tree.iter("object"):
-            if skip_difficult and (obj.findtext("difficult") or "0").strip() == "1":
-                continue
-            bb = obj.find("bndbox")
-            if bb is None:
-                raise ValueError(f"{func}: {image_id}.xml has an object without <bndbox>")
-            xmin, ymin, xmax, ymax = (float(bb.findtext(k)) for k in
-                                      ("xmin", "ymin", "xmax", "ymax"))
-            objects.append((obj.findtext("name").strip(), [xmin - 1, ymin - 1, xmax, ymax]))
-        records.append((os.path.join(img_dir, filename), objects))
-    names = tuple(class_names) if class_names is not None else tuple(
-        sorted({n for _, objs in records for n, _ in objs}))
-    index = {n: i for i, n in enumerate(names)}
-    images, boxes, labels = [], [], []
-    for path, objs in records:
-        img = io.imread(path)
-        img = np.dstack([img] * 3) if img.ndim == 2 else img[..., :3]
-        images.append(img.astype(np.float32) / (255.0 if img.dtype == np.uint8 else 1.0))
-        objs = [(n, b) for n, b in objs if n in index]
-        boxes.append(np.array([b for _, b in objs], dtype=np.float64).reshape(-1, 4))
-        labels.append(np.array([index[n] for n, _ in objs], dtype=np.int64))
-    return DetectionSet(images, boxes, labels, names)
+    return VOCDataset(root, split, class_names, **kwargs)
