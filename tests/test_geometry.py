@@ -6,11 +6,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinyspp.detect.geometry import (
+    MAX_LOG_SCALE,
     check_boxes,
     decode,
     encode,
     image_to_feature_boxes,
     iou,
+    mapping_offset,
     nms,
     nms_per_class,
     receptive_field,
@@ -116,6 +118,51 @@ def test_center_method_defining_property(boxes, stride, c0):
                 assert abs(centres[clo] - (lo + hi) / 2) <= stride / 2 + 1e-9
 
 
+@pytest.mark.parametrize("S", [4, 8, 16])
+def test_paper_rule_at_edges_that_are_multiples_of_S(S):
+    # the formulas take the window's edges: a cell centred exactly on an edge (S * m) is dropped
+    # on both sides, one pixel inside keeps the same cells, one pixel outside adds the edge cell
+    big = (20, 20)
+    cells = lambda b: image_to_feature_boxes(np.array([b], dtype=float), S, big)[0]  # noqa: E731
+    assert cells([2 * S, 3 * S, 5 * S, 7 * S]).tolist() == [3, 4, 4, 6]
+    assert cells([2 * S + 1, 3 * S + 1, 5 * S - 1, 7 * S - 1]).tolist() == [3, 4, 4, 6]
+    assert cells([2 * S - 1, 3 * S - 1, 5 * S + 1, 7 * S + 1]).tolist() == [2, 3, 5, 7]
+    # the right formula on the right edge x1 = last pixel + 1: for integer x1 it is
+    # floor((x1 - 1) / S), the last cell centred at or before the last pixel
+    for x1 in range(S + 1, 8 * S):
+        assert cells([0, 0, x1, x1])[2] == (x1 - 1) // S
+
+
+@given(boxes_strategy(lo=0.0, hi=100.0), strides, st.floats(-8, 8))
+def test_paper_rule_keeps_cells_centred_strictly_inside(boxes, stride, offset):
+    # with offset o the paper rule keeps the cells whose centre o + S x' lies in (x0, x1)
+    shape = (400, 400)
+    out = image_to_feature_boxes(boxes + 20, stride, shape, method="paper", offset=offset)
+    cells = np.arange(400)
+    centres = offset + stride * cells
+    for (x0, y0, x1, y1), (cx0, cy0, cx1, cy1) in zip(boxes + 20, out):
+        for lo, hi, clo, chi in [(x0, x1, cx0, cx1), (y0, y1, cy0, cy1)]:
+            inside = cells[(centres > lo) & (centres < hi)]
+            if inside.size:
+                assert (clo, chi) == (inside[0], inside[-1])
+            else:
+                assert clo == chi
+
+
+def test_mapping_offset_is_zero_for_the_papers_padding_and_measured_otherwise():
+    # floor(p/2) padding everywhere (odd kernels): no offset; the paper rule is unchanged
+    assert mapping_offset([Layer(3, 1, 1), Layer(3, 2, 1), Layer(5, 2, 2)]) == 0.0
+    # an unpadded 2x2 pool after stride 1 and another after stride 2: 1 + 2 pixels
+    layers = [Layer(3, 1, 1), Layer(2, 2, 0), Act(), Layer(3, 1, 1), Layer(2, 2, 0)]
+    assert mapping_offset(layers) == 3.0
+    # it is the shift of the real centres against the same layers padded floor(p/2)
+    padded = [Layer(3, 1, 1), Layer(2, 2, 1), Act(), Layer(3, 1, 1), Layer(2, 2, 1)]
+    assert receptive_field(layers)[1] - receptive_field(padded)[1] == 3.0
+    box = np.array([[16.0, 16.0, 40.0, 40.0]])
+    assert image_to_feature_boxes(box, 4, (20, 20), offset=3.0).tolist() == [[4, 4, 9, 9]]
+    assert image_to_feature_boxes(box, 4, (20, 20)).tolist() == [[5, 5, 9, 9]]
+
+
 def test_mapping_bad_arguments():
     with pytest.raises(ValueError, match="image_to_feature_boxes: method"):
         image_to_feature_boxes(np.zeros((1, 4)), 16, (4, 4), method="round")
@@ -123,6 +170,8 @@ def test_mapping_bad_arguments():
         image_to_feature_boxes(np.zeros((1, 4)), 0, (4, 4))
     with pytest.raises(ValueError, match="feature_shape"):
         image_to_feature_boxes(np.zeros((1, 4)), 4, (0, 4))
+    with pytest.raises(ValueError, match="image_to_feature_boxes: offset must be a finite"):
+        image_to_feature_boxes(np.zeros((1, 4)), 4, (4, 4), offset=np.nan)
 
 
 # ---------------------------------------------------------------- receptive field
@@ -188,7 +237,25 @@ def test_nms_empty_and_bad_scores():
 def test_encode_decode_round_trip(p, g):
     k = min(len(p), len(g))
     p, g = p[:k], g[:k]
-    np.testing.assert_allclose(decode(p, encode(p, g)), g, rtol=1e-9, atol=1e-6)
+    d = encode(p, g)
+    out = decode(p, d)
+    exact = (d[:, 2:] <= MAX_LOG_SCALE).all(axis=1)          # below the clamp: exact inverse
+    np.testing.assert_allclose(out[exact], g[exact], rtol=1e-9, atol=1e-6)
+    pw = p[~exact, 2:] - p[~exact, :2]                        # beyond it: at most 62.5x growth
+    assert (out[~exact, 2:] - out[~exact, :2] <= pw * 62.5 * (1 + 1e-9)).all()
+
+
+def test_decode_clamps_log_sizes_as_fast_rcnn():
+    p = np.array([[0.0, 0.0, 10.0, 20.0]] * 3)
+    d = np.array([[0.0, 0.0, 1e6, 0.0], [0.0, 0.0, 0.0, 800.0], [0.0, 0.0, -1e6, 0.0]])
+    with np.errstate(over="raise"):
+        out = decode(p, d)
+    w, h = out[:, 2] - out[:, 0], out[:, 3] - out[:, 1]
+    np.testing.assert_allclose(w, [10 * 1000 / 16, 10, 0], atol=1e-9)     # exp(log(1000/16))
+    np.testing.assert_allclose(h, [20, 20 * 1000 / 16, 20])
+    assert MAX_LOG_SCALE == pytest.approx(np.log(62.5))
+    with pytest.raises(ValueError, match="decode: deltas row 1 is not finite"):
+        decode(p[:2], np.array([[0, 0, 0, 0], [np.inf, 0, 0, 0]]))
 
 
 def test_encode_by_hand():

@@ -1,24 +1,63 @@
-"""``python -m tinyspp detect --demo``: the SPP-net vs R-CNN detection demo."""
+"""``python -m tinyspp detect <subcommand>``: object detection with SPP-net (and R-CNN).
+
+Subcommands (:data:`SUBCOMMANDS`, one line each, as the top-level commands of
+:mod:`tinyspp.apps.cli`):
+
+- ``demo`` -- SPP-net vs R-CNN on the synthetic set, one seed, a report with figures
+  (``--demo`` still works: ``python -m tinyspp detect --demo --quick``);
+- ``experiment`` -- every method over several seeds, bootstrap statistics and claims, written to
+  ``results/detect.json``;
+- ``run --data voc:PATH`` -- train and test on a VOC-layout folder (read lazily).
+
+A subcommand is ``"name": ("module:prefix", "help")``; the module defines
+``<prefix>_arguments(parser)`` and ``<prefix>_run(args) -> int`` and is imported only when that
+subcommand runs.
+"""
 
 from __future__ import annotations
 
+import importlib
+
+SUBCOMMANDS = {
+    "demo": ("tinyspp.apps.detect_demo:demo",
+             "SPP-net vs R-CNN on the synthetic set: one seed, report + figures"),
+    "experiment": ("tinyspp.apps.detect_demo:experiment",
+                   "every method over several seeds; bootstrap statistics and claims -> "
+                   "results/detect.json"),
+    "run": ("tinyspp.apps.detect_demo:voc",
+            "train and test a detector on a VOC-layout folder (--data voc:PATH)"),
+}
+
+
+def _target(name: str):
+    module, prefix = SUBCOMMANDS[name][0].split(":")
+    mod = importlib.import_module(module)
+    return getattr(mod, f"{prefix}_arguments"), getattr(mod, f"{prefix}_run")
+
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--demo", action="store_true",
-                        help="train and evaluate SPP-net and R-CNN detectors on the synthetic set")
-    parser.add_argument("--quick", action="store_true", help="a tiny configuration (seconds)")
-    parser.add_argument("--out", default="runs/detect", help="output folder (default runs/detect)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    sub = parser.add_subparsers(dest="detect_command", metavar="subcommand")
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _target(name)[0](p)
+    # the old spelling, `detect --demo [--quick] [--out DIR] [--seed N] [--device D]`
+    parser.add_argument("--demo", action="store_true", help="same as the `demo` subcommand")
+    parser.add_argument("--quick", dest="legacy_quick", action="store_true",
+                        help="with --demo: a tiny configuration (seconds)")
+    parser.add_argument("--out", dest="legacy_out", default="runs/detect")
+    parser.add_argument("--seed", dest="legacy_seed", type=int, default=0)
+    parser.add_argument("--device", dest="legacy_device", choices=("cpu", "gpu"), default="cpu")
 
 
 def run(args) -> int:
-    if not args.demo:
-        print("python -m tinyspp detect: nothing to do; pass --demo (and --quick for a fast run)")
+    command = getattr(args, "detect_command", None)
+    if command is None and getattr(args, "demo", False):
+        for key in ("quick", "out", "seed", "device"):
+            setattr(args, key, getattr(args, f"legacy_{key}"))
+        args.threads = 1
+        command = "demo"
+    if command is None:
+        print("python -m tinyspp detect: choose a subcommand: "
+              + ", ".join(SUBCOMMANDS) + " (or --demo [--quick])")
         return 2
-    from .detect_demo import run_detection_demo
-
-    summary, _ = run_detection_demo(args.out, quick=args.quick, seed=args.seed,
-                                    device=args.device)
-    print(f"wrote {args.out}/results.md, summary.json, detections.png, pr_curves.png")
-    return 0
+    return int(_target(command)[1](args) or 0)

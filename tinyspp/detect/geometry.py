@@ -2,22 +2,40 @@
 
 Boxes are ``(K, 4)`` arrays ``[x0, y0, x1, y1]`` in continuous image coordinates: pixel column
 ``i`` covers ``[i, i + 1)``, so a box around pixels ``2..5`` is ``[2, y0, 6, y1]`` and its area
-is ``(x1 - x0) * (y1 - y0)``. Feature boxes (what region SPP pools) are integer and *inclusive*
-cells ``[x0', y0', x1', y1']``.
+is ``(x1 - x0) * (y1 - y0)``. ``x0`` is the 0-based index of the first pixel and ``x1`` the index
+of the last pixel plus one (which is also the VOC devkit's 1-based inclusive ``xmax``). Feature
+boxes (what region SPP pools) are integer and *inclusive* cells ``[x0', y0', x1', y1']``.
 
 Mapping an image window onto a feature map (SPP-net, Appendix A). With ``S`` the product of all
-strides before the pooled layer and padding ``floor(p/2)`` for every layer of size ``p``, cell
-``x'`` is centred near image coordinate ``S * x'`` and a window maps to::
+strides before the pooled layer and padding ``floor(p/2)`` for every layer of size ``p``, the paper
+puts the centre of cell ``x'`` at image coordinate ``S * x'`` and maps a window with::
 
     left/top:      x0' = floor(x0 / S) + 1
     right/bottom:  x1' = ceil(x1 / S) - 1
 
+Which coordinates the formulas take: both are applied to the window's *edges* ``x0`` and ``x1``
+as defined above (the right formula to the right edge of the last pixel, not to the last pixel's
+index). Read that way the paper's pixel formula is one rule on both sides: ``floor(x0/S) + 1`` is
+the first cell whose centre ``S x'`` lies strictly right of the left edge and ``ceil(x1/S) - 1``
+the last cell whose centre lies strictly left of the right edge -- the cells whose centres lie
+strictly inside ``(x0, x1)``. A cell centred exactly on an edge (an edge that is a multiple of
+``S``) is dropped on both sides: ``[2S, 5S)`` maps to cells ``3 .. 4``. (Applying the right
+formula to the last pixel's index ``x1 - 1`` instead would drop the cell centred on the last
+pixel as well and make the two sides disagree by one pixel.)
+
+The paper's rule assumes ``floor(p/2)`` padding everywhere ("if the padding is not floor(p/2),
+we need to add a proper offset"). :func:`mapping_offset` gives that offset for a real network:
+how far its cells' receptive-field centres lie from where the same layers padded ``floor(p/2)``
+would put them (a 2x2 pool without padding moves them right by half its input stride each). The
+paper rule with ``offset`` applies the formulas to ``x - offset``; with the offset of a network
+that follows the paper's padding (0) it is the plain paper rule.
+
 ``method="center"`` instead keeps the cells whose receptive-field centre ``c0 + S * x'`` (from the
 network's real kernel sizes, strides and paddings, see :func:`receptive_field`) lies inside the
-window: ``x0' = ceil((x0 - c0) / S)``, ``x1' = floor((x1 - c0) / S)``.
+closed window: ``x0' = ceil((x0 - c0) / S)``, ``x1' = floor((x1 - c0) / S)``.
 
 Either rule can map a small window to nothing (``x0' > x1'``). Such a window *collapses* to the
-single cell nearest its centre (``round((cx - c0) / S)``; ``c0 = 0`` for the paper rule). Every
+single cell nearest its centre (``round((cx - c) / S)`` with ``c`` the offset or ``c0``). Every
 result is then clamped into the map, so a mapped box is never empty or inverted.
 
 Examples
@@ -127,8 +145,41 @@ def receptive_field(network):
     return stride, float(centre), size
 
 
+def mapping_offset(network) -> float:
+    """The "proper offset" of the paper's mapping rule for a network (SPP-net Appendix A).
+
+    The paper's formulas assume every layer of size ``p`` is padded ``floor(p/2)``. This is how
+    far (in image pixels) the receptive-field centres of ``network``'s output cells lie to the
+    right of (or below) where the same layers padded ``floor(p/2)`` would put them::
+
+        offset = sum over layers l of (floor(k_l / 2) - pad_l) * S_l
+
+    with ``S_l`` the product of the strides before layer ``l``. Pass it as ``offset`` to
+    :func:`image_to_feature_boxes` (``method="paper"``).
+
+    Examples
+    --------
+    >>> class Conv:
+    ...     def __init__(self, ksize, stride, pad):
+    ...         self.ksize, self.stride, self.pad = ksize, stride, pad
+    >>> mapping_offset([Conv(3, 1, 1), Conv(3, 2, 1)])       # floor(p/2) padding: no offset
+    0.0
+    >>> mapping_offset([Conv(3, 1, 1), Conv(2, 2, 0), Conv(3, 1, 1), Conv(2, 2, 0)])
+    3.0
+    """
+    stride, offset = 1, 0.0
+    for layer in network:
+        geom = _layer_geometry(layer)
+        if geom is None:
+            continue
+        k, s, p = geom
+        offset += (k // 2 - p) * stride
+        stride *= s
+    return float(offset)
+
+
 def image_to_feature_boxes(boxes, stride, feature_shape, method: str = "paper",
-                           centre: float = 0.0) -> np.ndarray:
+                           centre: float = 0.0, offset: float = 0.0) -> np.ndarray:
     """Map image windows to inclusive feature-map cells (SPP-net Appendix A).
 
     Parameters
@@ -140,11 +191,15 @@ def image_to_feature_boxes(boxes, stride, feature_shape, method: str = "paper",
     feature_shape : (H, W)
         Size of the feature map; results are clamped into ``[0, W-1] x [0, H-1]``.
     method : {"paper", "center"}
-        ``"paper"``: ``floor(x0/S) + 1`` .. ``ceil(x1/S) - 1``. ``"center"``: the cells whose
-        receptive-field centre ``centre + S*x'`` lies inside the window.
+        ``"paper"``: ``floor((x0 - offset)/S) + 1`` .. ``ceil((x1 - offset)/S) - 1``, applied to
+        the window's edges (see the module docstring). ``"center"``: the cells whose
+        receptive-field centre ``centre + S*x'`` lies inside the closed window.
     centre : float
         Centre of cell 0 for ``method="center"`` (from :func:`receptive_field`); ignored by
-        ``"paper"``, which assumes the paper's ``floor(p/2)`` padding (cell ``x'`` at ``S*x'``).
+        ``"paper"``.
+    offset : float
+        The paper rule's "proper offset" (:func:`mapping_offset`; 0 = the plain rule, for a
+        network padded ``floor(p/2)`` everywhere); ignored by ``"center"``.
 
     Returns
     -------
@@ -162,7 +217,10 @@ def image_to_feature_boxes(boxes, stride, feature_shape, method: str = "paper",
             f"{func}: feature_shape must be (H, W) with H, W >= 1, got {feature_shape}"
         )
     H, W = (int(v) for v in feature_shape)
-    c0 = 0.0 if method == "paper" else float(centre)
+    for v, name in ((centre, "centre"), (offset, "offset")):
+        if not (np.isscalar(v) and np.isfinite(v)):
+            raise ValueError(f"{func}: {name} must be a finite number, got {v!r}")
+    c0 = float(offset) if method == "paper" else float(centre)
     lo_xy, hi_xy = b[:, :2] - c0, b[:, 2:] - c0             # (K, 2) each, x then y
     if method == "paper":
         lo = np.floor(lo_xy / stride) + 1
@@ -301,14 +359,34 @@ def encode(proposals, targets) -> np.ndarray:
     return np.stack([(gx - px) / pw, (gy - py) / ph, np.log(gw / pw), np.log(gh / ph)], axis=1)
 
 
-def decode(proposals, deltas) -> np.ndarray:
-    """Inverse of :func:`encode`: apply ``deltas (K, 4)`` to ``proposals (K, 4)``; returns boxes."""
+# Fast R-CNN's clamp of the log-size deltas before exp: a box grows at most 1000/16 = 62.5x
+MAX_LOG_SCALE = float(np.log(1000.0 / 16.0))
+
+
+def decode(proposals, deltas, max_log_scale: float = MAX_LOG_SCALE) -> np.ndarray:
+    """Inverse of :func:`encode`: apply ``deltas (K, 4)`` to ``proposals (K, 4)``; returns boxes.
+
+    ``dw`` and ``dh`` are clamped to at most ``max_log_scale`` before ``exp`` (Fast R-CNN's
+    ``log(1000/16)``), so a wild regression output gives a large but finite box instead of an
+    overflow; below the clamp ``decode`` inverts :func:`encode` exactly. Non-finite deltas are a
+    ``ValueError``.
+
+    Examples
+    --------
+    >>> box = decode(np.array([[0, 0, 10, 10]]), np.array([[0.0, 0.0, 1e6, 0.0]]))
+    >>> [round(float(v), 6) for v in box[0]]             # width 10 * 62.5, not inf
+    [-307.5, 0.0, 317.5, 10.0]
+    """
     px, py, pw, ph = _centres_sizes(proposals, "proposals", "decode")
     d = np.asarray(deltas, dtype=np.float64)
     if d.shape != (len(px), 4):
         raise ValueError(f"decode: deltas must have shape ({len(px)}, 4), got {d.shape}")
+    if not np.isfinite(d).all():
+        r = int(np.flatnonzero(~np.isfinite(d).all(axis=1))[0])
+        raise ValueError(f"decode: deltas row {r} is not finite: {d[r].tolist()}")
     cx, cy = px + d[:, 0] * pw, py + d[:, 1] * ph
-    w, h = pw * np.exp(d[:, 2]), ph * np.exp(d[:, 3])
+    w = pw * np.exp(np.minimum(d[:, 2], max_log_scale))
+    h = ph * np.exp(np.minimum(d[:, 3], max_log_scale))
     return np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=1)
 
 

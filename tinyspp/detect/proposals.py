@@ -16,6 +16,12 @@ algorithm:
    similarity mixes, rank boxes by their position in the hierarchy times a random factor,
    deduplicate, keep the first ``max_boxes``.
 
+Modes (:data:`MODES`): ``"fast"`` is the paper's setting (SPP-net Sec. 4, after Uijlings et al.
+Sec. 5.2): every combination of the colour spaces {HSV, Lab}, ``k`` in {50, 100} and the
+similarity sets {colour+texture+size+fill, texture+size+fill} -- 8 groupings per image.
+``"single"`` is one grouping (HSV, k = 100, all four similarities): about 8x faster, for tests
+and quick runs.
+
 Histograms are built with one ``np.bincount`` per image; only the merging loop is Python.
 
 Examples
@@ -33,7 +39,7 @@ import heapq
 
 import numpy as np
 
-from ..validate import check_array, check_choice, check_int
+from ..validate import check_choice, check_int
 
 COLOUR_SPACES = ("rgb", "hsv", "lab")
 COLOUR_BINS = 25
@@ -156,21 +162,37 @@ def _group(size, box, colour, texture, pairs, image_area, use):
     return box[:new]
 
 
-STRATEGIES = (("colour", "texture", "size", "fill"), ("texture", "size", "fill"),
-              ("colour", "size"))
+COLOUR_TEXTURE_SIZE_FILL = ("colour", "texture", "size", "fill")
+TEXTURE_SIZE_FILL = ("texture", "size", "fill")
+SIMILARITIES = ("colour", "texture", "size", "fill")
+
+#: Selective-search modes: colour spaces x Felzenszwalb ``k`` x similarity sets (all combined).
+MODES = {
+    "fast": dict(colour_spaces=("hsv", "lab"), ks=(50, 100),
+                 strategies=(COLOUR_TEXTURE_SIZE_FILL, TEXTURE_SIZE_FILL)),
+    "single": dict(colour_spaces=("hsv",), ks=(100,), strategies=(COLOUR_TEXTURE_SIZE_FILL,)),
+}
 
 
-def selective_search(image, ks=(50, 100, 200), colour_spaces=("hsv", "lab"), sigma: float = 0.8,
-                     max_boxes: int = 2000, min_side: int = 4, seed=0) -> np.ndarray:
+def selective_search(image, mode: str = "fast", *, colour_spaces=None, ks=None, strategies=None,
+                     sigma: float = 0.8, max_boxes: int = 2000, min_side: int = 4,
+                     seed=0) -> np.ndarray:
     """Selective search proposals for one image.
 
     Parameters
     ----------
-    image : ndarray of shape (H, W, 3), floats in [0, 1]
-    ks : sequence of float
-        Felzenszwalb ``scale`` values (larger -> fewer, bigger initial segments); also used as
-        its ``min_size``.
-    colour_spaces : sequence of {"rgb", "hsv", "lab"}
+    image : ndarray of shape (H, W), (H, W, 3) or (H, W, 4)
+        uint8, uint16 or float in [0, 1] (converted by :func:`tinyspp.detect.data.as_image`).
+    mode : {"fast", "single"}
+        The lists of colour spaces, ``k`` values and similarity sets (:data:`MODES`); every
+        combination is one grouping.
+    colour_spaces : sequence of {"rgb", "hsv", "lab"}, optional
+        Overrides the mode's colour spaces.
+    ks : sequence of float, optional
+        Overrides the mode's Felzenszwalb ``scale`` values (larger -> fewer, bigger initial
+        segments); each is also used as its ``min_size``.
+    strategies : sequence of sequences of {"colour", "texture", "size", "fill"}, optional
+        Overrides the mode's similarity sets.
     sigma : float
         Gaussian pre-smoothing of the segmentation.
     max_boxes : int
@@ -187,32 +209,41 @@ def selective_search(image, ks=(50, 100, 200), colour_spaces=("hsv", "lab"), sig
     """
     from skimage.segmentation import felzenszwalb
 
+    from .data import as_image
+
     func = "selective_search"
-    check_array(image, "image", func, ndim=3, layout="(H, W, 3)")
-    if image.shape[2] != 3:
-        raise ValueError(f"{func}: image must be (H, W, 3) RGB, got shape {image.shape}")
+    image = as_image(image, "image", func)
+    check_choice(mode, "mode", func, tuple(MODES))
+    spaces = MODES[mode]["colour_spaces"] if colour_spaces is None else tuple(colour_spaces)
+    ks = MODES[mode]["ks"] if ks is None else tuple(ks)
+    strategies = MODES[mode]["strategies"] if strategies is None else tuple(strategies)
     check_int(max_boxes, "max_boxes", func)
-    for space in colour_spaces:
+    for space in spaces:
         check_choice(space, "colour_spaces", func, COLOUR_SPACES)
+    for use in strategies:
+        if not use or any(u not in SIMILARITIES for u in use):
+            raise ValueError(f"{func}: each strategy must be a non-empty subset of "
+                             f"{SIMILARITIES}, got {use!r}")
+    if not (spaces and ks and strategies):
+        raise ValueError(f"{func}: colour_spaces, ks and strategies must not be empty")
     rng = np.random.default_rng(seed)
-    image = np.clip(np.asarray(image, dtype=np.float64), 0, 1)
+    image = image.astype(np.float64)
     H, W = image.shape[:2]
     all_boxes, all_ranks = [], []
-    s = 0
-    for space in colour_spaces:
+    for space in spaces:
         img = _to_space(image, space)
         for k in ks:
             labels = felzenszwalb(img, scale=k, sigma=sigma, min_size=int(k), channel_axis=-1)
             n = int(labels.max()) + 1
             feats = _region_features(img, labels, n)
-            use = STRATEGIES[s % len(STRATEGIES)]
-            s += 1
-            boxes = _group(*feats, _neighbour_pairs(labels), float(H * W), use)
-            # rank as the original: position in the hierarchy (the last merge, the whole
-            # connected image, is 1) times a uniform random factor; small ranks come first
-            position = (len(boxes) - np.arange(len(boxes))).astype(np.float64)
-            all_boxes.append(boxes)
-            all_ranks.append(position * rng.uniform(0, 1, len(boxes)))
+            pairs = _neighbour_pairs(labels)
+            for use in strategies:
+                boxes = _group(*feats, pairs, float(H * W), use)
+                # rank as the original: position in the hierarchy (the last merge, the whole
+                # connected image, is 1) times a uniform random factor; small ranks come first
+                position = (len(boxes) - np.arange(len(boxes))).astype(np.float64)
+                all_boxes.append(boxes)
+                all_ranks.append(position * rng.uniform(0, 1, len(boxes)))
     boxes = np.concatenate(all_boxes)
     ranks = np.concatenate(all_ranks)
     wide = ((boxes[:, 2] - boxes[:, 0]) >= min_side) & ((boxes[:, 3] - boxes[:, 1]) >= min_side)
