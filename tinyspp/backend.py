@@ -113,3 +113,9 @@ def to_device(x, device: str):
 def device_of(x) -> str:
     """``"gpu"`` for a CuPy array, ``"cpu"`` otherwise."""
     return "gpu" if is_gpu_array(x) else "cpu"
+
+
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work (a no-op on the CPU); for honest wall-clock timings."""
+    if check_device(device, "synchronize") == "gpu":
+        _cupy().cuda.Device().synchronize()
