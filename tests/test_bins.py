@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinyspp.bins import (
+    bin_divisors,
     bin_edges,
     bin_table,
     coverage,
@@ -119,3 +120,106 @@ def test_bad_input_names_the_argument(call, arg):
     with pytest.raises((ValueError, TypeError)) as exc:
         call()
     assert arg in str(exc.value)
+
+
+# --- hand-worked cases the property tests cannot pin down -----------------------------------
+# The properties above hold for a whole family of wrong rules too (a padding of (k*n - a) // 2
+# still covers every row, and no profile is sure to draw a size where it differs), so the exact
+# edges are checked against numbers worked by hand.
+
+@pytest.mark.parametrize("size, n, mode, edges", [
+    # caffe: k = ceil(a/n), pad = (k*n - a + 1) // 2, window i = [i*k - pad, i*k - pad + k)
+    (5, 2, "caffe", ((0, 2), (2, 5))),           # k=3, pad=1: [-1, 2) and [2, 5)
+    (7, 3, "caffe", ((0, 2), (2, 5), (5, 7))),   # k=3, pad=1
+    (10, 4, "caffe", ((0, 2), (2, 5), (5, 8), (8, 10))),  # k=3, pad=1
+    (13, 6, "caffe", ((0, 2), (2, 5), (5, 8), (8, 11), (11, 13), None)),  # k=3, pad=3: aborts
+    (6, 3, "caffe", ((0, 2), (2, 4), (4, 6))),   # exact: no padding
+    (4, 3, "caffe", ((0, 1), (1, 3), (3, 4))),   # k=2, pad=1
+    # adaptive: floor(i*a/n), ceil((i+1)*a/n)
+    (5, 2, "adaptive", ((0, 3), (2, 5))),
+    (7, 3, "adaptive", ((0, 3), (2, 5), (4, 7))),
+    (3, 6, "adaptive", ((0, 1), (0, 1), (1, 2), (1, 2), (2, 3), (2, 3))),
+    # paper: window ceil(a/n), stride floor(a/n)
+    (5, 2, "paper", ((0, 3), (2, 5))),
+    (7, 3, "paper", ((0, 3), (2, 5), (4, 7))),
+    (11, 4, "paper", ((0, 3), (2, 5), (4, 7), (6, 9))),
+])
+def test_bin_edges_worked_by_hand(size, n, mode, edges):
+    if None in edges:
+        with pytest.raises(ValueError, match="caffe"):
+            bin_edges(size, n, mode)
+    else:
+        assert bin_edges(size, n, mode) == edges
+
+
+@pytest.mark.parametrize("size, n, mode, divisors", [
+    (5, 2, "caffe", (3, 3)),        # windows [-1, 2) and [2, 5): Caffe counts the padded row
+    (4, 3, "caffe", (2, 2, 2)),     # [-1, 1), [1, 3), [3, 5) within [-1, 5)
+    (7, 3, "caffe", (3, 3, 3)),
+    (6, 3, "caffe", (2, 2, 2)),
+    (5, 2, "adaptive", (3, 3)),
+    (7, 3, "paper", (3, 3, 3)),
+])
+def test_bin_divisors_worked_by_hand(size, n, mode, divisors):
+    assert bin_divisors(size, n, mode) == divisors
+
+
+def caffe_pool_size(a, n, i):
+    """Caffe's PoolingLayer AVE, written as Caffe writes it (before clipping to the map)."""
+    k = -(-a // n)
+    pad = (k * n - a + 1) // 2
+    start = i * k - pad
+    end = min(start + k, a + pad)
+    return end - start
+
+
+@given(sizes, levels)
+def test_divisors_follow_caffe_pool_size_and_areas_elsewhere(a, n):
+    for mode in ("adaptive", "paper", "caffe"):
+        try:
+            edges = bin_edges(a, n, mode)
+        except ValueError:
+            continue
+        want = ([caffe_pool_size(a, n, i) for i in range(n)] if mode == "caffe"
+                else [e - s for s, e in edges])
+        assert list(bin_divisors(a, n, mode)) == want
+        assert all(d >= e - s for d, (s, e) in zip(want, edges))
+
+
+@given(st.lists(sizes, min_size=1, max_size=20), levels, st.sampled_from(["adaptive", "paper",
+                                                                          "caffe"]))
+def test_many_bin_edges_equal_bin_edges(sizes_, n, mode):
+    import numpy as np
+
+    from tinyspp.bins import many_bin_divisors, many_bin_edges
+
+    ok = []
+    for a in sizes_:
+        try:
+            bin_edges(a, n, mode)
+            ok.append(a)
+        except ValueError:
+            pass
+    if not ok:
+        return
+    starts, ends = many_bin_edges(np.array(ok), n, mode)
+    divs = many_bin_divisors(np.array(ok), n, mode)
+    for u, a in enumerate(ok):
+        assert list(zip(starts[u].tolist(), ends[u].tolist())) == list(bin_edges(a, n, mode))
+        assert tuple(divs[u].tolist()) == bin_divisors(a, n, mode)
+
+
+def test_level_plan_nests_only_adaptive_divisors():
+    from tinyspp.bins import level_plan
+
+    assert level_plan((6, 3, 2, 1)) == [(6, None), (3, 6), (2, 6), (1, 2)]
+    assert level_plan((1, 2, 4, 4)) == [(4, None), (2, 4), (1, 2)]
+    assert level_plan((5, 3)) == [(5, None), (3, None)]
+    assert all(p is None for _, p in level_plan((6, 3, 2, 1), "caffe"))
+
+
+def test_bin_table_area_is_the_product_of_the_axis_divisors():
+    t = bin_table(5, 4, (2, 1), "caffe")
+    assert t.area.tolist() == [3 * 2, 3 * 2, 3 * 2, 3 * 2, 5 * 4]
+    a = bin_table(5, 4, (2, 1))
+    assert a.area.tolist() == ((a.y1 - a.y0) * (a.x1 - a.x0)).tolist()

@@ -45,8 +45,8 @@ def ref_spp_forward(x, table, pool):
                 a = np.argmax(cells, axis=-1)  # first maximum; the first NaN when there is one
                 vals[:, :, k] = np.take_along_axis(cells, a[..., None], -1)[..., 0]
                 args[:, :, k] = (y0 + a // (x1 - x0)) * W + x0 + a % (x1 - x0)
-            else:
-                vals[:, :, k] = cells.mean(axis=-1)
+            else:  # the sum over the bin's cells / its divisor (caffe: Caffe's padded window)
+                vals[:, :, k] = cells.sum(axis=-1) / table.area[m + k]
         out = np.concatenate([out, vals.reshape(N, -1)], axis=1)
         arg = np.concatenate([arg, args.reshape(N, -1)], axis=1)
         m += n * n
@@ -67,7 +67,7 @@ def ref_spp_backward(dout, argmax, x_shape, table, pool):
                         a = argmax[i, col]
                         dx[i, c, a // W, a % W] += dout[i, col]
                     else:
-                        dx[i, c, y0:y1, x0:x1] += dout[i, col] / ((y1 - y0) * (x1 - x0))
+                        dx[i, c, y0:y1, x0:x1] += dout[i, col] / table.area[m + k]
                 col += 1
         m += n * n
     return dx
@@ -288,11 +288,12 @@ def test_bad_input_raises_clear_errors():
         kernels.spp_backward(np.zeros((1, 10)), np.zeros((1, 10), np.int32), x.shape, table)
     with pytest.raises(ValueError, match="dout must have shape \\(1, 10\\)"):
         kernels.spp_backward(np.zeros((1, 9)), None, x.shape, table, "avg")
-    with pytest.raises(ValueError, match="every RoI must satisfy"):
+    # one RoI validator for the ops and the kernels (tinyspp.validate.check_rois)
+    with pytest.raises(ValueError, match="kernels.roi_spp_forward: rois row 0 .* x1 < x0"):
         kernels.roi_spp_forward(x, np.array([[0, 2, 0, 1, 3]]), (1,))
-    with pytest.raises(ValueError, match="every RoI must satisfy"):
+    with pytest.raises(ValueError, match="rois row 0 .* batch_index outside"):
         kernels.roi_spp_forward(x, np.array([[1, 0, 0, 1, 1]]), (1,))
-    with pytest.raises(ValueError, match="rois must be a numpy array of shape \\(R, 5\\)"):
+    with pytest.raises(ValueError, match="rois must have shape \\(R, 5\\)"):
         kernels.roi_spp_forward(x, np.zeros((2, 4), np.int64), (1,))
     with pytest.raises(ValueError, match="argmax values must lie in \\[0, 16\\)"):
         kernels.roi_spp_backward(np.zeros((1, 2)), np.array([[0, 16]]),
@@ -304,7 +305,8 @@ def test_bad_input_raises_clear_errors():
                     4, 1, np.array([1]), np.array([0]), 1, 1, df])
     assert not df.any()
     with pytest.raises(TypeError, match="emulate.launch: spp_forward_f64 argument x must be"):
-        emulate.launch("spp_forward_f64", 1, [np.zeros(3, np.float32)] + [0] * 15)
+        emulate.launch("spp_forward_f64", 1, [np.zeros(3, np.float32)]
+                       + [0] * (len(common.entry_points()["spp_forward_f64"]) - 1))
 
 
 # --- the emulation harness ----------------------------------------------------------------------
@@ -354,7 +356,7 @@ def test_cpu_kernel_source_compiles_without_warnings(tmp_path):
 
     compiler = emulate.find_compiler()
     src = tmp_path / "region_max.cpp"
-    src.write_text(cpu.source())
+    src.write_text(common.kernel_source(cpu.SOURCE_NAME))
     proc = subprocess.run([compiler, *cpu.flags(), "-Wall", "-Wextra", "-fsyntax-only", str(src)],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
@@ -433,7 +435,7 @@ def test_gpu_kernels_equal_emulation(dtype, pool, mode):
     assert_close(df, asnumpy(gdf), dtype)
 
 
-# --- through the ops: impl="kernel" (the emulation on NumPy) equals impl="xp" ------------------
+# --- through the ops: impl="emulate" (the CUDA source on the CPU) equals impl="xp" -------------
 
 @given(nchw_shapes(max_n=2, max_c=3, max_hw=11), level_sets(max_level=7, max_len=4),
        st.sampled_from(MODES), st.sampled_from(["max", "avg"]),
@@ -449,8 +451,8 @@ def test_ops_spp_kernel_equals_xp(shape, levels, mode, pool, dtype, nan, seed):
     except ValueError:  # caffe rejects some sizes; the adaptive rule takes every one
         mode = "adaptive"
         out_xp, cache_xp = spp_forward(x, levels, mode=mode, pool=pool, impl="xp")
-    out_k, cache_k = spp_forward(x, levels, mode=mode, pool=pool, impl="kernel")
-    assert cache_k.impl == "kernel" and cache_xp.impl == "xp"
+    out_k, cache_k = spp_forward(x, levels, mode=mode, pool=pool, impl="emulate")
+    assert cache_k.impl == "emulate" and cache_xp.impl == "xp"
     if pool == "max":
         assert_same(out_k, out_xp)
         np.testing.assert_array_equal(cache_k.argmax, cache_xp.argmax)
@@ -468,8 +470,8 @@ def test_ops_roi_spp_kernel_equals_xp(case, pool, seed):
 
     features, rois, levels = case
     out_xp, cache_xp = roi_spp_forward(features, rois, levels, pool=pool, impl="xp")
-    out_k, cache_k = roi_spp_forward(features, rois, levels, pool=pool, impl="kernel")
-    assert cache_xp.impl == "xp" and cache_k.impl == ("kernel" if len(rois) else "xp")
+    out_k, cache_k = roi_spp_forward(features, rois, levels, pool=pool, impl="emulate")
+    assert cache_xp.impl == "xp" and cache_k.impl == ("emulate" if len(rois) else "xp")
     if pool == "max":
         assert_same(out_k, out_xp)
         np.testing.assert_array_equal(cache_k.argmax, cache_xp.argmax)
@@ -483,7 +485,7 @@ def test_ops_roi_spp_kernel_equals_xp(case, pool, seed):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not gpu_available(), reason=GPU_REASON)
-@pytest.mark.parametrize("impl", ["kernel", "xp"])
+@pytest.mark.parametrize("impl", ["cuda", "xp"])
 @pytest.mark.parametrize("pool", ["max", "avg"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gpu_ops_equal_numpy(impl, pool, dtype):
@@ -567,6 +569,7 @@ def test_gpu_bench_logic_runs_on_a_stand_in_device(monkeypatch):
     monkeypatch.setattr(gpu, "IMAGE_SHAPES", ((4, 3, 13, 13), (2, 3, 20, 24)))
     monkeypatch.setattr(gpu, "ROI_SHAPE", (1, 3, 12, 14))
     monkeypatch.setattr(gpu, "NUM_ROIS", 30)
+    monkeypatch.setattr(gpu, "KERNEL_IMPL", "emulate")  # NumPy arrays: the CUDA source emulated
     rows = gpu.run(SimpleNamespace(repeats=1, quick=True, gpu=True, torch=None))
     assert [r.workload.split(" ")[:2] for r in rows] == [
         ["device-to-device", "copy"], ["spp", "fwd"], ["spp", "bwd"], ["spp", "fwd"],

@@ -225,9 +225,9 @@ def test_empty_rois_give_empty_output_and_zero_gradient(xp):
 
 
 def test_cuda_kernel_path_rejects_non_adaptive_modes():
-    with pytest.raises(ValueError, match=r"impl='kernel' supports mode='adaptive' only.*paper"):
+    with pytest.raises(ValueError, match=r"impl='emulate' supports mode='adaptive' only.*paper"):
         roi_spp_forward(np.ones((1, 1, 8, 8)), np.array([[0, 0, 0, 7, 7]]), mode="paper",
-                        impl="kernel")
+                        impl="emulate")
 
 
 @pytest.mark.parametrize(
@@ -293,9 +293,9 @@ def test_kernel_path_agrees_with_xp_path_with_duplicates(pool):
         pytest.skip("needs a C++ compiler for the CPU emulation of the CUDA kernels")
     features = np.random.default_rng(6).standard_normal((2, 3, 9, 11))
     rois = np.array([[1, 0, 0, 10, 8], [0, 2, 3, 5, 5], [1, 0, 0, 10, 8], [0, 7, 1, 7, 1]])
-    out_k, cache_k = roi_spp_forward(features, rois, pool=pool, impl="kernel")
+    out_k, cache_k = roi_spp_forward(features, rois, pool=pool, impl="emulate")
     out_x, cache_x = roi_spp_forward(features, rois, pool=pool, impl="xp")
-    assert cache_k.impl == "kernel" and cache_x.impl == "xp"
+    assert cache_k.impl == "emulate" and cache_x.impl == "xp"
     np.testing.assert_allclose(out_k, out_x, rtol=1e-12)
     if pool == "max":
         np.testing.assert_array_equal(cache_k.argmax, cache_x.argmax)
@@ -371,7 +371,7 @@ def test_float16_features_take_the_numpy_path(numpy_path):
 
 
 def test_without_a_compiler_auto_warns_once_and_uses_numpy(monkeypatch, numpy_path):
-    from tinyspp.ops import roi
+    from tinyspp.ops.roi import api as roi
 
     monkeypatch.setenv("TINYSPP_CPU_KERNEL", "1")
     monkeypatch.setattr(cpu_kernel, "available", lambda: False)

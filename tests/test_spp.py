@@ -197,7 +197,7 @@ def test_impl_xp_equals_auto_on_numpy():
         ({"levels": (2, 0)}, ValueError, r"levels\[1\] must be >= 1"),
         ({"mode": "fancy"}, ValueError, r"mode must be one of"),
         ({"pool": "sum"}, ValueError, r"pool must be one of"),
-        ({"impl": "cuda"}, ValueError, r"impl must be one of"),
+        ({"impl": "gpu"}, ValueError, r"impl must be one of"),
         ({"levels": (6,), "mode": "paper"}, ValueError, r"size=4.*n=6.*adaptive"),
     ],
 )

@@ -31,6 +31,17 @@ def _cupy():
     return cupy
 
 
+def scatter_add(a, index, values) -> None:
+    """``a[index] += values`` with repeated indices accumulated, in place, without a host sync:
+    ``np.add.at`` for NumPy, ``cupyx.scatter_add`` (atomic adds) for CuPy."""
+    if is_gpu_array(a):
+        import cupyx
+
+        cupyx.scatter_add(a, index, values)
+    else:
+        np.add.at(a, index, values)
+
+
 def is_gpu_array(x) -> bool:
     """True for a CuPy ndarray; never imports CuPy to find out."""
     return type(x).__module__.split(".")[0] == "cupy" and hasattr(x, "__cuda_array_interface__")

@@ -13,7 +13,8 @@ half-open ranges ``[start, end)``. Height and width are binned independently. Th
 ``caffe`` (Caffe's SPPLayer)
     ``k = ceil(a/n)``, ``pad = (k*n - a + 1) // 2``, stride ``k``; window ``i`` is
     ``[i*k - pad, i*k - pad + k)`` clipped to ``[0, a)``. Invalid where ``pad >= k`` (Caffe aborts)
-    or a clipped window is empty.
+    or a clipped window is empty. Average pooling divides by Caffe's ``pool_size``, the window
+    clipped to the padded extent (``bin_divisor``), not by the clipped bin's area.
 
 Everything uses integer arithmetic only: float division can round to the wrong side.
 
@@ -41,8 +42,43 @@ MODES = ("adaptive", "paper", "caffe")
 DEFAULT_LEVELS = (6, 3, 2, 1)
 
 
-def _adaptive(a: int, n: int):
-    return tuple(((i * a) // n, ((i + 1) * a + n - 1) // n) for i in range(n))
+def caffe_kernel_pad(size, n):
+    """Caffe's SPP window ``k = ceil(size/n)`` (also the stride) and padding
+    ``(k*n - size + 1) // 2`` (ints or integer arrays)."""
+    k = -(-size // n)
+    return k, (k * n - size + 1) // 2
+
+
+def bin_rule(size, n, i, mode):
+    """``(start, end)`` of bin ``i`` of ``n`` along an axis of length ``size``: THE bin rule.
+
+    Integer arithmetic only, on Python ints or integer NumPy arrays alike (``size`` and ``i``
+    broadcast), so :func:`bin_edges` (one axis) and :func:`many_bin_edges` (many RoIs at once)
+    share one copy; ``pyramid_pool.cu`` repeats the adaptive line in C. No validation.
+    """
+    if mode == "adaptive":
+        return (i * size) // n, ((i + 1) * size + n - 1) // n
+    if mode == "paper":
+        win, stride = -(-size // n), size // n
+        return i * stride, i * stride + win
+    k, pad = caffe_kernel_pad(size, n)  # caffe: stride k, padding on both sides
+    return np.maximum(i * k - pad, 0), np.minimum(i * k - pad + k, size)
+
+
+def bin_divisor(size, n, i, mode):
+    """What average pooling divides bin ``i``'s sum by, per axis (multiply the two axes).
+
+    ``adaptive``/``paper``: the bin's length. ``caffe``: Caffe's ``PoolingLayer`` AVE rule,
+    ``pool_size`` taken BEFORE clipping to the map, from the window clipped to the padded extent
+    ``[-pad, size + pad)``: ``min(s + k, size + pad) - s`` with ``s = i*k - pad`` unclipped, so
+    the zeros of the padding count (with SPP's padding this is always ``k``).
+    """
+    if mode != "caffe":
+        start, end = bin_rule(size, n, i, mode)
+        return end - start
+    k, pad = caffe_kernel_pad(size, n)
+    s = i * k - pad
+    return np.minimum(s + k, size + pad) - s
 
 
 def paper_window_stride(size: int, n: int, func: str = "paper_window_stride"):
@@ -63,22 +99,20 @@ def paper_window_stride(size: int, n: int, func: str = "paper_window_stride"):
     return -(-size // n), size // n
 
 
-def _paper(a: int, n: int, func: str):
-    win, stride = paper_window_stride(a, n, func)
-    return tuple((i * stride, i * stride + win) for i in range(n))
-
-
-def _caffe(a: int, n: int, func: str):
-    k = -(-a // n)
-    pad = (k * n - a + 1) // 2
-    edges = tuple((max(i * k - pad, 0), min(i * k - pad + k, a)) for i in range(n))
-    if pad >= k or any(s >= e for s, e in edges):
-        raise ValueError(
-            f"{func}: mode='caffe' cannot pool size={a} into n={n} bins (kernel {k}, pad {pad}: "
-            f"Caffe aborts when pad >= kernel, and a window would be empty); "
-            "use mode='adaptive', which works for every size"
-        )
-    return edges
+def _check_poolable(a: int, n: int, mode: str, func: str):
+    """Raise the ValueError of a (size, n) pair the mode cannot bin (paper: a < n; caffe: pad
+    >= kernel or an empty clipped window)."""
+    if mode == "paper":
+        paper_window_stride(a, n, func)
+    elif mode == "caffe":
+        k, pad = caffe_kernel_pad(a, n)
+        empty = any(int(s) >= int(e) for s, e in (bin_rule(a, n, i, mode) for i in range(n)))
+        if pad >= k or empty:
+            raise ValueError(
+                f"{func}: mode='caffe' cannot pool size={a} into n={n} bins (kernel {k}, pad "
+                f"{pad}: Caffe aborts when pad >= kernel, and a window would be empty); "
+                "use mode='adaptive', which works for every size"
+            )
 
 
 def bin_edges(size: int, n: int, mode: str = "adaptive"):
@@ -103,11 +137,67 @@ def bin_edges(size: int, n: int, mode: str = "adaptive"):
     size = check_int(size, "size", func)
     n = check_int(n, "n", func)
     check_choice(mode, "mode", func, MODES)
-    if mode == "adaptive":
-        return _adaptive(size, n)
-    if mode == "paper":
-        return _paper(size, n, func)
-    return _caffe(size, n, func)
+    _check_poolable(size, n, mode, func)
+    return tuple((int(s), int(e)) for s, e in (bin_rule(size, n, i, mode) for i in range(n)))
+
+
+def bin_divisors(size: int, n: int, mode: str = "adaptive"):
+    """The ``n`` per-axis divisors of average pooling (see :func:`bin_divisor`).
+
+    >>> bin_divisors(5, 2, "caffe"), bin_edges(5, 2, "caffe")   # Caffe counts the padding
+    ((3, 3), ((0, 2), (2, 5)))
+    >>> bin_divisors(5, 2, "adaptive")
+    (3, 3)
+    """
+    func = "bin_divisors"
+    size = check_int(size, "size", func)
+    n = check_int(n, "n", func)
+    check_choice(mode, "mode", func, MODES)
+    _check_poolable(size, n, mode, func)
+    return tuple(int(bin_divisor(size, n, i, mode)) for i in range(n))
+
+
+def many_bin_edges(sizes, n: int, mode: str):
+    """``(starts, ends)`` of the ``n`` bins of each length in ``sizes (U,)``, int64 (U, n) each,
+    relative to the start of each span; :func:`bin_rule` vectorised. The caller has checked that
+    the mode can bin every size (:func:`bin_edges` raises the error that names it).
+
+    >>> starts, ends = many_bin_edges(np.array([5, 3]), 2, "adaptive")
+    >>> starts.tolist(), ends.tolist()
+    ([[0, 2], [0, 1]], [[3, 5], [2, 3]])
+    """
+    i = np.arange(n, dtype=np.int64)[None, :]
+    starts, ends = bin_rule(np.asarray(sizes, dtype=np.int64)[:, None], n, i, mode)
+    return np.broadcast_to(starts, (len(sizes), n)), np.broadcast_to(ends, (len(sizes), n))
+
+
+def many_bin_divisors(sizes, n: int, mode: str):
+    """Per-axis average-pooling divisors of each length in ``sizes (U,)``: int64 (U, n)."""
+    i = np.arange(n, dtype=np.int64)[None, :]
+    return np.broadcast_to(bin_divisor(np.asarray(sizes, dtype=np.int64)[:, None], n, i, mode),
+                           (len(sizes), n))
+
+
+def level_plan(levels, mode: str = "adaptive"):
+    """Order to compute a pyramid's levels in: ``[(n, parent), ...]``, finest first.
+
+    With adaptive bins, bin ``i`` of level ``n`` is exactly the union of bins
+    ``i*m/n .. (i+1)*m/n - 1`` of a level ``m`` that ``n`` divides, so level ``n`` can be merged
+    from ``parent = m`` (the smallest such level computed before it) instead of scanning cells;
+    ``parent`` is None where no level nests (always, for ``paper``/``caffe``). Repeated levels
+    appear once.
+
+    >>> level_plan((6, 3, 2, 1))
+    [(6, None), (3, 6), (2, 6), (1, 2)]
+    >>> level_plan((4, 3), "adaptive"), level_plan((6, 3), "paper")
+    ([(4, None), (3, None)], [(6, None), (3, None)])
+    """
+    plan, done = [], []
+    for n in sorted(set(levels), reverse=True):
+        parents = [m for m in done if m % n == 0] if mode == "adaptive" else []
+        plan.append((n, min(parents) if parents else None))
+        done.append(n)
+    return plan
 
 
 def spp_output_length(channels: int, levels=DEFAULT_LEVELS) -> int:
@@ -185,6 +275,8 @@ class BinTable(NamedTuple):
     x0: np.ndarray
     x1: np.ndarray
     offsets: tuple  # per level: start column in the output for C channels
+    area: np.ndarray | None = None  # (M,) int64 divisor of average pooling (bin_divisor, both
+    #                                 axes); None: the bin's area (y1 - y0) * (x1 - x0)
 
 
 def bin_table(height: int, width: int, levels=DEFAULT_LEVELS, mode: str = "adaptive",
@@ -198,18 +290,19 @@ def bin_table(height: int, width: int, levels=DEFAULT_LEVELS, mode: str = "adapt
     (0, 4)
     """
     levels = check_levels(levels, "bin_table")
-    y0, y1, x0, x1, offsets = [], [], [], [], []
+    y0, y1, x0, x1, area, offsets = [], [], [], [], [], []
     offset = 0
     for n in levels:
-        rows = bin_edges(height, n, mode)
-        cols = bin_edges(width, n, mode)
-        for ys, ye in rows:
-            for xs, xe in cols:
+        rows, cols = bin_edges(height, n, mode), bin_edges(width, n, mode)
+        dy, dx = bin_divisors(height, n, mode), bin_divisors(width, n, mode)
+        for (ys, ye), hy in zip(rows, dy):
+            for (xs, xe), wx in zip(cols, dx):
                 y0.append(ys)
                 y1.append(ye)
                 x0.append(xs)
                 x1.append(xe)
+                area.append(hy * wx)
         offsets.append(offset)
         offset += channels * n * n
     as64 = lambda v: np.asarray(v, dtype=np.int64)
-    return BinTable(levels, as64(y0), as64(y1), as64(x0), as64(x1), tuple(offsets))
+    return BinTable(levels, as64(y0), as64(y1), as64(x0), as64(x1), tuple(offsets), as64(area))

@@ -8,10 +8,11 @@ what was expected and what was given, e.g.
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 
-from .backend import get_array_module
+from .backend import asnumpy, get_array_module
 
 
 def check_array(x, name: str, func: str, ndim: int | None = None, layout: str = "",
@@ -70,3 +71,84 @@ def check_choice(value, name: str, func: str, choices) -> str:
     if value not in choices:
         raise ValueError(f"{func}: {name} must be one of {tuple(choices)}, got {value!r}")
     return value
+
+
+def check_rois(rois, features_shape, func: str):
+    """Validate ``rois (R, 5)`` against ``features (N, C, H, W)``; return it as int64 on the host.
+
+    Rows are ``[batch_index, x0, y0, x1, y1]``, inclusive feature-map cells. NumPy or CuPy input
+    (a CuPy array is copied to the host once, here). The one RoI validator of the library, used
+    by ``tinyspp.ops.roi_spp_forward`` and the kernel wrappers alike. Raises TypeError/ValueError
+    naming ``func``, the first offending row and what is wrong with it.
+
+    >>> check_rois(np.array([[0, 1, 1, 2, 3]], dtype=np.int32), (1, 8, 4, 4), "f").dtype
+    dtype('int64')
+    """
+    N, C, H, W = features_shape
+    xp = get_array_module(rois)
+    if not isinstance(rois, xp.ndarray):
+        raise TypeError(f"{func}: rois must be a numpy or cupy ndarray, got {type(rois).__name__}")
+    if rois.ndim != 2 or rois.shape[1] != 5:
+        raise ValueError(f"{func}: rois must have shape (R, 5) with rows [batch_index, x0, y0, "
+                         f"x1, y1], got shape {tuple(rois.shape)}")
+    host = asnumpy(rois)
+    if not np.issubdtype(host.dtype, np.integer):
+        frac = np.flatnonzero(np.any(host != np.round(host), axis=1)) if host.size else []
+        where = f"; row {frac[0]} is {host[frac[0]].tolist()}" if len(frac) else ""
+        raise ValueError(f"{func}: rois must have an integer dtype (feature-map cells), got "
+                         f"{host.dtype}{where}; map boxes to cells first (tinyspp.detect)")
+    host = np.ascontiguousarray(host, dtype=np.int64)
+    b, x0, y0, x1, y1 = host.T
+    problems = [
+        ((b < 0) | (b >= N), f"batch_index outside [0, {N})"),
+        (x1 < x0, "x1 < x0 (inverted)"),
+        (y1 < y0, "y1 < y0 (inverted)"),
+        ((x0 < 0) | (x1 >= W), f"x0..x1 outside the map's columns [0, {W - 1}]"),
+        ((y0 < 0) | (y1 >= H), f"y0..y1 outside the map's rows [0, {H - 1}]"),
+    ]
+    bad = np.zeros(len(host), dtype=bool)
+    for mask, _ in problems:
+        bad |= mask
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        what = "; ".join(msg for mask, msg in problems if mask[r])
+        raise ValueError(f"{func}: rois row {r} = {host[r].tolist()} is invalid: {what} "
+                         f"(features have shape {tuple(features_shape)}, rows are [batch_index, "
+                         "x0, y0, x1, y1], inclusive cells)")
+    return host
+
+
+# What each implementation name runs (the ops' ``impl`` argument; see tinyspp.ops.roi):
+IMPLS = {
+    "auto": "pick for the input (see each op)",
+    "xp": "array operations: NumPy, or CuPy on the GPU",
+    "cpu": "the compiled C++ kernel tinyspp/kernels/region_max.cpp (region max pooling, NumPy)",
+    "cuda": "the CUDA kernels tinyspp/kernels/pyramid_pool.cu on the GPU (CuPy arrays)",
+    "emulate": "pyramid_pool.cu compiled as C++ and run thread by thread on the CPU (NumPy "
+               "arrays): a test harness, about 1000x slower than 'cpu'",
+}
+
+
+def check_impl(impl, func: str, choices, xp=np) -> str:
+    """Check an ``impl`` argument against ``choices`` for arrays of module ``xp``; return it.
+
+    The old name ``"kernel"`` still works with a DeprecationWarning: it means ``"cuda"`` for CuPy
+    arrays and ``"emulate"`` for NumPy arrays. ``"cuda"`` needs CuPy arrays and ``"emulate"``
+    NumPy arrays (a ValueError says which to use instead).
+
+    >>> check_impl("xp", "f", ("auto", "xp"))
+    'xp'
+    """
+    if impl == "kernel":
+        impl = "emulate" if xp is np else "cuda"
+        warnings.warn(f"{func}: impl='kernel' is deprecated; on these arrays it means "
+                      f"impl={impl!r} ({IMPLS[impl]})", DeprecationWarning, stacklevel=3)
+    check_choice(impl, "impl", func, choices)
+    if impl == "cuda" and xp is np:
+        raise ValueError(f"{func}: impl='cuda' runs on CuPy arrays, got NumPy arrays; use "
+                         "impl='emulate' to run the same kernel on the CPU (a slow test "
+                         "harness), or impl='auto'")
+    if impl in ("emulate", "cpu") and xp is not np:
+        raise ValueError(f"{func}: impl={impl!r} runs on NumPy arrays, got CuPy arrays; use "
+                         "impl='cuda' (or 'auto') on the GPU")
+    return impl

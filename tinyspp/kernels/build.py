@@ -2,9 +2,27 @@
 
 Used by the CPU emulation of the CUDA kernels (:mod:`tinyspp.kernels.emulate`) and by the CPU
 region-pooling kernel (:mod:`tinyspp.kernels.cpu`). A library is keyed by a hash of its source
-and flags and kept in a cache folder: ``$TINYSPP_CACHE_DIR``, else ``$XDG_CACHE_HOME/tinyspp``,
-else ``~/.cache/tinyspp`` (a temporary folder where none is writable), so each machine compiles
-it once. Needs a C++ compiler (``$CXX``, ``g++``, ``c++`` or ``clang++``) on Linux or macOS.
+and flags and kept in a cache folder, so each machine compiles it once:
+``$TINYSPP_CACHE_DIR``, else ``$XDG_CACHE_HOME/tinyspp``, else ``~/.cache/tinyspp``, and where
+none of these is writable a private folder ``tinyspp-<uid>`` in the system temporary directory
+(created 0700; refused when another user owns it or others may write to it, since anyone who
+can write there could plant a library that this process would load). Needs a C++ compiler
+(``$CXX``, ``g++``, ``c++`` or ``clang++``) on Linux or macOS.
+
+How a build stays safe when several processes start at once on an empty cache:
+
+1. each process compiles in its own temporary folder inside the cache folder (a unique source
+   file and a unique output: nobody compiles a file another process is writing);
+2. the new library is loaded and every entry point the caller needs is looked up;
+3. only then is it moved into place with an atomic ``os.replace`` (a reader sees the old file or
+   the complete new one, never half of one; the last of several identical builds wins);
+4. the temporary folder is removed on every path (success, compiler error, timeout, interrupt).
+
+A cached library that fails to load or lacks an entry point (a truncated file, a build from an
+older tinyspp) is removed and rebuilt, so the next process finds a good one.
+
+>>> COMPILE_TIMEOUT >= 60
+True
 """
 
 from __future__ import annotations
@@ -13,11 +31,13 @@ import ctypes
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
 
 COMPILERS = ("g++", "c++", "clang++")
+COMPILE_TIMEOUT = 300  # seconds; $TINYSPP_COMPILE_TIMEOUT overrides
 
 
 def find_compiler() -> str | None:
@@ -28,53 +48,123 @@ def find_compiler() -> str | None:
     return None
 
 
+def private_folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` must not hold libraries this process loads, or None when it is safe:
+    it must be a real directory (not a symlink) owned by this user and writable by no one else."""
+    try:
+        st = os.lstat(folder)
+    except OSError as err:
+        return f"cannot stat it ({err.strerror})"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a directory (a symlink or a file)"
+    if st.st_uid != os.getuid():
+        return f"it is owned by uid {st.st_uid}, not by this user (uid {os.getuid()})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"others may write to it (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def temp_cache_dir() -> Path:
+    """The fallback cache: ``<tmp>/tinyspp-<uid>``, created 0700; RuntimeError when unsafe."""
+    folder = Path(tempfile.gettempdir()) / f"tinyspp-{os.getuid()}"
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    problem = private_folder_problem(folder)
+    if problem:
+        raise RuntimeError(f"tinyspp.kernels: refusing the cache folder {folder}: {problem}; "
+                           "set TINYSPP_CACHE_DIR to a folder of your own")
+    return folder
+
+
 def cache_dir() -> Path:
     """Folder for compiled libraries (created if missing); see the module docstring."""
     if os.environ.get("TINYSPP_CACHE_DIR"):
-        candidates = [Path(os.environ["TINYSPP_CACHE_DIR"])]
+        folder = Path(os.environ["TINYSPP_CACHE_DIR"])
     else:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        candidates = [Path(xdg) / "tinyspp"]
-    candidates.append(Path(tempfile.gettempdir()) / f"tinyspp-{os.getuid()}")
-    for folder in candidates:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
+        folder = Path(xdg) / "tinyspp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
         if os.access(folder, os.W_OK):
             return folder
-    raise RuntimeError(f"tinyspp.kernels: no writable cache folder among {candidates}")
+    except OSError:
+        pass
+    return temp_cache_dir()
 
 
-def shared_library(stem, source, flags, folder, find, who, why) -> ctypes.CDLL:
-    """Compile ``source`` (unless ``folder`` already has it) and load the library.
+def _load(path, symbols):
+    """``(library, [])`` if ``path`` loads and has every symbol, else ``(None, what is wrong)``
+    with the handle released."""
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as err:
+        return None, [f"does not load: {err}"]
+    missing = [name for name in symbols if not hasattr(lib, name)]
+    if not missing:
+        return lib, []
+    _unload(lib)
+    return None, missing
+
+
+def _unload(lib):
+    """Release a library handle, so a later load of the same path maps the new file (glibc
+    returns an already-open library by name)."""
+    try:
+        import _ctypes
+
+        _ctypes.dlclose(lib._handle)
+    except (ImportError, AttributeError, OSError):  # not POSIX: the handle just stays open
+        pass
+
+
+def shared_library(stem, source, flags, folder, find, who, why, symbols=()) -> ctypes.CDLL:
+    """Load the cached build of ``source`` from ``folder``, building it first when needed.
 
     ``stem`` names the files (``{stem}_{hash}.so``), ``find()`` returns the compiler (called only
-    when a build is needed), ``who`` prefixes error messages and ``why`` says what the compiler
-    is for. Raises RuntimeError when no compiler is found or compilation fails.
+    when a build is needed), ``who`` prefixes error messages, ``why`` says what the compiler is
+    for and ``symbols`` are the entry points a good library has. A cached file that does not
+    load or lacks a symbol is deleted and rebuilt. Raises RuntimeError when no compiler is
+    found, compilation fails or times out, or the new library lacks a symbol.
     """
     key = hashlib.sha256("\n".join([source, *flags]).encode()).hexdigest()[:16]
     folder = Path(folder)
     lib_path = folder / f"{stem}_{key}.so"
-    if not lib_path.exists():
-        compiler = find()
-        if compiler is None:
-            raise RuntimeError(
-                f"{who}: no C++ compiler found (looked for $CXX, {', '.join(COMPILERS)}); {why}. "
-                "Install g++ (e.g. `apt-get install g++`, or Xcode command line tools on macOS), "
-                "set CXX, or use impl='xp'"
-            )
-        folder.mkdir(parents=True, exist_ok=True)
-        cpp_path = folder / f"{stem}_{key}.cpp"
+    if lib_path.exists():
+        lib, _ = _load(lib_path, symbols)
+        if lib is not None:
+            return lib
+        try:  # unusable: never keep it
+            lib_path.unlink()
+        except FileNotFoundError:  # another process healed it first
+            pass
+    compiler = find()
+    if compiler is None:
+        raise RuntimeError(
+            f"{who}: no C++ compiler found (looked for $CXX, {', '.join(COMPILERS)}); {why}. "
+            "Install g++ (e.g. `apt-get install g++`, or Xcode command line tools on macOS), "
+            "set CXX, or use impl='xp'"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    timeout = float(os.environ.get("TINYSPP_COMPILE_TIMEOUT", COMPILE_TIMEOUT))
+    with tempfile.TemporaryDirectory(prefix=f".{stem}-build-", dir=folder) as tmp:
+        cpp_path = Path(tmp) / f"{stem}_{key}.cpp"
+        out_path = Path(tmp) / lib_path.name
         cpp_path.write_text(source)
-        # Build under a unique name, then rename: concurrent processes never load half a file.
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
-        os.close(fd)
-        proc = subprocess.run([compiler, *flags, "-o", tmp, str(cpp_path)],
-                              capture_output=True, text=True)
+        try:
+            proc = subprocess.run([compiler, *flags, "-o", str(out_path), str(cpp_path)],
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{who}: {compiler} did not finish compiling {stem} within "
+                               f"{timeout:g} s (TINYSPP_COMPILE_TIMEOUT sets the limit)") from None
         if proc.returncode != 0:
-            os.unlink(tmp)
-            raise RuntimeError(f"{who}: {compiler} failed to compile {cpp_path}:\n"
+            raise RuntimeError(f"{who}: {compiler} failed to compile {stem}:\n"
                                f"{proc.stderr.strip()}")
-        os.replace(tmp, lib_path)
-    return ctypes.CDLL(str(lib_path))
+        lib, missing = _load(out_path, symbols)
+        if lib is None:
+            raise RuntimeError(f"{who}: the library {compiler} built from {stem} is unusable "
+                               f"(missing {missing[:4]}); not caching it")
+        os.replace(out_path, lib_path)  # atomic: readers see no file or the whole good one
+    return lib
+

@@ -1,11 +1,13 @@
-"""The CPU kernel for region pyramid max pooling: ``region_max.cpp``, compiled once, via ctypes.
+"""The CPU kernel of region pyramid max pooling: ``region_max.cpp`` and its glue.
 
-``tinyspp.ops.roi_spp_forward`` uses it for NumPy arrays and ``pool="max"`` (``impl="auto"``
-when a C++ compiler is available, or ``impl="cpu"``); the file explains the algorithm. This
-module only compiles and loads the library (:mod:`tinyspp.kernels.build`: once per machine,
-cached on disk), checks every array before its pointer reaches C++, and calls the two entry
-points. The bins come from the caller (``tinyspp.ops.roi`` computes them with the library's bin
-rule), so the kernel is bin-mode agnostic.
+``tinyspp.ops.roi_spp_forward`` calls :func:`pool_max` for NumPy arrays and ``pool="max"``
+(``impl="cpu"``, or ``impl="auto"`` when this kernel is available) and :func:`pool_max_backward`
+from ``roi_spp_backward``; the ``.cpp`` file explains the algorithm. This module computes what the
+kernel is given (bin edges with the library's one bin rule, ``tinyspp.bins.many_bin_edges``; the
+order of levels, ``tinyspp.bins.level_plan``), compiles and loads the library
+(:mod:`tinyspp.kernels.build`: once per machine, cached on disk, healed when broken), checks
+every array before its pointer reaches C++, and calls the two entry points. The argmax it writes
+is the region-pooling argmax format of ``tinyspp.ops.roi``, in ``argmax_dtype(H * W)``.
 
 The library is built with ``-O3``, never ``-ffast-math`` (NaN must propagate), and with
 ``-mavx2`` when this x86-64 CPU has AVX2 (as NumPy reports it): eight float32 channels per
@@ -17,11 +19,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import importlib.resources
 
 import numpy as np
 
+from ..bins import level_plan, many_bin_edges
 from .build import cache_dir, find_compiler, shared_library
+from .common import kernel_source
 
 SOURCE_NAME = "region_max.cpp"
 FLAGS = ("-O3", "-std=c++14", "-shared", "-fPIC")
@@ -43,11 +46,6 @@ def argmax_dtype(HW: int):
     return np.dtype(np.uint16) if HW <= 2**16 else np.dtype(np.int32)
 
 
-def source() -> str:
-    """The text of ``region_max.cpp`` (package data next to this module)."""
-    return importlib.resources.files(__package__).joinpath(SOURCE_NAME).read_text()
-
-
 def flags() -> tuple[str, ...]:
     """Compiler flags for this machine: ``FLAGS``, plus ``-mavx2`` where the CPU has AVX2."""
     try:
@@ -60,13 +58,20 @@ def flags() -> tuple[str, ...]:
     return FLAGS + (("-mavx2",) if features.get("AVX2") else ())
 
 
+def symbols() -> list[str]:
+    """The entry points a good build exports."""
+    return [f"{name}_{value}_{arg}" for value in ("f32", "f64") for name in SIGNATURES
+            for arg in ("u16", "i32")]
+
+
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL:
     """The compiled kernel (RuntimeError without a C++ compiler); built once per machine."""
-    lib = shared_library("region_max", source(), flags(), cache_dir(),
+    lib = shared_library("region_max", kernel_source(SOURCE_NAME), flags(), cache_dir(),
                          find=lambda: find_compiler(),  # looked up when called (patchable)
                          who="tinyspp.kernels.cpu",
-                         why="the CPU region-pooling kernel is C++ compiled on first use")
+                         why="the CPU region-pooling kernel is C++ compiled on first use",
+                         symbols=symbols())
     ctype = {"p": ctypes.c_void_p, "q": ctypes.c_longlong}
     for value in ("f32", "f64"):
         for name, signature in SIGNATURES.items():
@@ -77,14 +82,25 @@ def library() -> ctypes.CDLL:
     return lib
 
 
+_UNAVAILABLE = []  # the reason, once available() has answered False
+
+
 @functools.lru_cache(maxsize=1)
 def available() -> bool:
-    """Whether the kernel can run here (compiles it on the first call; cached)."""
+    """Whether the kernel can run here (compiles it on the first call; cached). Any failure to
+    build or load it (no compiler, a compiler error, an unusable library, an unsafe cache
+    folder) answers False; :func:`why_unavailable` says why."""
     try:
         library()
-    except (RuntimeError, OSError):
+    except Exception as err:  # noqa: BLE001 -- every failure means: use the NumPy path
+        _UNAVAILABLE[:] = [f"{type(err).__name__}: {str(err).splitlines()[0]}"]
         return False
     return True
+
+
+def why_unavailable() -> str:
+    """Why :func:`available` answered False ("" when it has not)."""
+    return _UNAVAILABLE[0] if _UNAVAILABLE else ""
 
 
 def _pointer(a, name, dtype, shape):
@@ -102,8 +118,8 @@ def _call(entry, dtype, arg_dtype, args):
 
 
 def roi_max_forward(xt, batch, edges, rowmap, plan, out, argmax):
-    """Fill ``out (R, D)`` and ``argmax (U, D)`` of ``argmax_dtype(H*W)`` (layouts:
-    ``region_max.cpp``).
+    """The raw call: fill ``out (R, D)`` and ``argmax (U, D)`` of ``argmax_dtype(H*W)``
+    (layouts: ``region_max.cpp``).
 
     ``xt (N, H, W, C)`` float32/float64 channel-last features; ``batch (U,)``, ``edges (U, E)``,
     ``rowmap (R,)`` and ``plan (L, 5)`` int64. Rows of ``rowmap`` must lie in ``[0, U)``, batch
@@ -127,7 +143,7 @@ def roi_max_forward(xt, batch, edges, rowmap, plan, out, argmax):
 
 
 def roi_max_backward(dout, argmax, rowmap, batch, plan, dx):
-    """``dx (N, C, H, W) += dout (R, D)`` at every output's maximum, in place.
+    """The raw call: ``dx (N, C, H, W) += dout (R, D)`` at every output's maximum, in place.
 
     ``argmax (U, D)``, ``batch (U,)``, ``rowmap (R,)`` and ``plan (L, 5)`` as given to (and
     filled by) ``roi_max_forward``.
@@ -147,13 +163,58 @@ def roi_max_backward(dout, argmax, rowmap, batch, plan, dx):
     _call("roi_max_backward", dtype, arg_dtype, args)
 
 
-def argmax_layout(levels, C):
-    """Where each output column's argmax is: ``at (D,)`` int64, the entry of an argmax row
-    (each level bins-major, ``bin * C + c``) holding column ``j``'s (each level channel-major,
-    ``c * n*n + bin``). ``argmax[:, at]`` is the argmax in the output's layout."""
-    at, off = [], 0
-    for n in levels:
-        c, k = np.divmod(np.arange(C * n * n, dtype=np.int64), n * n)  # column j = c * n*n + k
-        at.append(off + k * C + c)
-        off += C * n * n
-    return np.concatenate(at)
+def kernel_plan(levels, mode, C):
+    """``(plan (L, 5), scan)`` for ``region_max.cpp``: one row per entry of ``levels`` in
+    evaluation order (``tinyspp.bins.level_plan``'s, finest first),
+    ``[n, col_off, edge_off, bin_off, source]`` with ``source`` the plan row it merges (a finer
+    level it nests in, or the first copy of a repeated level) or -1 to scan cells; and the
+    levels whose bins are scanned."""
+    col_off = np.cumsum([0] + [C * n * n for n in levels])[:-1]
+    rows, row_of, scan, edge_off, bin_off = [], {}, [], 0, 0
+    for n, parent in level_plan(levels, mode):
+        for k in [k for k, m in enumerate(levels) if m == n]:
+            source = row_of.get(n, -1 if parent is None else row_of[parent])
+            rows.append([n, col_off[k], edge_off if source < 0 else 0, bin_off, source])
+            if source < 0:
+                scan.append(n)
+                edge_off += 4 * n
+            row_of.setdefault(n, len(rows) - 1)
+            bin_off += n * n
+    return np.array(rows, dtype=np.int64).reshape(-1, 5), scan
+
+
+def pool_max(features, rois, rowmap, levels, mode):
+    """Region max pooling of the distinct ``rois (U, 5)`` (validated, int64); output row ``r`` is
+    RoI ``rowmap[r]`` (identical RoIs are pooled once and their row copied).
+
+    Returns ``out (R, D)`` in the dtype of ``features`` (float32/float64) and ``argmax (U, D)``
+    in ``argmax_dtype(H * W)``: the region-pooling argmax format.
+    """
+    N, C, H, W = features.shape
+    U = len(rois)
+    plan, scan = kernel_plan(levels, mode, C)
+    b, x0, y0, x1, y1 = rois.T
+    edges = []  # per scanned level: ys, ye, xs, xe (U, n) each, absolute
+    for n in scan:
+        ys, ye = many_bin_edges(y1 - y0 + 1, n, mode)
+        xs, xe = many_bin_edges(x1 - x0 + 1, n, mode)
+        edges += [y0[:, None] + ys, y0[:, None] + ye, x0[:, None] + xs, x0[:, None] + xe]
+    edges = np.ascontiguousarray(np.concatenate(edges, axis=1), dtype=np.int64)
+    D = C * sum(n * n for n in levels)
+    out = np.empty((len(rowmap), D), dtype=features.dtype)
+    argmax = np.empty((U, D), dtype=argmax_dtype(H * W))
+    xt = np.ascontiguousarray(features.transpose(0, 2, 3, 1))  # channel-last (N, H, W, C)
+    roi_max_forward(xt, np.ascontiguousarray(b), edges, rowmap, plan, out, argmax)
+    return out, argmax
+
+
+def pool_max_backward(dout, argmax, rois, rowmap, features_shape, levels, mode):
+    """``dfeatures (N, C, H, W)``: every ``dout (R, D)`` entry added at its maximum, one loop.
+    Accumulates in ``dout``'s precision (float32/float64; others in float64)."""
+    N, C, H, W = features_shape
+    dtype = dout.dtype if dout.dtype in VALUE_DTYPES else np.dtype(np.float64)
+    dout = np.ascontiguousarray(dout, dtype=dtype)
+    dx = np.zeros((N, C, H, W), dtype=dtype)
+    roi_max_backward(dout, argmax, rowmap, np.ascontiguousarray(rois[:, 0]),
+                     kernel_plan(levels, mode, C)[0], dx)
+    return dx

@@ -4,11 +4,14 @@ The source is compiled by NVRTC once per device and process (``functools.lru_cac
 keeps the binary in its on-disk cache, ``$CUPY_CACHE_DIR``). Launch size: 256 threads per block
 and ``min(ceil(total / 256), 65535)`` blocks; the kernels' grid-stride loop covers the rest.
 CuPy checks nothing about raw-kernel arguments, so :func:`launch` checks that every pointer
-argument is a C-contiguous CuPy array of the declared element type on the current device, and
-passes every scalar as ``np.int64`` (the kernels' ``long long``).
+argument is a C-contiguous CuPy array of the declared element type
+(:func:`tinyspp.kernels.common.check_launch_args`, shared with the emulation) on the current
+device, and passes every scalar as ``np.int64`` (the kernels' ``long long``). The parameter
+lists are parsed from the source once per process (``common.entry_points`` is cached), so a
+launch costs no file reading.
 
 You normally reach this module through :mod:`tinyspp.kernels` with CuPy arrays, or through the
-ops with ``impl="kernel"`` (the default for CuPy inputs). CuPy is imported only through
+ops with ``impl="cuda"`` (what ``impl="auto"`` takes for CuPy inputs). CuPy is imported only through
 :mod:`tinyspp.backend`.
 """
 
@@ -19,9 +22,7 @@ import functools
 import numpy as np
 
 from .. import backend
-from .common import MAX_BLOCKS, THREADS, entry_points, kernel_source, launch_config
-
-_POINTEE = {"float": np.float32, "double": np.float64, "index_t": np.int64}
+from .common import MAX_BLOCKS, THREADS, check_launch_args, kernel_source, launch_config
 
 
 def _cupy():
@@ -56,20 +57,10 @@ def launch(entry: str, total: int, args, threads: int = THREADS,
     """
     cp = _cupy()
     device_id = cp.cuda.Device().id
-    params = entry_points()[entry]
-    if len(args) != len(params):
-        raise TypeError(f"cuda.launch: {entry} takes {len(params)} arguments, got {len(args)}")
+    params = check_launch_args("cuda.launch", entry, args, backend.is_gpu_array, "CuPy")
     values = []
     for (ctype, pname), a in zip(params, args):
         if ctype.endswith("*"):
-            want = np.dtype(_POINTEE[ctype.replace("const ", "").rstrip("*")])
-            if not backend.is_gpu_array(a):
-                raise TypeError(f"cuda.launch: {entry} argument {pname} must be a CuPy array, "
-                                f"got {type(a).__name__}")
-            if a.dtype != want or not a.flags.c_contiguous:
-                raise TypeError(f"cuda.launch: {entry} argument {pname} must be a C-contiguous "
-                                f"{want} array, got {a.dtype} (C-contiguous: "
-                                f"{a.flags.c_contiguous})")
             if a.device.id != device_id:
                 raise ValueError(f"cuda.launch: {entry} argument {pname} is on device "
                                  f"{a.device.id}, but the current device is {device_id}")

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .build import cache_dir, find_compiler, shared_library
-from .common import SOURCE_NAME, entry_points, kernel_source, launch_config
+from .common import SOURCE_NAME, check_launch_args, entry_points, kernel_source, launch_config
 
 __all__ = ["cache_dir", "compile_library", "emulation_source", "find_compiler", "launch",
            "library"]
@@ -74,9 +74,6 @@ extern "C" void emulate_{name}(unsigned int grid, unsigned int block, {params}) 
 # releases the GIL during the call.
 _LOCK = threading.Lock()
 
-# Element type of each pointer parameter, checked before any pointer reaches the library.
-_POINTEE = {"float": np.float32, "double": np.float64, "index_t": np.int64}
-
 
 def emulation_source() -> str:
     """The complete C++ translation unit: prelude, the ``.cu`` file, generated wrappers."""
@@ -101,6 +98,7 @@ def compile_library(folder: Path | None = None) -> ctypes.CDLL:
         find=lambda: find_compiler(),  # looked up when called: tests patch it here
         who="tinyspp.kernels.emulate",
         why="the CPU emulation of the CUDA kernels compiles pyramid_pool.cu with one",
+        symbols=[f"emulate_{name}" for name in entry_points()],
     )
 
 
@@ -128,22 +126,11 @@ def launch(entry: str, total: int, args, threads: int = 256, max_blocks: int = 6
     ``args`` follow the kernel's parameter list: C-contiguous NumPy arrays of the declared
     element type for pointers (outputs are written in place), Python/NumPy ints for scalars.
     """
-    fn, params = _wrapper(entry)
-    if len(args) != len(params):
-        raise TypeError(f"emulate.launch: {entry} takes {len(params)} arguments, got {len(args)}")
-    values = []
-    for (ctype, pname), a in zip(params, args):
-        if ctype.endswith("*"):
-            want = np.dtype(_POINTEE[ctype.replace("const ", "").rstrip("*")])
-            if not (isinstance(a, np.ndarray) and a.flags.c_contiguous and a.dtype == want):
-                got = getattr(a, "dtype", type(a).__name__)
-                raise TypeError(
-                    f"emulate.launch: {entry} argument {pname} must be a C-contiguous NumPy "
-                    f"{want} array, got {got}"
-                )
-            values.append(a.ctypes.data)
-        else:
-            values.append(int(a))
+    params = check_launch_args("emulate.launch", entry, args,
+                               lambda a: isinstance(a, np.ndarray), "NumPy")
+    fn, _ = _wrapper(entry)
+    values = [a.ctypes.data if ctype.endswith("*") else int(a)
+              for (ctype, _), a in zip(params, args)]
     blocks, threads = launch_config(total, threads, max_blocks)
     with _LOCK:
         fn(blocks, threads, *values)

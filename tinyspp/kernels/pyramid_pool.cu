@@ -4,7 +4,7 @@
 // axis of length a into n half-open ranges [start, end). Image SPP reads them from a bin table
 // built on the host by tinyspp.bins.bin_table (any mode: adaptive, paper, caffe). Region SPP
 // computes them here, for each RoI, with the Appendix rule in integers only, the same
-// expression as bins.py so CPU and GPU agree bit for bit:
+// expression as tinyspp.bins.bin_rule so CPU and GPU agree bit for bit:
 //     start_i = (i * a) / n            end_i = ((i + 1) * a + n - 1) / n
 //
 // Output layout (the library's): out (N, D), D = C * M, M = sum over levels of n*n. Level l
@@ -20,7 +20,8 @@
 // Max: argmax is the absolute flat index y * W + x within the (H, W) plane (for a RoI: within
 // its image's plane), stored as int64 (long long). Ties go to the first maximal element in
 // row-major order (strict >). NaN propagates and is sticky: the first NaN in the bin wins.
-// Avg: the mean over the bin's cells (sum in row-major order, then one division).
+// Avg: the sum over the bin's cells in row-major order, then one division by the table's
+// divisor (the bin's area; in Caffe mode Caffe's padded window, see mean_over_bin).
 //
 // The file uses no shared memory, no __syncthreads and no CUDA-only syntax, so that
 // tinyspp/kernels/emulate.py can compile it unchanged as C++ and run every thread serially.
@@ -63,26 +64,30 @@ __device__ inline T max_over_bin(const T* plane, index_t W, index_t y0, index_t 
     return best;
 }
 
-// Mean over rows [y0, y1) and columns [x0, x1) of one (H, W) plane.
+// Sum over rows [y0, y1) and columns [x0, x1) of one (H, W) plane, divided by `divisor`: the
+// bin's area, except in Caffe mode, where it is Caffe's pool_size (the window clipped to the
+// PADDED map, tinyspp.bins.bin_divisor), read from the bin table's `area`.
 template <typename T>
 __device__ inline T mean_over_bin(const T* plane, index_t W, index_t y0, index_t y1, index_t x0,
-                                  index_t x1) {
+                                  index_t x1, index_t divisor) {
     T sum = 0;
     for (index_t y = y0; y < y1; ++y)
         for (index_t x = x0; x < x1; ++x) sum += plane[y * W + x];
-    return sum / (T)((y1 - y0) * (x1 - x0));
+    return sum / (T)divisor;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Image SPP forward: all levels in one launch. Threads: N * C * M, t -> (i, c, m), m fastest.
-// Bin m covers rows [bin_y0[m], bin_y1[m]) and columns [bin_x0[m], bin_x1[m]).
+// Bin m covers rows [bin_y0[m], bin_y1[m]) and columns [bin_x0[m], bin_x1[m]); bin_area[m] is
+// what average pooling divides by.
 // level_n[l] bins per side and bin0[l] first bin of level l (l < L). argmax unused for avg.
 template <typename T>
 __device__ void spp_forward_body(const T* x, index_t N, index_t C, index_t H, index_t W,
                                  index_t L, const index_t* level_n, const index_t* bin0,
                                  index_t M, const index_t* bin_y0, const index_t* bin_y1,
-                                 const index_t* bin_x0, const index_t* bin_x1, index_t pool_max,
-                                 T* out, index_t* argmax) {
+                                 const index_t* bin_x0, const index_t* bin_x1,
+                                 const index_t* bin_area, index_t pool_max, T* out,
+                                 index_t* argmax) {
     FOR_EACH_THREAD_ITEM(t, N * C * M) {
         index_t m = t % M;
         index_t c = (t / M) % C;
@@ -95,13 +100,14 @@ __device__ void spp_forward_body(const T* x, index_t N, index_t C, index_t H, in
             out[o] = max_over_bin(plane, W, bin_y0[m], bin_y1[m], bin_x0[m], bin_x1[m],
                                   &argmax[o]);
         } else {
-            out[o] = mean_over_bin(plane, W, bin_y0[m], bin_y1[m], bin_x0[m], bin_x1[m]);
+            out[o] = mean_over_bin(plane, W, bin_y0[m], bin_y1[m], bin_x0[m], bin_x1[m],
+                                   bin_area[m]);
         }
     }
 }
 
 // Image SPP backward as a GATHER: one thread per input cell (i, c, y, x) sums the gradient of
-// every bin that covers it (max: only bins whose argmax is this cell; avg: dout / bin area).
+// every bin that covers it (max: only bins whose argmax is this cell; avg: dout / bin_area).
 // Why gather, not a scatter with atomicAdd: the bins covering a cell are few (about one or two
 // per axis per level) and easy to find from the table, every dx element is written exactly once
 // (no zero-fill, no atomics, a deterministic sum in level order), and avg needs no loop over
@@ -112,7 +118,8 @@ __device__ void spp_backward_body(const T* dout, const index_t* argmax, index_t 
                                   index_t H, index_t W, index_t L, const index_t* level_n,
                                   const index_t* bin0, index_t M, const index_t* bin_y0,
                                   const index_t* bin_y1, const index_t* bin_x0,
-                                  const index_t* bin_x1, index_t pool_max, T* dx) {
+                                  const index_t* bin_x1, const index_t* bin_area,
+                                  index_t pool_max, T* dx) {
     FOR_EACH_THREAD_ITEM(t, N * C * H * W) {
         index_t x = t % W;
         index_t y = (t / W) % H;
@@ -132,8 +139,7 @@ __device__ void spp_backward_body(const T* dout, const index_t* argmax, index_t 
                     if (pool_max) {
                         if (argmax[o] == cell) sum += dout[o];
                     } else {
-                        index_t area = (bin_y1[m] - bin_y0[m]) * (bin_x1[m] - bin_x0[m]);
-                        sum += dout[o] / (T)area;
+                        sum += dout[o] / (T)bin_area[m];
                     }
                 }
             }
@@ -177,7 +183,7 @@ __device__ void roi_spp_forward_body(const T* features, index_t C, index_t H, in
         if (pool_max) {
             out[o] = max_over_bin(plane, W, y0, y1, x0, x1, &argmax[o]);
         } else {
-            out[o] = mean_over_bin(plane, W, y0, y1, x0, x1);
+            out[o] = mean_over_bin(plane, W, y0, y1, x0, x1, (y1 - y0) * (x1 - x0));
         }
     }
 }
@@ -223,20 +229,20 @@ extern "C" __global__ void spp_forward_f32(const float* x, index_t N, index_t C,
                                            index_t W, index_t L, const index_t* level_n,
                                            const index_t* bin0, index_t M, const index_t* bin_y0,
                                            const index_t* bin_y1, const index_t* bin_x0,
-                                           const index_t* bin_x1, index_t pool_max, float* out,
-                                           index_t* argmax) {
+                                           const index_t* bin_x1, const index_t* bin_area,
+                                           index_t pool_max, float* out, index_t* argmax) {
     spp_forward_body(x, N, C, H, W, L, level_n, bin0, M, bin_y0, bin_y1, bin_x0, bin_x1,
-                     pool_max, out, argmax);
+                     bin_area, pool_max, out, argmax);
 }
 
 extern "C" __global__ void spp_forward_f64(const double* x, index_t N, index_t C, index_t H,
                                            index_t W, index_t L, const index_t* level_n,
                                            const index_t* bin0, index_t M, const index_t* bin_y0,
                                            const index_t* bin_y1, const index_t* bin_x0,
-                                           const index_t* bin_x1, index_t pool_max, double* out,
-                                           index_t* argmax) {
+                                           const index_t* bin_x1, const index_t* bin_area,
+                                           index_t pool_max, double* out, index_t* argmax) {
     spp_forward_body(x, N, C, H, W, L, level_n, bin0, M, bin_y0, bin_y1, bin_x0, bin_x1,
-                     pool_max, out, argmax);
+                     bin_area, pool_max, out, argmax);
 }
 
 extern "C" __global__ void spp_backward_f32(const float* dout, const index_t* argmax, index_t N,
@@ -244,9 +250,10 @@ extern "C" __global__ void spp_backward_f32(const float* dout, const index_t* ar
                                             const index_t* level_n, const index_t* bin0,
                                             index_t M, const index_t* bin_y0,
                                             const index_t* bin_y1, const index_t* bin_x0,
-                                            const index_t* bin_x1, index_t pool_max, float* dx) {
+                                            const index_t* bin_x1, const index_t* bin_area,
+                                            index_t pool_max, float* dx) {
     spp_backward_body(dout, argmax, N, C, H, W, L, level_n, bin0, M, bin_y0, bin_y1, bin_x0,
-                      bin_x1, pool_max, dx);
+                      bin_x1, bin_area, pool_max, dx);
 }
 
 extern "C" __global__ void spp_backward_f64(const double* dout, const index_t* argmax, index_t N,
@@ -254,9 +261,10 @@ extern "C" __global__ void spp_backward_f64(const double* dout, const index_t* a
                                             const index_t* level_n, const index_t* bin0,
                                             index_t M, const index_t* bin_y0,
                                             const index_t* bin_y1, const index_t* bin_x0,
-                                            const index_t* bin_x1, index_t pool_max, double* dx) {
+                                            const index_t* bin_x1, const index_t* bin_area,
+                                            index_t pool_max, double* dx) {
     spp_backward_body(dout, argmax, N, C, H, W, L, level_n, bin0, M, bin_y0, bin_y1, bin_x0,
-                      bin_x1, pool_max, dx);
+                      bin_x1, bin_area, pool_max, dx);
 }
 
 extern "C" __global__ void roi_spp_forward_f32(const float* features, index_t C, index_t H,

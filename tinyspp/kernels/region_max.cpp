@@ -2,7 +2,7 @@
 //
 // Loaded by tinyspp/kernels/cpu.py (compiled once per machine with the host C++ compiler, no
 // -ffast-math: NaN must stay NaN) and called by tinyspp.ops.roi_spp_forward for NumPy arrays.
-// The bins are computed in Python (tinyspp.ops.roi.roi_bin_edges, the library's one bin rule);
+// The bins are computed in Python (tinyspp.bins.many_bin_edges, the library's one bin rule);
 // this file only finds maxima and scatters gradients. The contract is the one of the NumPy
 // path: for every bin and channel, the value and flat index h*W + w of the FIRST maximum in
 // row-major order, NaN beating every number (the first NaN wins).
@@ -12,7 +12,7 @@
 //    updates C running maxima with one straight loop over contiguous memory (the compiler turns
 //    the compare-and-select into SIMD instructions: four or eight channels per instruction).
 //  * Nesting: with adaptive bins, bin (i, j) of level n is the union of bins
-//    (i*f .. i*f+f-1, j*f .. j*f+f-1) of a level m = f*n (tinyspp.ops.roi, step 3). So of
+//    (i*f .. i*f+f-1, j*f .. j*f+f-1) of a level m = f*n (tinyspp.bins.level_plan). So of
 //    (6, 3, 2, 1) only level 6 scans cells; 3, 2 and 1 merge (value, index) pairs of level 6.
 //  * Identical RoIs are pooled once: later output rows copy the first row's values.
 //  * Backward is a plain loop of `dx[argmax] += dout` over the outputs.
@@ -21,17 +21,17 @@
 //   xt      (N, H, W, C)   features, channel-last
 //   batch   (U,)           image of each distinct RoI
 //   edges   (U, E)         per level, at plan[l].edge_off: ys[n], ye[n], xs[n], xe[n] (absolute
-//                          half-open bin edges, as tinyspp.ops.roi.roi_bin_edges returns them)
+//                          half-open bin edges, from tinyspp.bins.many_bin_edges)
 //   rowmap  (R,)           distinct RoI u of each output row r
 //   plan    (L, 5)         one row per level IN EVALUATION ORDER (finest first):
 //                          n, col_off (first column of the level in a row of out),
 //                          edge_off (first column in a row of edges), bin_off (first bin of the
 //                          level in the scratch), parent (plan row it merges, or -1: scan cells)
 //   out     (R, D)         D = C * sum(n*n); each level channel-major: column col_off + c*n*n + bin
-//   argmax  (U, D)         flat h*W + w within the RoI's image plane: uint16 when H*W <= 65536
-//                          (half the memory traffic of the usual small maps), else int32. Each
-//                          level BINS-major, column col_off + bin*C + c: the scratch's layout,
-//                          copied without a transpose (only the backward reads it)
+//   argmax  (U, D)         the region-pooling argmax format (tinyspp/ops/roi/__init__.py):
+//                          flat h*W + w within the RoI's image plane, in the layout of out, one
+//                          row per DISTINCT RoI; uint16 when H*W <= 65536 (half the memory
+//                          traffic of the usual small maps), else int32
 
 #include <cstdint>
 #include <cstring>
@@ -168,23 +168,28 @@ void roi_max_forward(const T* xt, i64 H, i64 W, i64 C, const i64* batch, const i
         pool_roi<T, NaNs>(xt + batch[u] * H * W * C, W, C, edges + u * E, plan, L, vals.data(),
                  args.data());
         Arg* a = argmax + u * D;
-        // values: scratch (bin, c) -> output (c, bin); argmax keeps the scratch's (bin, c)
+        // scratch (bin, c) -> output layout (c, bin), values and argmax alike (the scratch is
+        // small and in cache, so the strided reads cost next to nothing)
         for (i64 l = 0; l < L; ++l) {
             const i64* p = plan + 5 * l;
             const i64 nn = p[0] * p[0];
             const T* V = vals.data() + p[3] * C;
             const idx_t* A = args.data() + p[3] * C;
-            for (i64 c = 0; c < C; ++c)
-                for (i64 k = 0; k < nn; ++k) o[p[1] + c * nn + k] = V[k * C + c];
-            for (i64 j = 0; j < nn * C; ++j) a[p[1] + j] = static_cast<Arg>(A[j]);
+            for (i64 c = 0; c < C; ++c) {
+                T* oc = o + p[1] + c * nn;
+                Arg* ac = a + p[1] + c * nn;
+                for (i64 k = 0; k < nn; ++k) {
+                    oc[k] = V[k * C + c];
+                    ac[k] = static_cast<Arg>(A[k * C + c]);
+                }
+            }
         }
     }
 }
 
-// dx (N, C, H, W) += dout at each output's maximum. In a row, level l's output column
-// col_off + c*n*n + k has its argmax at entry col_off + k*C + c (bins-major: read with stride
-// C, from a row small enough to stay in cache). Rows of identical RoIs share an argmax row
-// (rowmap), so their gradients simply add up.
+// dx (N, C, H, W) += dout at each output's maximum: argmax has the layout of out, so output
+// column j's maximum is argmax[u, j]. Rows of identical RoIs share an argmax row (rowmap), so
+// their gradients simply add up.
 template <typename T, typename Arg>
 void roi_max_backward(const T* dout, const Arg* argmax, const i64* rowmap, const i64* batch,
                       i64 R, i64 C, i64 HW, const i64* plan, i64 L, T* dx) {
@@ -198,7 +203,7 @@ void roi_max_backward(const T* dout, const Arg* argmax, const i64* rowmap, const
             const Arg* a = argmax + u * D + off;
             for (i64 c = 0; c < C; ++c) {
                 T* d = dx + (batch[u] * C + c) * HW;
-                for (i64 k = 0; k < nn; ++k) d[a[k * C + c]] += g[c * nn + k];
+                for (i64 k = 0; k < nn; ++k) d[a[c * nn + k]] += g[c * nn + k];
             }
         }
     }

@@ -41,10 +41,11 @@ import numpy as np
 
 from ..backend import get_array_module, is_gpu_array
 from ..bins import DEFAULT_LEVELS, MODES, BinTable, bin_table
-from ..validate import check_array, check_choice, check_levels, check_nchw
+from ..validate import check_array, check_choice, check_impl, check_levels, check_nchw
+from .argmax import scatter_max_grad
 
 POOLS = ("max", "avg")
-IMPLS = ("auto", "xp", "kernel")
+IMPLS = ("auto", "xp", "cuda", "emulate")  # what each runs: tinyspp.validate.IMPLS
 
 
 class SPPCache(NamedTuple):
@@ -54,7 +55,7 @@ class SPPCache(NamedTuple):
     levels: tuple  # bins per side, e.g. (6, 3, 2, 1)
     mode: str  # "adaptive" | "paper" | "caffe"
     pool: str  # "max" | "avg"
-    impl: str  # the path actually taken: "xp" or "kernel"
+    impl: str  # the path actually taken: "xp", "cuda" or "emulate"
     argmax: object  # (N, D) int32 flat h*W + w of each maximum (any int dtype from kernels)
     #                 None for avg
     table: BinTable  # every bin, in output order (channels=C offsets)
@@ -66,7 +67,8 @@ def check_spp_args(levels, mode, pool, impl, func, impls=IMPLS):
     levels = check_levels(levels, func)
     check_choice(mode, "mode", func, MODES)
     check_choice(pool, "pool", func, POOLS)
-    check_choice(impl, "impl", func, impls)
+    if impl != "kernel":  # the deprecated name is resolved (with its warning) by check_impl
+        check_choice(impl, "impl", func, impls)
     return levels
 
 
@@ -90,10 +92,11 @@ def spp_forward(x, levels=DEFAULT_LEVELS, mode="adaptive", pool="max", impl="aut
         Bin rule (see ``tinyspp.bins``). ``paper`` and ``caffe`` raise a ValueError for sizes
         where they cannot make ``n`` non-empty bins.
     pool : {"max", "avg"}
-    impl : {"auto", "xp", "kernel"}
-        ``auto``: the CUDA kernel for CuPy inputs, the array-module path for NumPy inputs;
-        ``xp``: always the array-module path; ``kernel``: always ``tinyspp.kernels`` (its CPU
-        emulation for NumPy inputs).
+    impl : {"auto", "xp", "cuda", "emulate"}
+        ``auto``: the CUDA kernel for float32/float64 CuPy inputs, the array-module path
+        otherwise; ``xp``: always the array-module path; ``cuda``: the CUDA kernel (CuPy);
+        ``emulate``: the same kernel run serially on the CPU (NumPy; a slow test harness). The
+        old ``"kernel"`` (cuda or emulate, by array type) warns and still works.
 
     Returns
     -------
@@ -107,8 +110,10 @@ def spp_forward(x, levels=DEFAULT_LEVELS, mode="adaptive", pool="max", impl="aut
     levels = check_spp_args(levels, mode, pool, impl, func)
     table = pyramid_table(H, W, levels, mode, C, func)
     xp = get_array_module(x)
-    path = "kernel" if impl == "kernel" or (impl == "auto" and is_gpu_array(x)) else "xp"
-    if path == "kernel":
+    path = check_impl(impl, func, IMPLS, xp)
+    if path == "auto":
+        path = "cuda" if is_gpu_array(x) and x.dtype in (np.float32, np.float64) else "xp"
+    if path in ("cuda", "emulate"):
         from .. import kernels
 
         out, argmax = kernels.spp_forward(xp.ascontiguousarray(x), table, pool)
@@ -141,7 +146,7 @@ def spp_backward(dout, cache):
     if tuple(dout.shape) != (N, D):
         raise ValueError(f"{func}: dout must have shape {(N, D)}, got {tuple(dout.shape)}")
     xp = get_array_module(dout)
-    if cache.impl == "kernel":
+    if cache.impl in ("cuda", "emulate"):
         from .. import kernels
 
         dx = kernels.spp_backward(xp.ascontiguousarray(dout), cache.argmax, cache.x_shape,
@@ -160,24 +165,6 @@ def channel_of_column(levels, C, xp=np):
     """Channel index of every output column, shape (D,) int64 (the channel-major layout)."""
     chans = [np.repeat(np.arange(C, dtype=np.int64), n * n) for n in levels]
     return xp.asarray(np.concatenate(chans))
-
-
-def scatter_max_grad(dout, argmax, chan, shape):
-    """Route ``dout (N, D)`` to ``dx (N, C, H, W)`` through the flat argmax with one scatter-add.
-
-    ``chan (D,)`` is each column's channel. NumPy: ``np.add.at`` in the dtype of ``dout`` (its
-    fast path; ~3x quicker than ``bincount``'s float64 weights); CuPy: ``bincount`` (float64).
-    """
-    xp = get_array_module(dout)
-    N, C, H, W = shape
-    plane = (xp.arange(N, dtype=np.int64)[:, None] * C + chan[None, :]) * (H * W)  # (N, D)
-    flat = (plane + argmax.astype(np.int64, copy=False)).ravel()
-    if xp is np:
-        dx = np.zeros(N * C * H * W, dtype=dout.dtype)
-        np.add.at(dx, flat, dout.ravel())
-    else:
-        dx = xp.bincount(flat, weights=dout.ravel(), minlength=N * C * H * W)
-    return dx.reshape(N, C, H, W)
 
 
 def first_max(candidates):
