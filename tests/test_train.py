@@ -1,5 +1,7 @@
 """Trainer: the loss goes down, resume == uninterrupted, NaN stops training with the last good
-checkpoint on disk, the size schedules, devices, evaluation views; CLI commands and the demo."""
+checkpoint on disk, the size schedules, the lr schedules (the same lr for every size schedule;
+no plateau cut from a size change), devices, evaluation views; the train command.
+The experiment and the demo are tested in tests/test_experiments.py."""
 
 import os
 
@@ -10,7 +12,7 @@ from tinyspp.apps.cli import main
 from tinyspp.backend import gpu_available
 from tinyspp.data import make_synthetic
 from tinyspp.nn import no_spp_net, small_spp_net
-from tinyspp.train import Trainer, evaluate, extract_features
+from tinyspp.train import Trainer, evaluate, extract_features, step_lr
 
 TINY = dict(widths=(4, 8, 8), hidden=16)
 
@@ -49,12 +51,14 @@ def test_training_drives_the_loss_down():
     assert trainer.evaluate(data, view="full", size=16)["error"] <= 0.125
 
 
-def test_resume_equals_uninterrupted(tiny_data, tmp_path):
-    full = _trainer(tiny_data, out_dir=str(tmp_path / "full"))
+@pytest.mark.parametrize("lr_kw", [dict(lr_schedule="step", lr_steps=(2,)),
+                                   dict(lr_schedule="plateau", patience=1)])
+def test_resume_equals_uninterrupted(tiny_data, tmp_path, lr_kw):
+    full = _trainer(tiny_data, out_dir=str(tmp_path / "full"), **lr_kw)
     full.fit(3)
-    part = _trainer(tiny_data, out_dir=str(tmp_path / "part"))
+    part = _trainer(tiny_data, out_dir=str(tmp_path / "part"), **lr_kw)
     part.fit(2)
-    resumed = _trainer(tiny_data, out_dir=str(tmp_path / "part"))  # a fresh process, in effect
+    resumed = _trainer(tiny_data, out_dir=str(tmp_path / "part"), **lr_kw)  # a fresh process
     resumed.fit(3, resume=True)
     a, b = _params(full.net), _params(resumed.net)
     assert a.keys() == b.keys()
@@ -65,9 +69,13 @@ def test_resume_equals_uninterrupted(tiny_data, tmp_path):
     assert timeless(resumed.history) == timeless(full.history)
     assert resumed.optimizer.lr == full.optimizer.lr
     assert os.path.exists(tmp_path / "part" / "history.json")
-    other = _trainer(tiny_data, out_dir=str(tmp_path / "part"), sizes=(16, 14))
+    other = _trainer(tiny_data, out_dir=str(tmp_path / "part"), sizes=(16, 14), **lr_kw)
     with pytest.raises(ValueError, match="resuming would not continue the same run"):
         other.fit(3, resume=True)
+    if lr_kw["lr_schedule"] == "step":  # another lr schedule is another run too
+        moved = _trainer(tiny_data, out_dir=str(tmp_path / "part"), lr_steps=(1,))
+        with pytest.raises(ValueError, match="resuming would not continue the same run"):
+            moved.fit(3, resume=True)
 
 
 def test_nan_loss_raises_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
@@ -103,7 +111,53 @@ def test_size_schedules(tiny_data):
     assert {single.size_for_epoch(e) for e in range(5)} == {14}
 
 
+def test_step_schedule_gives_every_size_schedule_the_same_lr(tiny_data):
+    lrs = {}
+    for schedule, sizes in (("single", (16,)), ("multi", (16, 12)), ("random", (12, 16))):
+        t = _trainer(tiny_data, sizes=sizes, schedule=schedule, lr_steps=(2, 3), lr=0.05)
+        lrs[schedule] = [h["lr"] for h in t.fit(4)]
+    expected = [0.05, 0.05, pytest.approx(0.005), pytest.approx(0.0005)]
+    assert lrs["single"] == lrs["multi"] == lrs["random"]
+    assert lrs["single"] == expected
+    assert step_lr(0.05, 3, (2, 3)) == lrs["multi"][3]
+
+
+def _scripted(trainer, val_errors):
+    """Replace the trainer's epoch by one that reports the given validation errors."""
+    def fake_epoch():
+        e = trainer.epoch
+        return {"epoch": e + 1, "size": trainer.size_for_epoch(e), "lr": trainer.optimizer.lr,
+                "val_error": val_errors[e]}
+    trainer.train_epoch = fake_epoch
+    return trainer
+
+
+def test_plateau_never_cuts_the_lr_because_of_a_size_change(tiny_data):
+    # a multi-size net scores worse at the 16-px validation after a 12-px epoch; both sizes
+    # keep improving. A rule comparing across sizes would cut at epoch 2 (0.30 > 0.20);
+    # like for like, nothing has plateaued, so the lr must stay
+    improving = [0.20, 0.30, 0.18, 0.28, 0.16, 0.26, 0.14, 0.24]
+    t = _scripted(_trainer(tiny_data, schedule="multi", sizes=(16, 12), lr_schedule="plateau",
+                           patience=1, lr=0.05), improving)
+    assert [h["lr"] for h in t.fit(8)] == [0.05] * 8
+    # a real plateau at one size is still detected: the 12-px epochs stop improving
+    stalls = [0.20, 0.30, 0.18, 0.30, 0.16, 0.31, 0.14, 0.24]
+    t = _scripted(_trainer(tiny_data, schedule="multi", sizes=(16, 12), lr_schedule="plateau",
+                           patience=1, lr=0.05), stalls)
+    lrs = [h["lr"] for h in t.fit(8)]
+    assert lrs[:4] == [0.05] * 4 and lrs[4] == pytest.approx(0.005), lrs
+    assert lrs[6] == pytest.approx(0.0005), lrs
+
+
 def test_trainer_rejects_bad_arguments(tiny_data):
+    with pytest.raises(ValueError, match="Trainer: lr_schedule must be one of"):
+        _trainer(tiny_data, lr_schedule="cosine")
+    with pytest.raises(ValueError, match="lr_steps apply to lr_schedule='step'"):
+        _trainer(tiny_data, lr_schedule="plateau", lr_steps=(3,))
+    with pytest.raises(ValueError, match=r"Trainer: lr_drop must be in \(0, 1\]"):
+        _trainer(tiny_data, lr_drop=1.5)
+    with pytest.raises(TypeError, match="Trainer: lr_steps must be an integer"):
+        _trainer(tiny_data, lr_steps=(2.5,))
     with pytest.raises(ValueError, match="Trainer: schedule must be one of"):
         _trainer(tiny_data, schedule="cyclic")
     with pytest.raises(ValueError, match=r"Trainer: schedule='random' needs sizes=\(lo, hi\)"):
@@ -154,32 +208,6 @@ def test_cli_train_quick(tmp_path, capsys):
                  "--data", "digits", "--sizes", "20", "16"]) == 0
     assert "test error" in capsys.readouterr().out
     assert (out / "checkpoint.npz").exists() and (out / "test_errors.json").exists()
-
-
-def test_demo_quick_writes_the_report(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
-    printed = capsys.readouterr().out
-    assert f"report written to {out}" in printed
-    report = (out / "report.md").read_text()
-    for heading in ("## Data", "## Training", "## Evaluation", "## SVM on features",
-                    "## SPP-net detection"):
-        assert heading in report
-    for png in ("samples.png", "learning_curves.png", "error_vs_size.png",
-                "detect/detections.png"):
-        assert (out / png).stat().st_size > 1000
-        assert f"]({png})" in report
-
-
-def test_experiment_classify_quick(tmp_path, capsys):
-    out = tmp_path / "classify"
-    assert main(["experiment", "classify", "--quick", "--datasets", "digits", "--epochs", "1",
-                 "--out", str(out), "--no-progress"]) == 0
-    report = (out / "report.md").read_text()
-    for label in ("no SPP, single-size", "SPP, multi-size", "SPP, random-size", "full image",
-                  "SVM accuracy"):
-        assert label in report
-    assert (out / "digits_curves.png").exists() and (out / "digits_error_vs_size.png").exists()
 
 
 def test_training_bench_smoke():

@@ -3,9 +3,21 @@
 The paper trains one set of parameters on inputs of several sizes (Sec. 2.4): the network is
 switched to another input size every full epoch (e.g. 224 and 180, the 224 crop resized), which
 is possible only because spatial pyramid pooling makes the fc input length independent of the
-image size. :class:`Trainer` implements that with mini-batch SGD (momentum, weight decay), a
-learning rate divided by 10 when the validation error stops improving, dropout on the fc layers
-(inside the model), tqdm progress bars, a JSON history and atomic ``.npz`` checkpoints.
+image size. :class:`Trainer` implements that with mini-batch SGD (momentum, weight decay),
+dropout on the fc layers (inside the model), tqdm progress bars, a JSON history and atomic
+``.npz`` checkpoints.
+
+Learning-rate schedules, fair to every size schedule (:data:`LR_SCHEDULES`):
+
+- ``"step"`` (default): a fixed epoch budget with the lr multiplied by ``lr_drop`` at fixed
+  epochs, ``lr_e = lr * lr_drop ** #{s in lr_steps : s <= e}``. The lr is a function of the epoch
+  number alone, so single-, multi- and random-size nets get exactly the same lr at every epoch.
+- ``"plateau"``: divide the lr when the validation error stops improving -- compared *like for
+  like*. Validation is always a centre crop at ``eval_size``, but a net that has just trained
+  an epoch at 26 px scores differently at 32 px than after a 32-px epoch; comparing the two
+  would read a size switch as a setback and cut the lr of a multi-size net for nothing. So an
+  epoch's validation error is compared only with earlier epochs *of the same training size*,
+  and an epoch whose size has not been seen before counts neither way.
 
 Reproducibility: all randomness of epoch ``e`` (shuffling, crops, flips, jitter, dropout masks)
 comes from generators seeded with ``(seed, e)``, so a checkpoint needs no RNG state: resuming
@@ -34,6 +46,22 @@ from .ops import softmax_cross_entropy
 from .validate import check_choice, check_int
 
 SCHEDULES = ("single", "multi", "random")
+LR_SCHEDULES = ("step", "plateau")
+
+
+def step_lr(lr: float, epoch: int, steps=(), drop: float = 0.1) -> float:
+    """The learning rate of ``epoch`` (0-based) under the fixed step schedule.
+
+    ``lr * drop ** k`` where ``k`` is the number of steps ``s`` with ``s <= epoch``: epoch ``s``
+    is the first one trained at the lower rate.
+
+    Examples
+    --------
+    >>> [step_lr(0.01, e, steps=(2, 4)) for e in range(5)]
+    [0.01, 0.01, 0.001, 0.001, 0.0001]
+    """
+    k = sum(1 for s in steps if s <= epoch)
+    return float(lr / (1.0 / drop) ** k)  # 0.01 / 10**2 is 1e-4 exactly; 0.01 * 0.1**2 is not
 
 
 def blas_threads(n: int | None):
@@ -164,10 +192,17 @@ class Trainer:
     batch_size : int
     lr, momentum, weight_decay : float
         SGD hyper-parameters.
+    lr_schedule : {"step", "plateau"}
+        ``"step"``: ``lr`` times ``lr_drop`` at each epoch of ``lr_steps`` (see :func:`step_lr`);
+        the same lr at every epoch whatever the size schedule. ``"plateau"``: times ``lr_drop``
+        after ``patience`` like-for-like epochs without a better validation error (an epoch is
+        compared only with earlier epochs of the same training size; see the module docstring).
+    lr_steps : sequence of int
+        0-based epochs from which the next lower rate applies (``"step"`` only; empty: constant).
     lr_drop : float
-        Factor applied to the learning rate when the validation error has not improved for
-        ``patience`` epochs (the paper divides by 10).
+        Factor of each drop (the paper divides by 10).
     patience : int
+        ``"plateau"`` only.
     jitter : float
         Colour jitter amount of the training augmentation (0 disables it).
     seed : int
@@ -195,8 +230,9 @@ class Trainer:
 
     def __init__(self, net, train_set: ImageSet, val_set: ImageSet | None = None, *,
                  sizes=(32,), schedule: str = "single", batch_size: int = 32, lr: float = 0.01,
-                 momentum: float = 0.9, weight_decay: float = 5e-4, lr_drop: float = 0.1,
-                 patience: int = 2, jitter: float = 0.1, seed: int = 0, device: str = "cpu",
+                 momentum: float = 0.9, weight_decay: float = 5e-4, lr_schedule: str = "step",
+                 lr_steps=(), lr_drop: float = 0.1, patience: int = 2, jitter: float = 0.1,
+                 seed: int = 0, device: str = "cpu",
                  out_dir: str | None = None, eval_size: int | None = None,
                  progress: bool = True):
         func = "Trainer"
@@ -211,6 +247,15 @@ class Trainer:
             raise ValueError(f"{func}: train_set must be a non-empty ImageSet")
         if not lr > 0:
             raise ValueError(f"{func}: lr must be > 0, got {lr}")
+        self.lr_schedule = check_choice(lr_schedule, "lr_schedule", func, LR_SCHEDULES)
+        self.lr_steps = tuple(sorted(check_int(e, "lr_steps", func, minimum=0)
+                                     for e in lr_steps))
+        if lr_schedule == "plateau" and self.lr_steps:
+            raise ValueError(f"{func}: lr_steps apply to lr_schedule='step', got "
+                             f"lr_steps={self.lr_steps} with lr_schedule='plateau'")
+        if not 0 < lr_drop <= 1:
+            raise ValueError(f"{func}: lr_drop must be in (0, 1], got {lr_drop}")
+        self.base_lr = float(lr)
         self.sizes = sizes
         self.base = max(sizes)
         self.eval_size = self.base if eval_size is None else check_int(eval_size, "eval_size",
@@ -226,7 +271,7 @@ class Trainer:
         self.out_dir = out_dir
         self.history: list[dict] = []
         self.epoch = 0  # epochs completed
-        self.best_error = np.inf
+        self.best_error: dict[str, float] = {}  # plateau: best val error per training size
         self.bad_epochs = 0
 
     # ----------------------------------------------------------------- schedule
@@ -251,7 +296,8 @@ class Trainer:
         extra.update({"epoch": self.epoch, "lr": self.optimizer.lr,
                       "best_error": self.best_error, "bad_epochs": self.bad_epochs,
                       "history": self.history, "seed": self.seed, "sizes": list(self.sizes),
-                      "schedule": self.schedule, "mean": self.mean.tolist(),
+                      "schedule": self.schedule, "lr_schedule": self.lr_schedule,
+                      "lr_steps": list(self.lr_steps), "mean": self.mean.tolist(),
                       "std": self.std.tolist()})
         return extra
 
@@ -272,11 +318,13 @@ class Trainer:
         if path is None or not os.path.exists(path):
             raise FileNotFoundError(f"Trainer.load_checkpoint: no checkpoint at {path!r}")
         net_state, meta = load_checkpoint(path, func="Trainer.load_checkpoint")
-        saved = (meta.get("schedule"), tuple(meta.get("sizes", ())), meta.get("seed"))
-        if saved != (self.schedule, self.sizes, self.seed):
+        saved = (meta.get("schedule"), tuple(meta.get("sizes", ())), meta.get("seed"),
+                 meta.get("lr_schedule"), tuple(meta.get("lr_steps", ())))
+        mine = (self.schedule, self.sizes, self.seed, self.lr_schedule, self.lr_steps)
+        if saved != mine:
             raise ValueError(
-                f"Trainer.load_checkpoint: {path!r} was written with schedule, sizes, seed = "
-                f"{saved}, but this trainer has {(self.schedule, self.sizes, self.seed)}; "
+                f"Trainer.load_checkpoint: {path!r} was written with schedule, sizes, seed, "
+                f"lr_schedule, lr_steps = {saved}, but this trainer has {mine}; "
                 "resuming would not continue the same run")
         opt_state = {k[4:]: v for k, v in meta.items() if k.startswith("opt/")}
         self.net.load_state_dict(net_state)
@@ -349,12 +397,26 @@ class Trainer:
             entry.update(val_loss=val["loss"], val_error=val["error"])
         return entry
 
+    def lr_for_epoch(self, epoch: int) -> float:
+        """The step schedule's learning rate of ``epoch`` (0-based); ``"plateau"`` keeps the
+        current rate."""
+        if self.lr_schedule == "step":
+            return step_lr(self.base_lr, epoch, self.lr_steps, self.lr_drop)
+        return self.optimizer.lr
+
     def _update_lr(self, entry: dict) -> None:
-        """Divide the learning rate when the validation error has plateaued."""
-        if "val_error" not in entry:
+        """Plateau rule, like for like: compare the validation error of this epoch only with
+        the best earlier epoch trained at the same size."""
+        if self.lr_schedule != "plateau" or "val_error" not in entry:
             return
-        if entry["val_error"] < self.best_error - 1e-12:
-            self.best_error, self.bad_epochs = entry["val_error"], 0
+        key = str(entry["size"])
+        best = self.best_error.get(key)
+        self.best_error[key] = entry["val_error"] if best is None else min(best,
+                                                                          entry["val_error"])
+        if best is None:  # first epoch at this size: nothing to compare with
+            return
+        if entry["val_error"] < best - 1e-12:
+            self.bad_epochs = 0
             return
         self.bad_epochs += 1
         if self.bad_epochs >= self.patience:
@@ -370,6 +432,7 @@ class Trainer:
         if resume and self.checkpoint_path and os.path.exists(self.checkpoint_path):
             self.load_checkpoint()
         while self.epoch < epochs:
+            self.optimizer.lr = self.lr_for_epoch(self.epoch)
             entry = self.train_epoch()
             self._update_lr(entry)
             self.epoch += 1

@@ -7,8 +7,14 @@
 3. Evaluate: centre crop, 10 views and the full image at several test sizes.
 4. SVM on features (paper Sec. 3.3): SPP features of the held-out classes from full images vs
    warped images, with ``sklearn.svm.LinearSVC``.
-5. Detection: SPP-net vs R-CNN (:mod:`tinyspp.apps.detect_demo`, skipped with ``--no-detect``).
-6. Write ``report.md`` and PNG figures to ``--out`` (default ``runs/demo/``) and print where.
+5. This run beside the multi-seed experiment: the demo is ONE seed; its errors are printed next
+   to the mean ± sd over seeds and the claims' verdicts recorded in ``results/classify.json``
+   (written by ``python -m tinyspp experiment classify``), so one run is never read as a finding.
+6. Detection: SPP-net vs R-CNN (:mod:`tinyspp.apps.detect_demo`, skipped with ``--no-detect``).
+7. Write ``report.md`` and PNG figures to ``--out`` (default ``runs/demo/``) and print where.
+
+Training uses the experiment's schedule, the same for both networks: a fixed epoch budget with
+the learning rate divided by 10 at fixed epochs (:func:`tinyspp.apps.experiments.lr_steps_for`).
 
 The report is assembled from *sections*: functions ``section(ctx) -> str`` (Markdown) listed in
 :data:`SECTIONS` and run in order, sharing a :class:`DemoContext`. Adding a part to the demo
@@ -18,29 +24,39 @@ The report is assembled from *sections*: functions ``section(ctx) -> str`` (Mark
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..backend import check_device
 from ..train import blas_threads
 from .experiments import (
+    BATCH,
     EPOCHS,
     LR,
-    PATIENCE,
     full_image_sizes,
+    lr_steps_for,
     make_setup,
     svm_accuracy,
     train_one,
 )
 from .options import add_run_options
+from .publish import RESULTS
 from .reporting import (
+    claims_markdown,
     markdown_table,
     pct,
     plot_error_vs_size,
     plot_learning_curves,
     plot_samples,
+    pm,
 )
+
+# the demo's two networks and the experiment's configuration each one is
+DEMO_RUNS = (("SPP, multi-size (32, 26)", "spp", "multi", "SPP, multi-size"),
+             ("no SPP, single-size 32", "nospp", "single", "no SPP, single-size"))
 
 
 @dataclass
@@ -54,6 +70,7 @@ class DemoContext:
     device: str = "cpu"
     progress: bool = True
     detect: bool = True
+    results_dir: str = str(RESULTS)
     results: dict = field(default_factory=dict)
 
     def path(self, name: str) -> str:
@@ -84,8 +101,7 @@ def data_section(ctx: DemoContext) -> str:
 def training_section(ctx: DemoContext) -> str:
     setup = ctx.results["setup"]
     runs = {}
-    for label, model, schedule in (("SPP, multi-size (32, 26)", "spp", "multi"),
-                                   ("no SPP, single-size 32", "nospp", "single")):
+    for label, model, schedule, _ in DEMO_RUNS:
         ctx.say(f"training {label} for {ctx.epochs} epochs")
         t0 = time.perf_counter()
         trainer = train_one(setup, model, schedule, epochs=ctx.epochs, seed=ctx.seed,
@@ -102,9 +118,10 @@ def training_section(ctx: DemoContext) -> str:
                      pct(t.history[-1].get("val_error")), f"{secs:.0f}", f"{ips:.0f}"])
     return "\n".join([
         "## Training", "",
-        f"{ctx.epochs} epochs of SGD (batch 32, momentum 0.9, weight decay 5e-4, lr {LR} divided "
-        f"by 10 when the validation error stalls for {PATIENCE} epochs), dropout 0.5 on the "
-        "hidden fc layer. "
+        f"{ctx.epochs} epochs of SGD (batch {BATCH}, momentum 0.9, weight decay 5e-4, lr {LR} "
+        f"divided by 10 from epochs {', '.join(str(e + 1) for e in lr_steps_for(ctx.epochs))} "
+        "on -- the same schedule for both networks and for the multi-seed experiment), dropout "
+        "0.5 on the hidden fc layer. "
         "The multi-size net switches between 32 px and 26 px every epoch "
         "(32:26 is the paper's 224:180).", "",
         markdown_table(["network", "final train loss", "val error (%)", "seconds",
@@ -115,15 +132,18 @@ def training_section(ctx: DemoContext) -> str:
 def evaluation_section(ctx: DemoContext) -> str:
     setup = ctx.results["setup"]
     sizes = full_image_sizes(setup, quick=ctx.quick)
-    rows, curves = [], {}
+    rows, curves, errors = [], {}, {}
     for label, (t, model, _) in ctx.results["runs"].items():
         ev = lambda view, size=setup.size, t=t: t.evaluate(setup.test, view=view,
                                                            size=size)["error"]
-        full = ev("full") if model == "spp" else None
-        rows.append([label, pct(ev("center")), pct(ev("multiview")), pct(ev("warp")),
-                     pct(full)])
+        errors[label] = {"center": ev("center"), "multiview": ev("multiview"),
+                         "warp": ev("warp"), "full": ev("full") if model == "spp" else None}
+        e = errors[label]
+        rows.append([label, pct(e["center"]), pct(e["multiview"]), pct(e["warp"]),
+                     pct(e["full"])])
         if model == "spp":
             curves[label] = {s: ev("full", s) for s in sizes}
+    ctx.results["errors"] = errors
     ctx.say("\n" + markdown_table(["network", "centre", "10 views", "warped", "full"], rows))
     fig = plot_error_vs_size(curves, ctx.path("error_vs_size.png"),
                              train_sizes=(setup.small, setup.size))
@@ -158,6 +178,47 @@ def svm_section(ctx: DemoContext) -> str:
         markdown_table(["features of", "input", "SVM accuracy (%)"], rows), ""])
 
 
+def experiment_section(ctx: DemoContext) -> str:
+    """This run's errors beside the multi-seed experiment's mean ± sd, and the claims with their
+    verdicts (``results/classify.json``): one seed is an example, not a finding."""
+    path = Path(ctx.results_dir) / "classify.json"
+    head = ["## This run beside the multi-seed experiment", ""]
+    if not path.exists():
+        msg = (f"No multi-seed results at {path}: run `python -m tinyspp experiment classify` "
+               "(about half an hour) to see whether these differences hold over seeds.")
+        ctx.say(msg)
+        return "\n".join(head + [msg, ""])
+    res = json.loads(path.read_text())
+    ds = res["datasets"]["synthetic"]
+    S = len(ds["seeds"])
+    rows = []
+    for label, _, _, config in DEMO_RUNS:
+        mine = ctx.results["errors"][label]
+        per = [s["arms"][config]["error"] for s in ds["seeds"]]
+        for view, name in (("center", "centre crop"), ("multiview", "10 views"),
+                           ("full", "full image")):
+            if mine.get(view) is None:
+                continue
+            vals = [p[view] for p in per]
+            rows.append([label, name, pct(mine[view]), pm(vals),
+                         f"{pct(min(vals))}-{pct(max(vals))}"])
+    table = markdown_table(["network", "test view", f"this run (seed {ctx.seed}, %)",
+                            f"experiment, mean ± sd over {S} seeds (%)", "seed range (%)"], rows)
+    claims = claims_markdown(res["claims"])
+    verdicts = "\n".join(f"- {c['claim']}: **{c['verdict']}**" for c in res["claims"])
+    note = ("" if not ctx.quick else
+            "This was a quick run (tiny data and nets): its numbers are not comparable at all. ")
+    ctx.say("\nthe multi-seed experiment's verdicts (results/classify.json):\n"
+            + "\n".join(f"  {c['verdict']:30s} {c['claim']}" for c in res["claims"]))
+    return "\n".join(head + [
+        f"{note}A single training run is one draw: another seed moves these errors by about the "
+        f"spread shown here. The experiment (`{res['command']}`, seeds "
+        f"{', '.join(map(str, res['seeds']))}, the same data, schedule and test images) is what "
+        "the claims rest on.", "", table, "",
+        "The paper's claims, measured over seeds with a paired test on the same images "
+        f"(from `{path.name}`):", "", verdicts, "", claims, ""])
+
+
 def detection_section(ctx: DemoContext) -> str:
     """The SPP-net vs R-CNN detection demo (:mod:`tinyspp.apps.detect_demo`), in ``out/detect/``."""
     if not ctx.detect:
@@ -171,17 +232,19 @@ def detection_section(ctx: DemoContext) -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in md.splitlines())
 
 
-SECTIONS = [data_section, training_section, evaluation_section, svm_section, detection_section]
+SECTIONS = [data_section, training_section, evaluation_section, svm_section, experiment_section,
+            detection_section]
 
 
 def run_demo(*, out: str = "runs/demo", quick: bool = False, epochs: int | None = None,
              seed: int = 0, device: str = "cpu", progress: bool = True,
-             detect: bool = True) -> str:
+             detect: bool = True, results_dir: str | None = None) -> str:
     """Run every section of :data:`SECTIONS`; write ``out/report.md``; return its path."""
     check_device(device, "demo")
     os.makedirs(out, exist_ok=True)
     ctx = DemoContext(out=out, quick=quick, epochs=epochs or (2 if quick else EPOCHS), seed=seed,
-                      device=device, progress=progress, detect=detect)
+                      device=device, progress=progress, detect=detect,
+                      results_dir=str(results_dir or RESULTS))
     t0 = time.perf_counter()
     parts = [section(ctx) for section in SECTIONS]
     head = ["# tinyspp demo report", "",
@@ -201,6 +264,9 @@ def add_arguments(parser) -> None:
                         help=f"default {EPOCHS} (2 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-detect", action="store_true", help="skip the detection part")
+    parser.add_argument("--results", default=None,
+                        help="folder of the multi-seed results (default: the repository's "
+                             "results/)")
     add_run_options(parser)
 
 
@@ -212,6 +278,6 @@ def run(args) -> int:
 def _run(args) -> int:
     path = run_demo(out=args.out, quick=args.quick, epochs=args.epochs, seed=args.seed,
                     device=args.device, progress=not args.no_progress,
-                    detect=not args.no_detect)
+                    detect=not args.no_detect, results_dir=args.results)
     print(f"report written to {os.path.abspath(path)}")
     return 0

@@ -1,47 +1,72 @@
-"""``python -m tinyspp experiment classify``: the paper's classification claims in miniature.
+"""``python -m tinyspp experiment classify``: the paper's classification claims, measured.
 
-For each data set (the synthetic shapes and the up-sampled digits) the classes are split into
-*source* classes, on which networks are trained, and *held-out* classes, used only for the
-SVM-on-features transfer test (paper Sec. 3.3, where ImageNet-trained features are used on
-Caltech-101). On the source classes four networks are trained with the same trunk, seed and
-epochs -- like the paper's Tables 2-4:
+What is compared (paper Sec. 3.1-3.3, Table 2): four networks with the same trunk, the same data,
+the same epoch budget and the same learning-rate steps --
 
-1. no SPP, single-size (the fixed-size baseline),
-2. SPP, single-size,
-3. SPP, multi-size (two sizes in the ratio 224:180, switched every epoch),
-4. SPP, random-size (a size drawn from the range every epoch),
+1. no SPP, single-size (the fixed-size baseline: one fixed max pooling before the fc layers),
+2. SPP, single-size (32 px crops),
+3. SPP, multi-size (32 and 26 px, the paper's 224:180, switched every epoch),
+4. SPP, random-size (a size drawn from [26, 32] every epoch),
 
-and tested with a centre crop, 10 views and the full image (SPP only; the baseline sees the
-warped full image instead). Then the SPP (or fc) features of the held-out classes, extracted from
-the full images (SPP net) or warped images (baseline), are classified with ``LinearSVC``.
-Everything is written to ``runs/classify/`` (Markdown + PNG).
+each trained once per seed (``--seeds``, default 0 1 2; a seed sets the initial weights, the
+batch order, the crops, flips, jitter and dropout masks) and tested on the SAME test images
+(>= 1,000 of the source classes) with a centre crop, 10 views and the full image (SPP only; the
+baseline sees the warped image instead). Then the SPP features of *held-out* classes (never
+trained on) are classified with a linear SVM, from full and from warped images (paper Sec. 3.3).
+
+The schedule is fair by construction: the learning rate is a function of the epoch number alone
+(:func:`tinyspp.train.step_lr`), so every arm gets the same rate at every epoch and the steps fall
+on even epochs, where a multi-size net has seen each of its two sizes equally often.
+
+Per claim, the per-image correctness of the two arms is compared with the exact McNemar test
+pooled over seeds (:func:`tinyspp.stats.mcnemar`) and a paired bootstrap over test images of the
+error difference (:func:`tinyspp.stats.paired_bootstrap`); :func:`tinyspp.stats.verdict` turns
+that into reproduced / partly / not reproduced at this scale.
+
+Outputs: ``results/classify.json`` (command, seeds, versions, threads, times, per-seed errors,
+histories, per-image correctness as 0/1 strings, the claims) beside ``results/classify.md`` and
+its figures (with ``--quick``, in ``runs/classify-quick/`` instead: quick numbers are no finding).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
 import os
+import platform
+import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..data import SHAPES, ImageSet, digits_splits, synthetic_splits
-from ..nn import Linear, no_spp_net, small_spp_net
-from ..train import Trainer, blas_threads, extract_features
+from ..nn import Conv2d, Linear, SpatialPyramidPooling, no_spp_net, small_spp_net
+from ..train import Trainer, blas_threads, extract_features, forward_views
 from ..validate import check_choice
 from .options import add_run_options
-from .reporting import markdown_table, pct, plot_error_vs_size, plot_learning_curves
 
 DATASETS = ("synthetic", "digits")
-EPOCHS, LR, PATIENCE = 30, 0.01, 3  # SGD settings shared by the experiment and the demo
-# lr 0.01: chosen on VALIDATION error for all three nets in notebook 03 (0.02 made the SPP nets
-# unstable: their validation error swung and the plateau rule cut the lr early)
+SEEDS = (0, 1, 2)
+EPOCHS, LR, LR_DROP, BATCH = 40, 0.01, 0.1, 32  # shared by the experiment and the demo
 CONFIGS = (  # (label, model, schedule)
     ("no SPP, single-size", "nospp", "single"),
     ("SPP, single-size", "spp", "single"),
     ("SPP, multi-size", "spp", "multi"),
     ("SPP, random-size", "spp", "random"),
 )
+COMMAND = "python -m tinyspp experiment classify"
+
+
+def lr_steps_for(epochs: int) -> tuple[int, ...]:
+    """The epochs at which the lr drops by 10: after 70 % and 90 % of the budget, rounded to even
+    epochs (a multi-size net has then trained equally often at both sizes).
+
+    >>> lr_steps_for(40), lr_steps_for(2)
+    ((28, 36), ())
+    """
+    steps = {2 * round(f * epochs / 2) for f in (0.7, 0.9)}
+    return tuple(sorted(s for s in steps if 0 < s < epochs))
 
 
 @dataclass
@@ -59,11 +84,16 @@ class Setup:
 
 
 def make_setup(name: str, *, quick: bool = False, seed: int = 0) -> Setup:
-    """Build the source/held-out splits of ``name`` ("synthetic" or "digits")."""
+    """Build the source/held-out splits of ``name`` ("synthetic" or "digits").
+
+    Synthetic: 150 train / 30 val / 170 test images per class (6 source classes: 1,020 test
+    images; 4 held-out classes: 30 SVM-train and 170 SVM-test images each). The data do not
+    depend on the training seeds: every seed is tested on the same images.
+    """
     check_choice(name, "name", "make_setup", DATASETS)
     if name == "synthetic":
         source, target = SHAPES[:6], SHAPES[6:]
-        counts = (12, 4, 6) if quick else (150, 30, 50)
+        counts = (12, 4, 6) if quick else (150, 30, 170)
         train, val, test = synthetic_splits(*counts, size_range=(32, 64), seed=seed)
     else:
         source, target = tuple("01234"), tuple("56789")
@@ -93,28 +123,50 @@ def build_model(model: str, setup: Setup, *, seed: int = 0, quick: bool = False)
     return no_spp_net(K, C, input_size=setup.size, seed=seed, **kw)
 
 
+def train_sizes(setup: Setup, schedule: str) -> tuple[int, ...]:
+    """The ``sizes`` argument of :class:`~tinyspp.train.Trainer` for ``schedule``."""
+    return {"single": (setup.size,), "multi": (setup.size, setup.small),
+            "random": (setup.small, setup.size)}[schedule]
+
+
 def train_one(setup: Setup, model: str, schedule: str, *, epochs: int, seed: int = 0,
               quick: bool = False, device: str = "cpu", out_dir: str | None = None,
-              progress: bool = True, lr: float = LR, patience: int = PATIENCE) -> Trainer:
-    """Train one configuration; the no-SPP net can only use the single size."""
-    sizes = {"single": (setup.size,), "multi": (setup.size, setup.small),
-             "random": (setup.small, setup.size)}[schedule]
+              progress: bool = True, lr: float = LR, lr_steps=None) -> Trainer:
+    """Train one configuration with the fixed step schedule (``lr_steps`` default:
+    :func:`lr_steps_for`); the no-SPP net can only use the single size."""
     net = build_model(model, setup, seed=seed, quick=quick)
-    trainer = Trainer(net, setup.train, setup.val, sizes=sizes, schedule=schedule,
-                      batch_size=32, lr=lr, seed=seed, device=device, out_dir=out_dir,
-                      patience=patience, progress=progress)
+    steps = lr_steps_for(epochs) if lr_steps is None else tuple(lr_steps)
+    trainer = Trainer(net, setup.train, setup.val, sizes=train_sizes(setup, schedule),
+                      schedule=schedule, batch_size=BATCH, lr=lr, lr_schedule="step",
+                      lr_steps=steps, lr_drop=LR_DROP, seed=seed, device=device,
+                      out_dir=out_dir, progress=progress)
     trainer.fit(epochs)
     return trainer
 
 
-def source_test_errors(trainer: Trainer, setup: Setup, model: str, test_sizes) -> dict:
-    """Top-1 errors on the source test set: centre crop, 10 views, full image (or warp), and
-    full-image error at each of ``test_sizes`` (SPP only)."""
-    ev = lambda view, size=setup.size: trainer.evaluate(setup.test, view=view, size=size)["error"]
-    row = {"center": ev("center"), "multiview": ev("multiview"), "warp": ev("warp")}
-    row["full"] = ev("full") if model == "spp" else None
-    row["by_size"] = {s: ev("full", s) for s in test_sizes} if model == "spp" else {}
-    return row
+def correct(trainer: Trainer, dataset: ImageSet, *, view: str, size: int) -> np.ndarray:
+    """Bool (N,): whether the net's top-1 class (softmax averaged over views) is right."""
+    outs = forward_views(trainer.net, dataset, view=view, size=size, mean=trainer.mean,
+                         std=trainer.std, device=trainer.device)
+    pred = np.array([_mean_softmax(o).argmax() for o in outs])
+    return pred == dataset.labels
+
+
+def _mean_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).mean(axis=0)
+
+
+def source_correct(trainer: Trainer, setup: Setup, model: str, test_sizes) -> dict:
+    """Per-image correctness on the source test set: ``center``, ``multiview``, ``warp``,
+    ``full`` (SPP only) and ``full@<size>`` for each of ``test_sizes`` (SPP only)."""
+    views = ["center", "multiview", "warp"] + (["full"] if model == "spp" else [])
+    out = {v: correct(trainer, setup.test, view=v, size=setup.size) for v in views}
+    if model == "spp":
+        out.update({f"full@{s}": correct(trainer, setup.test, view="full", size=s)
+                    for s in test_sizes})
+    return out
 
 
 def feature_net(net, layer: str):
@@ -126,9 +178,9 @@ def feature_net(net, layer: str):
     return net[:first_fc] if layer == "pool" else net[:first_fc + 2]
 
 
-def svm_accuracy(trainer: Trainer, setup: Setup, *, layer: str = "pool", view: str = "full",
-                 C: float = 1.0, seed: int = 0) -> float:
-    """Accuracy of a linear SVM on l2-normalised features of the held-out classes."""
+def svm_correct(trainer: Trainer, setup: Setup, *, layer: str = "pool", view: str = "full",
+                C: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Bool (N,) on the held-out test images: linear SVM on l2-normalised features."""
     from sklearn.svm import LinearSVC
 
     part = feature_net(trainer.net, layer)
@@ -139,115 +191,157 @@ def svm_accuracy(trainer: Trainer, setup: Setup, *, layer: str = "pool", view: s
         feats.append(f / (np.linalg.norm(f, axis=1, keepdims=True) + 1e-12))
     svm = LinearSVC(C=C, random_state=seed, max_iter=5000)
     svm.fit(feats[0], setup.target_train.labels)
-    return float((svm.predict(feats[1]) == setup.target_test.labels).mean())
+    return svm.predict(feats[1]) == setup.target_test.labels
 
 
-def run_dataset(name: str, *, epochs: int, quick: bool, seed: int, device: str, out: str,
-                progress: bool, patience: int = PATIENCE) -> dict:
-    """All configurations on one data set; returns rows, histories, curves, SVM results."""
-    setup = make_setup(name, quick=quick, seed=seed)
+def svm_accuracy(trainer: Trainer, setup: Setup, **kw) -> float:
+    """Mean of :func:`svm_correct`."""
+    return float(svm_correct(trainer, setup, **kw).mean())
+
+
+SVM_ARMS = (  # (name, config label, layer, view)
+    ("SPP multi-size, pool features, full image", "SPP, multi-size", "pool", "full"),
+    ("SPP multi-size, pool features, warped", "SPP, multi-size", "pool", "warp"),
+    ("SPP multi-size, fc features, full image", "SPP, multi-size", "fc", "full"),
+    ("no SPP, pool features, warped", "no SPP, single-size", "pool", "warp"),
+)
+
+
+def pooled_lengths(trainer: Trainer, setup: Setup, sizes) -> list[int]:
+    """Lengths of the pooled representation (the paper's pool5) of the held-out test images,
+    full images at each shorter side in ``sizes`` (every aspect ratio of the set)."""
+    part = feature_net(trainer.net, "pool")
+    lengths = set()
+    for s in sizes:
+        for o in forward_views(part, setup.target_test.subset(np.arange(20)), view="full",
+                               size=s, mean=trainer.mean, std=trainer.std,
+                               device=trainer.device):
+            lengths.add(int(o.reshape(o.shape[0], -1).shape[1]))
+    return sorted(lengths)
+
+
+def bits(mask: np.ndarray) -> str:
+    """A bool vector as a '0'/'1' string (compact and exact in JSON; read back with
+    :func:`tinyspp.apps.reporting.unbits`).
+
+    >>> bits(np.array([True, False, True]))
+    '101'
+    """
+    return "".join("1" if b else "0" for b in np.asarray(mask, bool))
+
+
+def run_seed(setup: Setup, seed: int, *, epochs: int, quick: bool, device: str, out: str,
+             progress: bool, lr: float = LR, log=print) -> dict:
+    """Every configuration of :data:`CONFIGS` and every SVM arm for one seed."""
     test_sizes = full_image_sizes(setup, quick=quick)
-    result = {"setup": setup, "rows": {}, "histories": {}, "curves": {}, "svm": [],
-              "seconds": {}}
-    trainers = {}
+    arms, trainers = {}, {}
     for label, model, schedule in CONFIGS:
         t0 = time.perf_counter()
         trainer = train_one(setup, model, schedule, epochs=epochs, seed=seed, quick=quick,
-                                device=device, progress=progress, patience=patience,
-                            out_dir=os.path.join(out, name, f"{model}-{schedule}"))
-        result["seconds"][label] = time.perf_counter() - t0
-        row = source_test_errors(trainer, setup, model, test_sizes)
-        result["rows"][label] = row
-        result["histories"][label] = trainer.history
-        if row["by_size"]:
-            result["curves"][label] = row["by_size"]
+                            device=device, progress=progress, lr=lr,
+                            out_dir=os.path.join(out, f"seed{seed}", f"{model}-{schedule}"))
+        train_s = time.perf_counter() - t0
+        hits = source_correct(trainer, setup, model, test_sizes)
+        arms[label] = {"train_seconds": train_s, "history": trainer.history,
+                       "correct": {k: bits(v) for k, v in hits.items()},
+                       "error": {k: float(1 - v.mean()) for k, v in hits.items()}}
         trainers[label] = trainer
-    spp, base = trainers["SPP, multi-size"], trainers["no SPP, single-size"]
-    for layer in ("pool", "fc"):
-        result["svm"].append((f"SPP net (multi-size), {layer} features", "full image",
-                              svm_accuracy(spp, setup, layer=layer, view="full", seed=seed)))
-        result["svm"].append((f"SPP net (multi-size), {layer} features", "warped",
-                              svm_accuracy(spp, setup, layer=layer, view="warp", seed=seed)))
-        result["svm"].append((f"no-SPP net, {layer} features", "warped",
-                              svm_accuracy(base, setup, layer=layer, view="warp", seed=seed)))
-    return result
+        log(f"  seed {seed} {label}: {train_s:.0f} s, errors (%) "
+            + ", ".join(f"{k} {100 * v:.1f}" for k, v in arms[label]["error"].items()
+                        if "@" not in k))
+    svm = {}
+    for name, label, layer, view in SVM_ARMS:
+        hits = svm_correct(trainers[label], setup, layer=layer, view=view, seed=seed)
+        svm[name] = {"correct": bits(hits), "accuracy": float(hits.mean())}
+    spp_net = trainers["SPP, multi-size"].net
+    levels = next(la.levels for la in spp_net if isinstance(la, SpatialPyramidPooling))
+    channels = [la for la in spp_net if isinstance(la, Conv2d)][-1].out_channels
+    lengths = pooled_lengths(trainers["SPP, multi-size"], setup, test_sizes)
+    return {"seed": seed, "arms": arms, "svm": svm, "pool_lengths": lengths,
+            "pool_levels": list(levels), "pool_channels": int(channels)}
 
 
-def classification_table(result: dict) -> str:
-    rows = []
-    for label, r in result["rows"].items():
-        full = pct(r["full"]) if r["full"] is not None else f"({pct(r['warp'])} warped)"
-        rows.append([label, pct(r["center"]), pct(r["multiview"]), full,
-                     f"{result['seconds'][label]:.0f}"])
-    return markdown_table(["network", "centre crop", "10 views", "full image", "train s"], rows)
+def versions() -> dict:
+    """Versions of Python and the libraries the numbers depend on."""
+    import matplotlib
+    import scipy
+    import skimage
+    import sklearn
+
+    from .. import __version__
+
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
+            "scikit-image": skimage.__version__, "matplotlib": matplotlib.__version__,
+            "tinyspp": __version__, "platform": platform.platform()}
 
 
-def svm_table(result: dict) -> str:
-    return markdown_table(["features", "test input", "SVM accuracy (%)"],
-                          [[f, v, f"{100 * a:.1f}"] for f, v, a in result["svm"]])
+def describe_setup(setup: Setup) -> dict:
+    return {"source_classes": list(setup.train.classes),
+            "heldout_classes": list(setup.target_test.classes),
+            "n_train": len(setup.train), "n_val": len(setup.val), "n_test": len(setup.test),
+            "n_svm_train": len(setup.target_train), "n_svm_test": len(setup.target_test),
+            "train_sizes": {s: list(train_sizes(setup, s)) for s in ("single", "multi",
+                                                                       "random")},
+            "eval_size": setup.size}
 
 
-def write_report(results: dict, out: str, *, epochs: int, quick: bool,
-                 patience: int = PATIENCE) -> str:
-    """Markdown + figures for every data set; returns the Markdown path."""
-    lines = ["# Classification experiment (tinyspp)", "",
-             f"Epochs per network: {epochs}"
-             f"{' (quick mode: tiny data, not meaningful)' if quick else ''}; SGD lr {LR}, "
-             f"divided by 10 after {patience} epochs without a better validation error. "
-             "Top-1 error in % on the test images of the source classes; single-size training "
-             "uses 32 px, multi-size 32 and 26 px (ratio 224:180), random-size [26, 32].", ""]
-    for name, res in results.items():
-        s = res["setup"]
-        lc = plot_learning_curves(res["histories"], os.path.join(out, f"{name}_curves.png"),
-                                  title=f"{name}: training loss")
-        es = plot_error_vs_size(res["curves"], os.path.join(out, f"{name}_error_vs_size.png"),
-                                title=f"{name}: full-image error vs test size",
-                                train_sizes=(s.small, s.size))
-        lines += [f"## {name}", "",
-                  f"Source classes {', '.join(s.train.classes)}: {len(s.train)} train / "
-                  f"{len(s.val)} val / {len(s.test)} test images. Held-out classes "
-                  f"{', '.join(s.target_test.classes)}: "
-                  f"{len(s.target_train)} SVM-train / {len(s.target_test)} SVM-test images.", "",
-                  classification_table(res), "",
-                  "Full-image error (%) by test size (shorter side):", "",
-                  markdown_table(["network"] + [str(k) for k in sorted(next(iter(
-                      res["curves"].values())))],
-                      [[lab] + [pct(v) for _, v in sorted(c.items())]
-                       for lab, c in res["curves"].items()]), "",
-                  "SVM on features of the held-out classes (paper Sec. 3.3):", "",
-                  svm_table(res), "",
-                  f"![learning curves]({os.path.basename(lc)})",
-                  f"![error vs size]({os.path.basename(es)})", ""]
-    path = os.path.join(out, "report.md")
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines))
-    return path
+def run_classify(*, datasets=("synthetic",), seeds=SEEDS, epochs: int = EPOCHS,
+                 quick: bool = False, device: str = "cpu", out: str | None = None,
+                 progress: bool = True, lr: float = LR, threads: int | None = None,
+                 argv=None, log=print) -> dict:
+    """Run the experiment; write ``classify.json`` and ``classify.md`` to ``out``; return the
+    results dict (its ``"report"`` entry is the Markdown path)."""
+    from .reporting import classify_claims, write_classify_report
 
-
-def run_classify(*, datasets=DATASETS, epochs: int = EPOCHS, quick: bool = False, seed: int = 0,
-                 device: str = "cpu", out: str = "runs/classify", progress: bool = True,
-                 patience: int = PATIENCE) -> str:
-    """Run the whole experiment; print the tables; return the report path."""
+    out = out or ("runs/classify-quick" if quick else "results")
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"run_classify: seeds must be distinct, got {seeds}")
     os.makedirs(out, exist_ok=True)
-    results = {}
+    runs_dir = os.path.join("runs", "classify-quick" if quick else "classify")
+    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    res = {"command": " ".join([COMMAND, *(argv or [])]), "quick": quick, "seeds": list(seeds),
+           "threads": threads, "device": device, "started": started, "versions": versions(),
+           "settings": {"epochs": epochs, "lr": lr, "lr_steps": list(lr_steps_for(epochs)),
+                        "lr_drop": LR_DROP, "batch_size": BATCH, "momentum": 0.9,
+                        "weight_decay": 5e-4, "lr_schedule": "step"},
+           "datasets": {}}
     for name in datasets:
-        results[name] = run_dataset(name, epochs=epochs, quick=quick, seed=seed, device=device,
-                                    out=out, progress=progress, patience=patience)
-        print(f"\n## {name}\n\n{classification_table(results[name])}\n\n"
-              f"{svm_table(results[name])}\n", flush=True)
-    return write_report(results, out, epochs=epochs, quick=quick, patience=patience)
+        setup = make_setup(name, quick=quick, seed=0)
+        log(f"{name}: {len(setup.train)} train / {len(setup.test)} test images, "
+            f"seeds {list(seeds)}, {epochs} epochs, lr {lr} steps {lr_steps_for(epochs)}")
+        per_seed = [run_seed(setup, s, epochs=epochs, quick=quick, device=device,
+                             out=os.path.join(runs_dir, name), progress=progress, lr=lr, log=log)
+                    for s in seeds]
+        res["datasets"][name] = {"setup": describe_setup(setup),
+                                 "test_sizes": full_image_sizes(setup, quick=quick),
+                                 "test_labels": setup.test.labels.tolist(),
+                                 "seeds": per_seed}
+    res["seconds"] = time.perf_counter() - t0
+    res["claims"] = classify_claims(res)
+    path = os.path.join(out, "classify.json")
+    with open(path + ".tmp", "w") as fh:
+        json.dump(res, fh, indent=1)
+    os.replace(path + ".tmp", path)
+    res["report"] = write_classify_report(res, out)
+    return res
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("which", choices=["classify"], help="which experiment to run")
-    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=["synthetic"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS),
+                        help="training seeds (default 0 1 2); the test images are the same")
     parser.add_argument("--epochs", type=int, default=None,
-                        help=f"default {EPOCHS} (2 with --quick)")
+                        help=f"epoch budget (default {EPOCHS}, 2 with --quick); the lr drops "
+                             "by 10 after 70 %% and 90 %% of it")
+    parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--quick", action="store_true", help="tiny data and nets, for a smoke run")
-    parser.add_argument("--patience", type=int, default=PATIENCE,
-                        help="epochs without validation progress before lr /= 10")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/classify")
+    parser.add_argument("--out", default=None,
+                        help="where classify.json and classify.md go (default results/, or "
+                             "runs/classify-quick/ with --quick)")
     add_run_options(parser)
 
 
@@ -258,8 +352,13 @@ def run(args) -> int:
 
 def _run(args) -> int:
     epochs = args.epochs if args.epochs is not None else (2 if args.quick else EPOCHS)
-    path = run_classify(datasets=args.datasets, epochs=epochs, quick=args.quick, seed=args.seed,
-                        device=args.device, out=args.out, progress=not args.no_progress,
-                        patience=args.patience)
-    print(f"report written to {path}")
+    res = run_classify(datasets=args.datasets, seeds=args.seeds, epochs=epochs,
+                       quick=args.quick, device=args.device, out=args.out,
+                       progress=not args.no_progress, lr=args.lr, threads=args.threads,
+                       argv=sys.argv[3:] if sys.argv[1:3] == ["experiment", "classify"] else None)
+    from .reporting import claims_markdown
+
+    print("\n" + claims_markdown(res["claims"]) + "\n")
+    print(f"results written to {os.path.join(os.path.dirname(res['report']), 'classify.json')}"
+          f"; report {res['report']} ({res['seconds']:.0f} s)")
     return 0

@@ -32,7 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository checkout
 RESULTS = ROOT / "results"
 
 # block name -> "module:function". Each application registers its own renderers here.
-RENDERERS: dict[str, str] = {}
+RENDERERS: dict[str, str] = {
+    "claims.table": "tinyspp.apps.reporting:claims_table",
+    "classify.details": "tinyspp.apps.reporting:classify_details",
+}
 
 BLOCK = re.compile(
     r"(?P<open><!-- results: (?P<name>[\w.\-]+) -->\n)(?P<body>.*?)(?P<close><!-- /results -->)",
