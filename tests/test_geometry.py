@@ -150,17 +150,18 @@ def test_paper_rule_keeps_cells_centred_strictly_inside(boxes, stride, offset):
 
 
 def test_mapping_offset_is_zero_for_the_papers_padding_and_measured_otherwise():
-    # floor(p/2) padding everywhere (odd kernels): no offset; the paper rule is unchanged
+    # floor(p/2) padding everywhere (odd kernels): cell x' sits on pixel S x'; no offset
     assert mapping_offset([Layer(3, 1, 1), Layer(3, 2, 1), Layer(5, 2, 2)]) == 0.0
-    # an unpadded 2x2 pool after stride 1 and another after stride 2: 1 + 2 pixels
+    # an unpadded 2x2 pool after stride 1 and another after stride 2 move the centres right by
+    # 0.5 + 1 pixels: the real centre of cell 0 is 2.0 (the centre of pixel 0 is 0.5)
     layers = [Layer(3, 1, 1), Layer(2, 2, 0), Act(), Layer(3, 1, 1), Layer(2, 2, 0)]
-    assert mapping_offset(layers) == 3.0
-    # it is the shift of the real centres against the same layers padded floor(p/2)
-    padded = [Layer(3, 1, 1), Layer(2, 2, 1), Act(), Layer(3, 1, 1), Layer(2, 2, 1)]
-    assert receptive_field(layers)[1] - receptive_field(padded)[1] == 3.0
+    assert receptive_field(layers)[:2] == (4, 2.0)
+    assert mapping_offset(layers) == 1.5
     box = np.array([[16.0, 16.0, 40.0, 40.0]])
-    assert image_to_feature_boxes(box, 4, (20, 20), offset=3.0).tolist() == [[4, 4, 9, 9]]
+    # plain rule: centres assumed at 4 x' -> strictly inside (16, 40): cells 5..9;
+    # with the offset: centres at 1.5 + 4 x' -> 17.5 .. 37.5: cells 4..9
     assert image_to_feature_boxes(box, 4, (20, 20)).tolist() == [[5, 5, 9, 9]]
+    assert image_to_feature_boxes(box, 4, (20, 20), offset=1.5).tolist() == [[4, 4, 9, 9]]
 
 
 def test_mapping_bad_arguments():

@@ -24,11 +24,14 @@ formula to the last pixel's index ``x1 - 1`` instead would drop the cell centred
 pixel as well and make the two sides disagree by one pixel.)
 
 The paper's rule assumes ``floor(p/2)`` padding everywhere ("if the padding is not floor(p/2),
-we need to add a proper offset"). :func:`mapping_offset` gives that offset for a real network:
-how far its cells' receptive-field centres lie from where the same layers padded ``floor(p/2)``
-would put them (a 2x2 pool without padding moves them right by half its input stride each). The
-paper rule with ``offset`` applies the formulas to ``x - offset``; with the offset of a network
-that follows the paper's padding (0) it is the plain paper rule.
+we need to add a proper offset"), which centres cell ``x'`` on pixel ``S x'``.
+:func:`mapping_offset` gives that offset for a real network: how far its receptive-field
+centres (from the real kernel sizes, strides and paddings, :func:`receptive_field`) lie from the
+centre of pixel ``S x'`` (a 2x2 pool without padding moves them right by half its input stride).
+The paper rule with ``offset`` applies the formulas to ``x - offset``: it keeps the cells whose
+*real* centres lie strictly inside the window -- ``"center"`` up to windows whose edge passes
+exactly through a centre and up to the half pixel between a pixel's index and its centre. With
+the offset of a network padded as the paper assumes (0) it is the plain paper rule.
 
 ``method="center"`` instead keeps the cells whose receptive-field centre ``c0 + S * x'`` (from the
 network's real kernel sizes, strides and paddings, see :func:`receptive_field`) lies inside the
@@ -148,14 +151,15 @@ def receptive_field(network):
 def mapping_offset(network) -> float:
     """The "proper offset" of the paper's mapping rule for a network (SPP-net Appendix A).
 
-    The paper's formulas assume every layer of size ``p`` is padded ``floor(p/2)``. This is how
-    far (in image pixels) the receptive-field centres of ``network``'s output cells lie to the
-    right of (or below) where the same layers padded ``floor(p/2)`` would put them::
+    The paper's formulas assume that cell ``x'`` is centred on pixel ``S x'``, which holds when
+    every layer of (odd) size ``p`` is padded ``floor(p/2)``; in the box coordinates of this
+    module that pixel's centre is ``S x' + 0.5``. The offset is how far the network's real
+    receptive-field centres (:func:`receptive_field`) lie from there::
 
-        offset = sum over layers l of (floor(k_l / 2) - pad_l) * S_l
+        offset = centre_of_cell_0 - 0.5
 
-    with ``S_l`` the product of the strides before layer ``l``. Pass it as ``offset`` to
-    :func:`image_to_feature_boxes` (``method="paper"``).
+    Pass it as ``offset`` to :func:`image_to_feature_boxes` (``method="paper"``); 0 for a network
+    padded as the paper assumes.
 
     Examples
     --------
@@ -165,17 +169,9 @@ def mapping_offset(network) -> float:
     >>> mapping_offset([Conv(3, 1, 1), Conv(3, 2, 1)])       # floor(p/2) padding: no offset
     0.0
     >>> mapping_offset([Conv(3, 1, 1), Conv(2, 2, 0), Conv(3, 1, 1), Conv(2, 2, 0)])
-    3.0
+    1.5
     """
-    stride, offset = 1, 0.0
-    for layer in network:
-        geom = _layer_geometry(layer)
-        if geom is None:
-            continue
-        k, s, p = geom
-        offset += (k // 2 - p) * stride
-        stride *= s
-    return float(offset)
+    return receptive_field(network)[1] - 0.5
 
 
 def image_to_feature_boxes(boxes, stride, feature_shape, method: str = "paper",
