@@ -223,8 +223,14 @@ def draw_axis_bins(ax, size: int, n: int, mode: str = "adaptive", title: bool = 
         hits[s:e] += 1
         ax.barh(i, e - s, left=s, height=0.7, color=BIN_COLORS[i % len(BIN_COLORS)],
                 edgecolor="k", linewidth=0.5)
-        ax.text(e - 0.1, i, f"[{s},{e})", ha="right", va="center", fontsize=MIN_FONT_PT,
-                color="white")
+        label = f"[{s},{e})"
+        if e - s >= 2:  # inside the bar
+            ax.text(e - 0.1, i, label, ha="right", va="center", fontsize=MIN_FONT_PT,
+                    color="white")
+        elif e <= size - 2:  # a narrow bar: beside it, on the side with room
+            ax.text(e + 0.1, i, label, ha="left", va="center", fontsize=MIN_FONT_PT)
+        else:
+            ax.text(s - 0.1, i, label, ha="right", va="center", fontsize=MIN_FONT_PT)
     for x, h in enumerate(hits):
         ax.add_patch(_rect(x, n + 0.1, 1, 0.8, "#d7191c" if h == 0 else f"{0.9 - 0.2 * h:.2f}"))
         ax.text(x + 0.5, n + 0.5, str(h), ha="center", va="center", fontsize=MIN_FONT_PT)

@@ -1,6 +1,11 @@
 # %% [markdown]
 # # 01 · Pyramid bin math: how SPP cuts a feature map into a fixed number of bins
 #
+# **Assumes:** integer division (`//`), floor and ceiling; what a pooling window and stride are
+# ([notebook 00](00_layers_backprop.ipynb) covers pooling). **Previous:**
+# [00 · Layers and their backward passes](00_layers_backprop.ipynb). **Next:**
+# [02 · The SPP layer](02_spp_layer.ipynb). Index: [README](README.md).
+#
 # **What you will learn**
 #
 # * the paper's window/stride rule for a pyramid level, worked by hand for the two conv5 sizes the
@@ -19,13 +24,13 @@
 # arbitrary (test images, detection regions): bin `i` spans `floor(i*a/n)` to `ceil((i+1)*a/n)`.
 
 # %%
-import inspect
+import math
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 import tinyspp.bins as bins
-from tinyspp import viz
+from tinyspp import spp_forward, viz
 from tinyspp.bins import (
     bin_edges, coverage, paper_window_stride, pooling_layer_windows, spp_output_length,
 )
@@ -49,11 +54,27 @@ print("quick mode:", QUICK)
 #   \left\lceil \frac{(i+1)\,a}{n} \right\rceil \right), \quad i = 0..n-1 .$$
 #
 # The library computes both with integers only: `floor(p/q)` is `p // q` and `ceil(p/q)` is
-# `(p + q - 1) // q`. Float division can land on the wrong side of an integer.
+# `(p + q - 1) // q`. Float arithmetic can land on the wrong side of an integer. The **naive
+# float twin** below (deliberately wrong, for comparison only) computes a bin width `a / n` once
+# and multiplies it, as several real RoI-pooling implementations did; we count the $(a, n)$ pairs
+# where its bins differ from the library's integer bins.
 
 # %%
-print(inspect.getsource(bins._adaptive))
-print(inspect.getsource(bins._paper))
+def bin_edges_float_twin(a, n):
+    """NAIVE FLOAT TWIN (wrong on purpose): the adaptive rule with a float bin width."""
+    width = a / n
+    return tuple((math.floor(i * width), math.ceil((i + 1) * width)) for i in range(n))
+
+
+pairs = [(a, n) for a in range(1, 201) for n in range(1, 41)]
+wrong = [(a, n) for a, n in pairs if bin_edges_float_twin(a, n) != bin_edges(a, n)]
+a, n = min(wrong, key=lambda pair: (pair[1], pair[0]))     # the one with the fewest bins
+print(f"the float twin is wrong for {len(wrong)} of {len(pairs)} pairs (a <= 200, n <= 40); "
+      f"e.g. a={a}, n={n}:")
+for i, (f, g) in enumerate(zip(bin_edges_float_twin(a, n), bin_edges(a, n))):
+    if f != g:
+        print(f"  bin {i}: float {f}, integer {g}   ({i + 1}*({a}/{n}) = {(i + 1) * (a / n)!r})")
+assert wrong and bin_edges(a, n)[-1][1] == a
 
 # %% [markdown]
 # ## 2. Worked by hand: the 224 network (conv5 is 13x13)
@@ -108,19 +129,28 @@ print("caffe    10/6:", bin_edges(10, 6, "caffe"))
 # ## 4. The three conventions drawn over the map
 #
 # Top row: one axis of the 10x10 map at level 6, each bin a bar, and underneath how many bins hold
-# each cell (red: never pooled; 2: neighbouring bins overlap). Bottom row: the full 2-D level-3
-# pyramid of the 13x13 map, where the paper's rule is exact; red hatching would mark uncovered
-# cells. Caffe's `SPPLayer` pads the map instead (kernel $k=\lceil a/n\rceil$, pad
-# $\lfloor (kn - a + 1)/2 \rfloor$, stride $k$), so its edge bins are narrower.
+# each cell (red: never pooled; 2: neighbouring bins overlap). Bottom row: the full 2-D level-4
+# grid of the same 10x10 map, where the three rules give three different pictures: adaptive bins
+# overlap and cover everything; the paper's rule (window 3, stride 2) never reaches row and
+# column 9 (hatched red); Caffe's `SPPLayer` pads the map instead (kernel $k=\lceil a/n\rceil$,
+# pad $\lfloor (kn - a + 1)/2 \rfloor$, stride $k$), so its edge bins are narrower.
 
 # %%
-fig, axes = plt.subplots(2, 3, figsize=(9.0, 5.6), gridspec_kw={"height_ratios": [1, 1.3]})
+fig, axes = plt.subplots(2, 3, figsize=(9.0, 5.8), gridspec_kw={"height_ratios": [1, 1.3]})
 for col, mode in enumerate(bins.MODES):
     viz.draw_axis_bins(axes[0, col], 10, 6, mode)
-    viz.draw_bins(axes[1, col], 13, 13, 3, mode)
+    viz.draw_bins(axes[1, col], 10, 10, 4, mode)
+    axes[0, col].set_xlabel("cell index along one axis")
+    axes[1, col].set_xlabel("column")
+    axes[1, col].set_ylabel("row")
 fig.tight_layout()
 viz.save_thumbnail(fig, "01_bin_grids")
 plt.show()
+
+level4 = {mode: bin_edges(10, 4, mode) for mode in bins.MODES}
+print(level4)
+assert len(set(level4.values())) == 3                         # three different bottom panels
+assert coverage(10, 4, "paper").uncovered == (9,)
 
 # %% [markdown]
 # ## 5. Which (size, level) pairs does each convention fail on?
@@ -154,7 +184,7 @@ for ax, mode in zip(axes, bins.MODES):
     ax.set_ylabel(f"{mode}\nlevel n")
     ax.axvline(13, color="k", lw=0.8, ls=":")
     ax.axvline(10, color="k", lw=0.8, ls=":")
-axes[-1].set_xlabel("feature-map size a  (dotted: 10 and 13)")
+axes[-1].set_xlabel("feature-map size a, in cells  (dotted: 10 and 13)")
 handles = [plt.matplotlib.patches.Patch(color=cmap(i), label=lbl)
            for i, lbl in enumerate(["exact", "drops rows", "invalid"])]
 fig.legend(handles=handles, loc="upper right", ncol=3, fontsize=8)
@@ -192,7 +222,9 @@ assert status(5, 4, "caffe") == INVALID and status(13, 8, "caffe") == INVALID
 # 1. `adaptive` gives exactly $n$ non-empty bins, starts and ends never decrease, and the bins cover
 #    $[0, a)$.
 # 2. `paper` (for $a \ge n$) leaves exactly $\max(a \bmod n - 1, 0)$ trailing rows uncovered.
-# 3. The SPP output length is $C \sum_\ell n_\ell^2$, independent of $a$.
+# 3. The SPP output length is $C \sum_\ell n_\ell^2$, independent of $a$: an actual
+#    `spp_forward` of an $a \times 1$ map with levels $(n, 1)$ has $3(n^2 + 1)$ numbers for
+#    $C = 3$ channels, for every $a$ (also $a < n$).
 
 # %%
 from hypothesis import given, settings
@@ -215,7 +247,8 @@ def bins_behave(a, n):
         dropped = coverage(a, n, "paper").uncovered
         assert len(dropped) == max(a % n - 1, 0)
         assert dropped == tuple(range(a - len(dropped), a))   # and they are the trailing ones
-    assert spp_output_length(3, (n, 1)) == 3 * (n * n + 1)
+    pooled, _ = spp_forward(np.zeros((1, 3, a, 1)), levels=(n, 1))   # uses the size a
+    assert pooled.shape == (1, spp_output_length(3, (n, 1))) == (1, 3 * (n * n + 1))
 
 
 bins_behave()
@@ -244,6 +277,27 @@ assert spp_output_length(256, (6, 3, 2, 1)) == 256 * 50 == 12_800
 # * The Appendix rule ($[\lfloor ia/n\rfloor, \lceil (i+1)a/n\rceil)$, tinyspp's default) works for
 #   every size, which is why detection, deployment and every RoI-pooling descendant use it.
 # * Caffe's padded variant fails where the pad reaches the kernel (e.g. $a=5, n=4$ or $a=13, n=8$).
-# * Bin edges are integer arithmetic, so a hypothesis property can check them exactly.
+# * Bin edges are integer arithmetic, so a hypothesis property can check them exactly; a float
+#   bin width gets some of them wrong (counted above).
 #
-# Next: `02_spp_layer.ipynb` pools real arrays with these bins and back-propagates through them.
+# Next: [02 · The SPP layer](02_spp_layer.ipynb) pools real arrays with these bins and
+# back-propagates through them.
+#
+# ## Exercises
+#
+# 1. **(graded) `bin_edges(size, n)`**: the $n$ adaptive bins of one axis, a list of
+#    `(start, end)` pairs. Write it in `exercises/bin_edges.py` and run
+#    `python -m tinyspp grade exercises/ --only bin_edges`: hypothesis checks that the bins are
+#    non-empty, cover $[0, a)$ without a gap, are mirror-symmetric, and equal the library's, and
+#    prints the smallest counterexample it finds (the float twin above fails at once). See
+#    [docs/exercises.md](../docs/exercises.md).
+# 2. **(graded) `paper_window_stride(size, n)`** returning `(window, stride)`, with a
+#    `ValueError` when `size < n`; grade it with `--only paper_window_stride`.
+# 3. Prove the rule of section 3: with $a = qn + r$, $0 \le r < n$, the paper's last window ends
+#    at $a - r + 1$ for $r \ge 1$, so exactly $\max(r - 1, 0)$ trailing rows are dropped. Then
+#    find the smallest $a$ for which *every* level of $(6, 3, 2, 1)$ is exact, and check your
+#    answer with `coverage`.
+# 4. Caffe aborts when its padding reaches the kernel size. Read off the failure map the sizes
+#    $a$ for which `mode="caffe"` fails at level $n = 4$, then explain from
+#    $k = \lceil a/4 \rceil$ and $\text{pad} = \lfloor (4k - a + 1)/2 \rfloor$ why exactly those
+#    fail, and check your list with `bin_edges(a, 4, "caffe")`.
