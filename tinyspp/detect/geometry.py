@@ -29,9 +29,10 @@ we need to add a proper offset"), which centres cell ``x'`` on pixel ``S x'``.
 centres (from the real kernel sizes, strides and paddings, :func:`receptive_field`) lie from the
 centre of pixel ``S x'`` (a 2x2 pool without padding moves them right by half its input stride).
 The paper rule with ``offset`` applies the formulas to ``x - offset``: it keeps the cells whose
-*real* centres lie strictly inside the window -- ``"center"`` up to windows whose edge passes
-exactly through a centre and up to the half pixel between a pixel's index and its centre. With
-the offset of a network padded as the paper assumes (0) it is the plain paper rule.
+real centre, read as the index of the pixel it falls on (as the paper's pixel formula does),
+lies strictly inside the window -- the ``"center"`` rule up to that half pixel and to windows
+whose edge passes exactly through a centre. With the offset of a network padded as the paper
+assumes (0) it is the plain paper rule.
 
 ``method="center"`` instead keeps the cells whose receptive-field centre ``c0 + S * x'`` (from the
 network's real kernel sizes, strides and paddings, see :func:`receptive_field`) lies inside the
