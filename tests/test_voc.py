@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tinyspp.detect.data import as_image, load_voc, make_detection_set
 from tinyspp.detect.evaluate import evaluate_detections
@@ -71,6 +73,21 @@ def test_as_image_gives_the_same_pixels_for_every_encoding():
     np.testing.assert_array_equal(as_image(rgba), 1.0)
     mask = np.eye(4, dtype=bool)
     np.testing.assert_array_equal(as_image(mask)[..., 1], mask.astype(np.float32))
+
+
+@given(st.integers(1, 6), st.integers(1, 6), st.sampled_from([0, 1, 3, 4]),
+       st.integers(0, 2**31 - 1))
+def test_as_image_encodings_agree_on_drawn_pictures(H, W, C, seed):
+    rng = np.random.default_rng(seed)
+    u8 = rng.integers(0, 256, (H, W) if C == 0 else (H, W, C)).astype(np.uint8)
+    if C == 4:
+        u8[..., 3] = 255                                  # opaque: alpha changes nothing
+    want = as_image(u8)
+    assert want.shape == (H, W, 3) and want.dtype == np.float32
+    np.testing.assert_array_equal(as_image(u8.astype(np.uint16) * 257), want)
+    np.testing.assert_array_equal(as_image(u8 / 255.0), want)
+    rgb = u8[..., :3] if C in (3, 4) else np.repeat(u8.reshape(H, W, 1), 3, axis=2)
+    np.testing.assert_array_equal(want, (rgb / 255).astype(np.float32))
 
 
 @pytest.mark.parametrize("image, exc, message", [
@@ -179,6 +196,30 @@ def test_write_voc_round_trip(tmp_path):
         write_voc(syn, tmp_path / "voc", splits={"train": [0, 1, 2], "test": [3]})
     assert (tmp_path / "voc" / "Annotations" / "000001.xml").read_text() == before
     write_voc(syn, tmp_path / "voc", overwrite=True)
+
+
+@given(objects=st.lists(st.tuples(st.integers(0, 43), st.integers(0, 31), st.integers(1, 10),
+                                  st.integers(1, 10), st.integers(0, 2), st.booleans()),
+                        max_size=5),
+       seed=st.integers(0, 2**31 - 1))
+def test_write_then_read_gives_back_every_drawn_box(objects, seed, tmp_path_factory):
+    # whole-pixel boxes anywhere in a 32 x 44 image, touching the borders included
+    H, W = 32, 44
+    boxes = np.array([[x, y, min(x + w, W), min(y + h, H)] for x, y, w, h, _, _ in objects],
+                     dtype=np.float64).reshape(-1, 4)
+    labels = np.array([c for *_, c, _ in objects], dtype=np.int64)
+    diff = np.array([d for *_, d in objects], dtype=bool)
+    image = np.random.default_rng(seed).random((H, W, 3)).astype(np.float32)
+    syn = make_detection_set(0)._replace(images=[image], boxes=[boxes], labels=[labels],
+                                         difficult=[diff], class_names=("a", "b", "c"))
+    root = tmp_path_factory.mktemp("voc")
+    write_voc(syn, root)
+    back = VOCDataset(root, "trainval", class_names=("a", "b", "c"))
+    np.testing.assert_array_equal(back.boxes[0], boxes)
+    np.testing.assert_array_equal(back.labels[0], labels)
+    np.testing.assert_array_equal(back.difficult[0], diff)
+    pixels = np.round(image * 255).astype(np.uint8)                 # 8-bit PNG
+    np.testing.assert_array_equal(back.images[0], (pixels / 255).astype(np.float32))
 
 
 def test_write_voc_bad_input(tmp_path):

@@ -188,7 +188,7 @@ class VOCDataset:
     keep_difficult : bool
         Keep objects marked difficult, flagged in ``difficult`` (default; evaluation needs them,
         :mod:`tinyspp.detect.evaluate` ignores detections on them). ``False`` drops them, as
-        R-CNN and Fast R-CNN do for training.
+        Fast R-CNN's reference code does for training (``use_diff = False``).
     max_images : int, optional
         Only the first ``max_images`` ids.
     image_dir : str
