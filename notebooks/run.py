@@ -152,8 +152,31 @@ def main(argv=None) -> int:
             rebuild(p)
         print(f"{p.name}: running ({'quick' if quick else 'full'}) ...", flush=True)
         execute_notebook(p, quick=quick, timeout=args.timeout, save=not args.no_save)
-        print(f"{p.name}: done in {time.perf_counter() - t0:.1f} s", flush=True)
+        seconds = time.perf_counter() - t0
+        print(f"{p.name}: done in {seconds:.1f} s", flush=True)
+        if not quick:
+            record_time(p.stem, seconds)
     return 0
+
+
+def record_time(name: str, seconds: float, path: Path | None = None) -> None:
+    """Merge one full run's wall time into ``results/notebooks.json`` (the README's learning
+    path quotes it through the ``notebooks.times`` block)."""
+    import datetime
+    import json
+    import platform
+
+    path = path or NOTEBOOK_DIR.parent / "results" / "notebooks.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(command="TINYSPP_QUICK=0 python notebooks/run.py NN", cpu_cores=os.cpu_count(),
+                threads=os.environ.get("OMP_NUM_THREADS", "all"))
+    data.setdefault("runs", {})[name] = {
+        "seconds": round(seconds, 1),
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "versions": {"python": platform.python_version()},
+        "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":
