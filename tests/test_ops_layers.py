@@ -370,10 +370,12 @@ def test_layers_bench_section_runs_on_tiny_workloads(monkeypatch):
 
     assert "layers" in SECTIONS
     monkeypatch.setattr(layers, "CONV", [((2, 3, 9, 9), (4, 3, 3, 3), 1)])
-    monkeypatch.setattr(layers, "POOL", [((2, 3, 9, 9), 3, 2)])
+    monkeypatch.setattr(layers, "POOL", [((2, 3, 9, 9), 3, 2), ((2, 3, 8, 8), 2, 2)])
+    monkeypatch.setattr(layers, "SPP", [(2, 3, 7, 6)])
     rows = layers.run(SimpleNamespace(repeats=1, quick=True, gpu=False, torch=None))
-    assert [r.section for r in rows] == ["layers", "layers"]
+    assert [r.section for r in rows] == ["layers"] * 4
     assert rows[0].workload.startswith("conv fwd+bwd") and rows[1].workload.startswith("max-pool")
+    assert rows[2].note == "reshape + reduce" and rows[3].workload.startswith("SPP")
     assert all(r.ours_ms > 0 and r.torch_ms is None for r in rows)
 
 
@@ -390,3 +392,149 @@ def test_max_pool_all_neg_inf_window_routes_gradient_to_a_real_cell(xp):
     expected[1, 0] = 1.0  # window (1, 0): first real cell of rows 1..2
     expected[2, 2] = 1.0  # window (1, 1): the only finite value
     np.testing.assert_array_equal(dx, expected)  # every window's gradient lands inside x
+
+
+# ------------------------------------------------------- fast paths against their plain twins
+#
+# Every fast path of the ops (threads over slices of the batch, reused buffers, ReLU's bitwise
+# mask, pooling without the padded copy) is compared with the plain code it replaces, bit for
+# bit, in float32 and float64, on data with ties, zeros, NaN and infinities.
+
+@pytest.fixture
+def threads(monkeypatch):
+    """Run a callable with 1 and with 3 threads, every pass big enough to be split."""
+    from tinyspp.ops import dispatch
+
+    monkeypatch.setattr(dispatch, "MIN_WORK", 0)
+
+    def both(fn):
+        results = []
+        for n in (1, 3):
+            dispatch.set_num_threads(n)
+            try:
+                results.append(fn())
+            finally:
+                dispatch.set_num_threads(None)
+        return results
+
+    return both
+
+
+def awkward(shape, seed, dtype):
+    """Rounded normals (many ties), exact zeros, a NaN, +-inf and -0.0, in ``dtype``."""
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.standard_normal(shape) * 2) / 2  # values on a 0.5 grid: ties and zeros
+    flat = x.reshape(-1)
+    picks = rng.choice(flat.size, size=min(4, flat.size), replace=False)
+    for i, v in zip(picks, (np.nan, np.inf, -np.inf, -0.0)):
+        flat[i] = v
+    return x.astype(dtype)
+
+
+def assert_same(a, b):
+    for u, v in zip(a, b, strict=True):
+        if u is None or v is None:
+            assert u is None and v is None
+            continue
+        assert u.dtype == v.dtype and u.shape == v.shape
+        np.testing.assert_array_equal(u, v)  # NaN == NaN here; the values are bit-for-bit
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,F,k,stride,pad", [((5, 3, 9, 8), 4, 3, 1, 1),
+                                                   ((3, 2, 11, 7), 3, 5, 2, 2),
+                                                   ((1, 4, 4, 4), 2, 1, 1, 0)])
+def test_conv_threads_and_reused_workspace_equal_the_plain_path(threads, dtype, shape, F, k,
+                                                               stride, pad):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((F, shape[1], k, k)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+
+    def run(workspace=None):
+        out, cache = conv2d_forward(x, w, b, stride=stride, pad=pad, workspace=workspace)
+        return (out, cache.cols) + conv2d_backward(np.cos(out), cache)
+
+    assert_same(*threads(run))
+    plain = run()
+    # a reused buffer (full of stale numbers) gives the same result and is the cache's cols
+    stale = np.full_like(plain[1], 7.0)
+    reused = run(workspace=stale)
+    assert_same(plain, reused)
+    assert conv2d_forward(x, w, b, stride=stride, pad=pad, workspace=stale)[1].cols is stale
+    # a buffer of the wrong shape or dtype is ignored, not written
+    for wrong in (np.zeros(3, dtype), plain[1].astype(np.float16)):
+        before = wrong.copy()
+        assert_same(plain, run(workspace=wrong))
+        np.testing.assert_array_equal(wrong, before)
+
+
+def test_conv_layer_reuses_its_columns_and_still_matches_a_fresh_layer():
+    from tinyspp.nn import Conv2d
+
+    rng = np.random.default_rng(2)
+    layer, fresh = Conv2d(2, 3, 3, pad=1, rng=0), Conv2d(2, 3, 3, pad=1, rng=0)
+    x1, x2 = (rng.standard_normal((4, 2, 6, 5)).astype(np.float32) for _ in range(2))
+    layer.forward(x1)
+    cols = layer._cache.cols
+    out = layer.forward(x2)  # the second batch is gathered into the first batch's columns
+    assert layer._cache.cols is cols
+    np.testing.assert_array_equal(out, fresh.forward(x2))
+    dout = np.ones_like(out)
+    np.testing.assert_array_equal(layer.backward(dout), fresh.backward(dout))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_fast_backward_equals_where_bit_for_bit(threads, dtype):
+    from tinyspp.ops.basic import relu_backward_plain
+
+    x = awkward((6, 5, 4), 3, dtype)
+    dout = awkward((6, 5, 4), 4, dtype)
+    (o1, c1), (o3, c3) = threads(lambda: relu_forward(x))
+    assert_same((o1, c1.positive), (o3, c3.positive))
+    dx1, dx3 = threads(lambda: relu_backward(dout, c1))
+    plain = relu_backward_plain(dout, c1)
+    for dx in (dx1, dx3):
+        assert dx.dtype == dtype
+        # bit patterns: NaN payloads and the sign of zero included
+        ints = np.dtype(f"i{np.dtype(dtype).itemsize}")
+        np.testing.assert_array_equal(dx.view(ints), plain.view(ints))
+    # a non-contiguous dout takes the plain path and agrees
+    np.testing.assert_array_equal(relu_backward(dout[:, ::1].copy(order="F"), c1), plain)
+
+
+def test_relu_gradient_at_exactly_zero_is_zero(xp):
+    """The documented rule: the gradient passes where x > 0, so x == 0 (and -0.0) gets none."""
+    x = xp.asarray([[-1.0, -0.0, 0.0, 1e-300, 2.0]])
+    out, cache = relu_forward(x)
+    dx = asnumpy(relu_backward(xp.ones_like(x) * 5.0, cache))
+    np.testing.assert_array_equal(dx, [[0.0, 0.0, 0.0, 5.0, 5.0]])
+    # NaN input: NaN out, no gradient (NaN > 0 is False); a NaN upstream gradient where the
+    # input was negative does not leak through
+    out, cache = relu_forward(xp.asarray([np.nan, -1.0, 3.0]))
+    dx = asnumpy(relu_backward(xp.asarray([1.0, np.nan, np.inf]), cache))
+    np.testing.assert_array_equal(dx, [0.0, 0.0, np.inf])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,k,stride,pad,ceil", [((4, 3, 8, 8), 2, 2, 0, False),
+                                                      ((3, 2, 9, 7), 3, 2, 1, True),
+                                                      ((2, 3, 6, 6), 3, 3, 0, False),
+                                                      ((5, 2, 7, 7), 2, 2, 0, True)])
+def test_max_pool_fast_paths_equal_the_padded_plain_path(threads, monkeypatch, dtype, shape, k,
+                                                         stride, pad, ceil):
+    """Views straight into x (non-overlapping windows) and threads over the batch give the
+    result of the padded phase-split path, with ties, zeros, NaN and infinities in x."""
+    from tinyspp.ops import pool
+
+    x = awkward(shape, 5, dtype)
+
+    def run():
+        out, cache = max_pool2d_forward(x, k, stride=stride, pad=pad, ceil_mode=ceil)
+        dx = max_pool2d_backward(np.arange(out.size, dtype=dtype).reshape(out.shape), cache)
+        return out, cache.winner, dx
+
+    fast = threads(run)
+    assert_same(*fast)
+    monkeypatch.setattr(pool, "PHASES_ALWAYS", True)
+    assert_same(fast[0], run())

@@ -1,40 +1,103 @@
-"""Run the benchmark sections and print one table (Markdown)."""
+"""Run the benchmark sections, print one table (Markdown) and save it to a results file."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import platform
 import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 
 from tinyspp.bench import SECTIONS
-from tinyspp.bench.common import format_table, try_torch
+from tinyspp.bench.common import (
+    Peer,
+    cpu_model,
+    format_table,
+    load_average,
+    numpy_threads,
+    rows_to_json,
+    torch_available,
+    try_torch,
+)
+
+RESULTS = Path(__file__).resolve().parents[2] / "results" / "bench.json"
+TIMING = ("medians of all timed repeats; each workload alternates 3 rounds between tinyspp "
+          "(this process) and torch (a process of its own, idle while tinyspp runs)")
 
 
-def main(argv=None) -> int:
+def parse(argv=None):
     p = argparse.ArgumentParser(prog="python -m tinyspp.bench", description=__doc__)
     p.add_argument("--only", action="append", choices=SECTIONS, help="run only these sections")
-    p.add_argument("--repeats", type=int, default=7, help="timed repeats per workload (median)")
+    p.add_argument("--repeats", type=int, default=9, help="timed repeats per workload (median)")
     p.add_argument("--quick", action="store_true", help="fewer repeats, smaller workloads")
     p.add_argument("--gpu", action="store_true", help="also run the CuPy/CUDA benchmarks")
     p.add_argument("--no-torch", action="store_true", help="skip the torch comparison")
-    opts = p.parse_args(argv)
+    p.add_argument("--torch-in-process", action="store_true",
+                   help="also time torch inside this process (the unfair old way), as a column")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results file (default: results/bench.json for a full, non-quick run)")
+    p.add_argument("--no-save", action="store_true", help="write no results file")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    opts = parse(argv)
     if opts.quick:
         opts.repeats = min(opts.repeats, 3)
-    torch = None if opts.no_torch else try_torch()
-    opts.torch = torch
+    started, t0, load_start = datetime.now(UTC), time.perf_counter(), load_average()
+    use_torch = not opts.no_torch and torch_available()
+    sections = [s for s in (opts.only or SECTIONS) if s != "gpu" or opts.gpu]
+    opts.peer = Peer() if use_torch else None
+    # sections not yet moved to the peer (pyramid's per-RoI loop) still get torch in-process
+    opts.torch = try_torch() if use_torch and ("pyramid" in sections
+                                               or opts.torch_in_process) else None
+    opts.torch_inproc = opts.torch if opts.torch_in_process else None
+    peer_info = opts.peer.info if opts.peer else None
     print(f"# tinyspp benchmarks: python {platform.python_version()}, numpy {np.__version__}, "
-          f"torch {torch.__version__ if torch else 'not installed'}, "
-          f"{platform.processor() or platform.machine()}; medians of {opts.repeats} repeats, ms")
+          f"torch {peer_info['torch'] if peer_info else 'not measured'} (own process, "
+          f"{peer_info['threads'] if peer_info else '-'} threads), {cpu_model()}; "
+          f"medians of {opts.repeats} repeats")
     rows = []
-    for name in opts.only or SECTIONS:
-        if name == "gpu" and not opts.gpu:
-            continue
-        rows += importlib.import_module(f"tinyspp.bench.{name}").run(opts)
-        sys.stdout.flush()
+    try:
+        for name in sections:
+            rows += importlib.import_module(f"tinyspp.bench.{name}").run(opts)
+            sys.stdout.flush()
+    finally:
+        if opts.peer:
+            opts.peer.close()
     print(format_table(rows))
+    out = opts.out or (None if opts.quick or opts.only else RESULTS)
+    if out and not opts.no_save:
+        import tinyspp
+
+        record = {
+            "command": "python -m tinyspp.bench" + (" " + " ".join(argv or sys.argv[1:])).rstrip(),
+            "started": started.isoformat(timespec="seconds"),
+            "seconds": round(time.perf_counter() - t0, 1),
+            "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
+                        "platform": platform.platform()},
+            "versions": {"python": platform.python_version(), "numpy": np.__version__,
+                         "torch": peer_info["torch"] if peer_info else None,
+                         "tinyspp": tinyspp.__version__},
+            "threads": {"numpy": numpy_threads(),
+                        "torch_peer": peer_info["threads"] if peer_info else None,
+                        "env": {k: os.environ.get(k) for k in
+                                ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}},
+            "load_average": {"start": load_start, "end": load_average()},
+            "timing": TIMING + f"; {opts.repeats} repeats per side",
+            "repeats": opts.repeats,
+            "sections": sections,
+            "rows": rows_to_json(rows),
+        }
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(record, indent=1) + "\n")
+        print(f"# wrote {out}")
     return 0
 
 

@@ -1,30 +1,64 @@
-"""Timing helpers for the benchmarks: medians of repeats, torch side by side, a table."""
+"""Timing helpers for the benchmarks: medians, torch in a process of its own, a results file.
+
+Fairness. NumPy's BLAS and torch each keep a thread pool sized to the machine; run in one process
+on a 2-core machine, the idle pool of one still spins while the other works, and both get slower
+(the issue measured torch 51 ms in-process vs 34 ms alone on the same conv). So torch runs in a
+**peer process** (:class:`Peer`, ``python -m tinyspp.bench.common --serve``) that idles, blocked
+on a pipe, while NumPy works, and the parent idles while the peer works. Each workload alternates
+``rounds`` times between the two sides (so slow drifts in the machine's load hit both alike),
+and the reported time is the median of all timed repeats of a side. ``--torch-in-process`` adds
+the old in-process measurement as a third column, for comparison.
+
+A torch workload is named, not passed: ``(module, builder, args)`` where
+``getattr(importlib.import_module(module), builder)(torch, *args)`` returns the step to time, and
+``args`` are JSON values (shapes, seeds), so both sides build their data from the same seeds.
+"""
 
 from __future__ import annotations
 
+import importlib
+import json
+import os
+import platform
 import statistics
+import subprocess
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+PAUSE_S = 0.05  # between the two sides: lets a spinning thread pool go to sleep
 
 
 @dataclass
 class Row:
-    """One benchmark line: our median time, torch's (None when not measured) and a note."""
+    """One benchmark line: our median, torch's (peer process; None when not measured), a note.
+
+    ``torch_inproc_ms`` is torch timed inside this process (``--torch-in-process``), ``unit`` is
+    ``"ms"`` for times and ``"MiB"`` for memory rows.
+    """
 
     section: str
     workload: str
     ours_ms: float
     torch_ms: float | None = None
     note: str = ""
+    torch_inproc_ms: float | None = None
+    unit: str = "ms"
 
     @property
     def ratio(self) -> float | None:
-        """ours / torch: below 1 means tinyspp is faster."""
+        """ours / torch: below 1 means tinyspp is faster (or smaller)."""
         return None if self.torch_ms is None else self.ours_ms / self.torch_ms
 
 
 def median_ms(fn, repeats: int = 7, warmup: int = 1, sync=None) -> float:
     """Median wall time of ``fn()`` in milliseconds (``sync()`` after each call, e.g. CUDA)."""
+    return statistics.median(times_ms(fn, repeats, warmup, sync))
+
+
+def times_ms(fn, repeats: int = 7, warmup: int = 1, sync=None) -> list[float]:
+    """Wall times of ``repeats`` calls of ``fn()`` in ms, after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
     if sync:
@@ -36,7 +70,7 @@ def median_ms(fn, repeats: int = 7, warmup: int = 1, sync=None) -> float:
         if sync:
             sync()
         times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return times
 
 
 def try_torch():
@@ -48,21 +82,220 @@ def try_torch():
     return torch
 
 
+def torch_available() -> bool:
+    """Whether torch can be imported (checked without importing it here)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def build(torch, spec):
+    """The step of a named torch workload ``spec = (module, builder, args)``."""
+    module, builder, args = spec
+    return getattr(importlib.import_module(module), builder)(torch, *args)
+
+
+class Peer:
+    """torch in a child process, driven over a pipe; one request at a time.
+
+    ``times(spec, repeats, warmup)`` builds the workload once (cached by ``spec``) and returns
+    the wall times of ``repeats`` calls; ``call(spec)`` returns what the builder's function
+    returns when called once (for measurements that are not times, e.g. memory). The child
+    waits on its pipe between requests, so it never runs while this process times NumPy.
+    """
+
+    def __init__(self, threads: int | None = None):
+        cmd = [sys.executable, "-m", "tinyspp.bench.common", "--serve"]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, bufsize=1)
+        self.info = self._request({"op": "info"})
+
+    def _request(self, msg: dict):
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bench peer: the torch process exited ({self.proc.poll()})")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"bench peer: {reply['error']}")
+        time.sleep(PAUSE_S)
+        return reply["result"]
+
+    def times(self, spec, repeats: int, warmup: int = 1) -> list[float]:
+        return self._request({"op": "times", "spec": list(spec), "repeats": repeats,
+                              "warmup": warmup})
+
+    def call(self, spec):
+        return self._request({"op": "call", "spec": list(spec)})
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def serve(threads: int | None = None) -> None:
+    """The peer's loop: read one JSON request per line, answer one JSON line."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    steps = {}
+    for line in sys.stdin:
+        msg = json.loads(line)
+        try:
+            if msg["op"] == "info":
+                result = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                          "interop_threads": torch.get_num_interop_threads(), "pid": os.getpid()}
+            else:
+                key = json.dumps(msg["spec"])
+                if key not in steps:
+                    steps[key] = build(torch, msg["spec"])
+                if msg["op"] == "times":
+                    result = times_ms(steps[key], msg["repeats"], msg["warmup"])
+                else:
+                    result = steps[key]()
+        except Exception as err:  # the parent shows it; the peer keeps serving
+            print(json.dumps({"error": f"{type(err).__name__}: {err}"}), flush=True)
+            continue
+        print(json.dumps({"result": result}), flush=True)
+
+
+def side_by_side(ours, spec, opts, repeats: int | None = None, rounds: int = 3):
+    """Median ms of ``ours`` and of torch workload ``spec``: ``(ours, torch, torch_inproc)``.
+
+    The sides alternate for ``rounds`` rounds of ``repeats // rounds`` timed calls each: our
+    step in this process, torch's in the peer process (``opts.peer``; None: not measured) and,
+    when ``opts.torch_inproc`` is set, torch in this process too. Medians are over all timed
+    calls of a side.
+    """
+    repeats = repeats or opts.repeats
+    per = max(1, repeats // rounds)
+    peer, inproc = getattr(opts, "peer", None), getattr(opts, "torch_inproc", None)
+    inproc_step = build(inproc, spec) if inproc is not None else None
+    a, b, c = [], [], []
+    for r in range(rounds):
+        a += times_ms(ours, per, warmup=1 if r == 0 else 0)
+        if peer is not None:
+            time.sleep(PAUSE_S)
+            b += peer.times(spec, per, warmup=1 if r == 0 else 0)
+        if inproc_step is not None:
+            c += times_ms(inproc_step, per, warmup=1 if r == 0 else 0)
+    med = lambda t: statistics.median(t) if t else None
+    return med(a), med(b), med(c)
+
+
+# --- machine description and the results file ----------------------------------------------
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def numpy_threads() -> dict:
+    """Thread pools NumPy's process uses (``threadpoolctl``): ``{"blas": n, ...}``."""
+    from threadpoolctl import threadpool_info
+
+    return {f"{p['user_api']} ({p['internal_api']})": p["num_threads"]
+            for p in threadpool_info()}
+
+
+def load_average() -> list[float] | None:
+    """1-, 5- and 15-minute load averages, or None where the OS has none."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def rows_to_json(rows: list[Row]) -> list[dict]:
+    return [dict(asdict(r), ratio=None if r.ratio is None else round(r.ratio, 3)) for r in rows]
+
+
+def rows_from_json(items: list[dict]) -> list[Row]:
+    return [Row(**{k: v for k, v in item.items() if k != "ratio"}) for item in items]
+
+
+def _fmt(v, unit="ms"):
+    if v is None:
+        return "-"
+    return f"{v:.1f}" if unit == "MiB" or v >= 100 else f"{v:.2f}"
+
+
 def format_table(rows: list[Row], markdown: bool = True) -> str:
-    head = ["section", "workload", "tinyspp ms", "torch ms", "ratio (ours/torch)", "note"]
+    """The rows as a Markdown table (the torch-in-process column only when measured)."""
+    inproc = any(r.torch_inproc_ms is not None for r in rows)
+    head = ["section", "workload", "unit", "tinyspp", "torch", "ratio (ours/torch)"]
+    if inproc:
+        head.append("torch in-process")
+    head.append("note")
     lines = []
     for r in rows:
-        lines.append([
-            r.section,
-            r.workload,
-            f"{r.ours_ms:.2f}",
-            "-" if r.torch_ms is None else f"{r.torch_ms:.2f}",
-            "-" if r.ratio is None else f"{r.ratio:.2f}",
-            r.note,
-        ])
+        cells = [r.section, r.workload, r.unit, _fmt(r.ours_ms, r.unit),
+                 _fmt(r.torch_ms, r.unit), "-" if r.ratio is None else f"{r.ratio:.2f}"]
+        if inproc:
+            cells.append(_fmt(r.torch_inproc_ms, r.unit))
+        lines.append(cells + [r.note])
     widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h)
               for i, h in enumerate(head)]
     fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
     out = [fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [fmt(row) for row in lines]
     return "\n".join(out)
+
+
+def render_table(results_dir: Path) -> str:
+    """publish renderer ``bench.table``: the table of ``results/bench.json``."""
+    data = json.loads((Path(results_dir) / "bench.json").read_text())
+    return format_table(rows_from_json(data["rows"])) + "\n"
+
+
+def render_setup(results_dir: Path) -> str:
+    """publish renderer ``bench.setup``: command, machine, versions, threads, load."""
+    d = json.loads((Path(results_dir) / "bench.json").read_text())
+    versions = ", ".join(f"{k} {v}" for k, v in d["versions"].items())
+    np_threads = ", ".join(f"{k}: {v}" for k, v in d["threads"]["numpy"].items()) or "none"
+    torch_t = d["threads"].get("torch_peer")
+    load = d["load_average"]
+    return "\n".join([
+        f"- command: `{d['command']}` (started {d['started']}, {d['seconds']:.0f} s)",
+        f"- machine: {d['machine']['cpu']}, {d['machine']['cores']} cores, "
+        f"{d['machine']['platform']}",
+        f"- versions: {versions}",
+        f"- threads: NumPy pools {np_threads}; torch in its own process with "
+        f"{torch_t if torch_t is not None else '-'} intra-op threads",
+        f"- load average (1, 5, 15 min) at start {load['start']}, at end {load['end']}",
+        f"- timing: {d['timing']}",
+    ]) + "\n"
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m tinyspp.bench.common",
+                                description="the torch peer process of the benchmarks")
+    p.add_argument("--serve", action="store_true", help="serve requests on stdin")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.serve:
+        serve(args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

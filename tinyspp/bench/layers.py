@@ -1,15 +1,17 @@
-"""Conv and max-pool layers, forward + backward, float32 on the CPU: tinyspp vs torch.
+"""Conv, max-pool and SPP layers, forward + backward, float32 on the CPU: tinyspp vs torch.
 
-Workloads are the issue's (ZF-5-like conv1, conv2, conv3/4 shapes and pool1). torch runs
-``torch.nn.functional`` plus an autograd ``backward`` on the same arrays, in the same process,
-interleaved with ours, so the ratio is measured side by side.
+Workloads are the issue's: ZF-5-like conv1, conv2 and conv3/4 shapes, pool1 (3/2) and the small
+SPP-net trunk's 2/2 pool, and the SPP layer (levels (6, 3, 2, 1)) on conv5-sized maps. torch runs
+``torch.nn.functional`` plus an autograd ``backward`` on the same data (built from the same seed)
+in a process of its own (:class:`tinyspp.bench.common.Peer`), alternating with ours, so neither
+library's thread pool competes with the other's.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .common import Row, median_ms
+from .common import Row, side_by_side
 
 # (x shape, w shape, pad): conv forward + backward
 CONV = [
@@ -18,15 +20,31 @@ CONV = [
     ((8, 256, 13, 13), (384, 256, 3, 3), 1),
 ]
 # (x shape, ksize, stride): max-pool forward + backward
-POOL = [((8, 96, 55, 55), 3, 2)]
+POOL = [((8, 96, 55, 55), 3, 2), ((32, 16, 32, 32), 2, 2)]
+# x shape: SPP forward + backward
+SPP_LEVELS = (6, 3, 2, 1)
+SPP = [(32, 256, 13, 13), (32, 256, 10, 10)]
 
 
 def _shape(shape, quick):
-    return (min(shape[0], 2),) + shape[1:] if quick else shape
+    return (min(shape[0], 2),) + tuple(shape[1:]) if quick else tuple(shape)
 
 
-def _conv_ours(x, w, b, pad):
+def data(shape, seed, scale=1.0):
+    """float32 standard-normal data of ``shape`` from ``seed`` (the same on both sides)."""
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32) * np.float32(scale)
+
+
+def conv_data(x_shape, w_shape):
+    return data(x_shape, 1), data(w_shape, 2, 0.05), np.zeros(w_shape[0], np.float32)
+
+
+# --- our steps -------------------------------------------------------------------------------
+
+def conv_ours(x_shape, w_shape, pad):
     from ..ops import conv2d_backward, conv2d_forward
+
+    x, w, b = conv_data(x_shape, w_shape)
 
     def step():
         out, cache = conv2d_forward(x, w, b, pad=pad)
@@ -35,18 +53,10 @@ def _conv_ours(x, w, b, pad):
     return step
 
 
-def _conv_torch(torch, x, w, b, pad):
-    tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
-
-    def step():
-        out = torch.nn.functional.conv2d(tx, tw, tb, padding=pad)
-        out.backward(torch.ones_like(out))
-
-    return step
-
-
-def _pool_ours(x, k, s):
+def pool_ours(x_shape, k, s):
     from ..ops import max_pool2d_backward, max_pool2d_forward
+
+    x = data(x_shape, 3)
 
     def step():
         out, cache = max_pool2d_forward(x, k, stride=s)
@@ -55,8 +65,32 @@ def _pool_ours(x, k, s):
     return step
 
 
-def _pool_torch(torch, x, k, s):
-    tx = torch.from_numpy(x).requires_grad_()
+def spp_ours(x_shape):
+    from ..ops import spp_backward, spp_forward
+
+    x = data(x_shape, 4)
+
+    def step():
+        out, cache = spp_forward(x, SPP_LEVELS)
+        spp_backward(np.ones_like(out), cache)
+
+    return step
+
+
+# --- torch's steps (built in the peer process by name) --------------------------------------
+
+def conv_torch(torch, x_shape, w_shape, pad):
+    tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in conv_data(x_shape, w_shape))
+
+    def step():
+        out = torch.nn.functional.conv2d(tx, tw, tb, padding=pad)
+        out.backward(torch.ones_like(out))
+
+    return step
+
+
+def pool_torch(torch, x_shape, k, s):
+    tx = torch.from_numpy(data(x_shape, 3)).requires_grad_()
 
     def step():
         out = torch.nn.functional.max_pool2d(tx, k, s)
@@ -65,37 +99,42 @@ def _pool_torch(torch, x, k, s):
     return step
 
 
-def _time_pair(ours, theirs, repeats):
-    """Median ms of ``ours`` and ``theirs``, alternating rounds so load hits both alike."""
-    rounds = 3
-    per = max(1, repeats // rounds)
-    a, b = [], []
-    for _ in range(rounds):
-        a.append(median_ms(ours, repeats=per))
-        if theirs is not None:
-            b.append(median_ms(theirs, repeats=per))
-    return float(np.median(a)), (float(np.median(b)) if b else None)
+def spp_torch(torch, x_shape):
+    """torch's SPP: ``adaptive_max_pool2d`` per level, flattened and concatenated."""
+    tx = torch.from_numpy(data(x_shape, 4)).requires_grad_()
+    N = x_shape[0]
+
+    def step():
+        pooled = [torch.nn.functional.adaptive_max_pool2d(tx, n).reshape(N, -1)
+                  for n in SPP_LEVELS]
+        out = torch.cat(pooled, dim=1)
+        out.backward(torch.ones_like(out))
+
+    return step
+
+
+def _spec(builder, *args):
+    return (__name__, builder, [list(a) if isinstance(a, tuple) else a for a in args])
 
 
 def run(opts) -> list[Row]:
-    rng = np.random.default_rng(0)
-    torch = opts.torch
-    threads = f"; torch threads {torch.get_num_threads()}" if torch else ""
     rows = []
     for x_shape, w_shape, pad in CONV:
         x_shape = _shape(x_shape, opts.quick)
-        x = rng.standard_normal(x_shape, dtype=np.float32)
-        w = rng.standard_normal(w_shape, dtype=np.float32) * 0.05
-        b = np.zeros(w_shape[0], np.float32)
-        ours, theirs = _time_pair(_conv_ours(x, w, b, pad),
-                                  torch and _conv_torch(torch, x, w, b, pad), opts.repeats)
-        rows.append(Row("layers", f"conv fwd+bwd x{x_shape} w{w_shape} pad {pad}", ours, theirs,
-                        "im2col + 1 GEMM" + threads))
+        t = side_by_side(conv_ours(x_shape, w_shape, pad),
+                         _spec("conv_torch", x_shape, w_shape, pad), opts)
+        rows.append(Row("layers", f"conv fwd+bwd x{x_shape} w{tuple(w_shape)} pad {pad}", t[0],
+                        t[1], "im2col + 1 GEMM", torch_inproc_ms=t[2]))
     for x_shape, k, s in POOL:
         x_shape = _shape(x_shape, opts.quick)
-        x = rng.standard_normal(x_shape, dtype=np.float32)
-        ours, theirs = _time_pair(_pool_ours(x, k, s), torch and _pool_torch(torch, x, k, s),
-                                  opts.repeats)
-        rows.append(Row("layers", f"max-pool {k}/{s} fwd+bwd x{x_shape}", ours, theirs,
-                        "running max over k*k views" + threads))
+        t = side_by_side(pool_ours(x_shape, k, s), _spec("pool_torch", x_shape, k, s), opts)
+        how = "reshape + reduce" if k == s else "running max over k*k views"
+        rows.append(Row("layers", f"max-pool {k}/{s} fwd+bwd x{x_shape}", t[0], t[1], how,
+                        torch_inproc_ms=t[2]))
+    for x_shape in SPP:
+        x_shape = _shape(x_shape, opts.quick)
+        t = side_by_side(spp_ours(x_shape), _spec("spp_torch", x_shape), opts)
+        rows.append(Row("layers", f"SPP {SPP_LEVELS} fwd+bwd x{x_shape}", t[0], t[1],
+                        "channel-last, width then height; torch: adaptive_max_pool2d per level",
+                        torch_inproc_ms=t[2]))
     return rows

@@ -1,30 +1,44 @@
-"""Training throughput of the small SPP-net: one SGD step (forward, backward, update) on a
-batch of 32 images at two input sizes, tinyspp vs the same network built in torch (CPU)."""
+"""Training throughput and memory of the small SPP-net: one SGD step (forward, backward, update)
+on a batch of 32 images at two input sizes, tinyspp vs the same network built in torch (CPU).
+
+Memory: the peak of array memory live during one step (after a warm-up step), counting
+everything the training holds -- parameters, gradients, momentum, the batch, the layers' caches and
+the step's temporaries. tinyspp: ``tracemalloc`` (NumPy reports every array buffer to it), from
+before the network is built. torch: the bytes of its parameters, gradients, momentum buffers and
+batch, plus the highest running total of the allocations and frees that ``torch.profiler``
+(``profile_memory=True``) records during the step.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .common import Row, median_ms
+from .common import Row, median_ms, side_by_side
 
 BATCH = 32
 SIZES = (32, 48)
 NUM_CLASSES = 10
 LEVELS = (4, 2, 1)
+MIB = 2.0 ** 20
 
 
-def _ours(size: int, opts):
+def batch(size: int):
+    """The float32 batch ``(BATCH, 3, size, size)`` and int64 labels, from seed 0."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((BATCH, 3, size, size), dtype=np.float32)
+    return x, rng.integers(0, NUM_CLASSES, BATCH)
+
+
+def ours_step(size: int, gpu: bool = False):
+    """``step()`` of one SGD step of the small SPP-net on a fixed batch (and the net)."""
     from ..nn import SGD, small_spp_net
     from ..ops import softmax_cross_entropy
 
     net = small_spp_net(NUM_CLASSES, 3, levels=LEVELS, seed=0)
-    device = "gpu" if opts.gpu else "cpu"
-    net.to(device)
+    net.to("gpu" if gpu else "cpu")
     opt = SGD(net, lr=0.01, momentum=0.9, weight_decay=5e-4)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((BATCH, 3, size, size)).astype(np.float32)
-    y = rng.integers(0, NUM_CLASSES, BATCH)
-    if opts.gpu:
+    x, y = batch(size)
+    if gpu:
         from ..backend import to_device
 
         x, y = to_device(x, "gpu"), to_device(y, "gpu")
@@ -35,12 +49,22 @@ def _ours(size: int, opts):
         net.backward(dlogits, input_grad=False)
         opt.step()
 
-    sync = None
-    if opts.gpu:
-        import cupy
+    return step
 
-        sync = cupy.cuda.Device().synchronize
-    return median_ms(step, repeats=opts.repeats, sync=sync)
+
+def ours_peak_bytes(size: int) -> int:
+    """Peak traced bytes during one step (after a warm-up step), counting the whole training."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        step = ours_step(size)
+        step()  # warm-up: gradients, momentum and caches exist from now on, as in training
+        tracemalloc.reset_peak()
+        step()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def torch_spp_net(torch, num_classes: int = NUM_CLASSES, levels=LEVELS):
@@ -61,12 +85,11 @@ def torch_spp_net(torch, num_classes: int = NUM_CLASSES, levels=LEVELS):
         SPP(), nn.Linear(64 * M, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, num_classes))
 
 
-def _torch(torch, size: int, opts):
+def _torch_training(torch, size):
     torch.manual_seed(0)
     net = torch_spp_net(torch)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x = torch.randn(BATCH, 3, size, size)
-    y = torch.randint(0, NUM_CLASSES, (BATCH,))
+    x, y = (torch.from_numpy(a) for a in batch(size))
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def step():
@@ -74,17 +97,67 @@ def _torch(torch, size: int, opts):
         loss_fn(net(x), y).backward()
         opt.step()
 
-    return median_ms(step, repeats=opts.repeats)
+    return net, opt, x, y, step
+
+
+def torch_step(torch, size: int):
+    """torch's ``step()`` (built in the peer process)."""
+    return _torch_training(torch, size)[-1]
+
+
+def torch_peak_bytes(torch, size: int):
+    """A function returning torch's peak bytes during one step (see the module docstring)."""
+    net, opt, x, y, step = _torch_training(torch, size)
+
+    def measure():
+        step()  # warm-up: momentum buffers exist from now on
+        held = sum(p.numel() * p.element_size() for p in net.parameters())  # parameters
+        held += sum(p.grad.numel() * p.grad.element_size() for p in net.parameters()
+                    if p.grad is not None)  # gradients still held from the warm-up step
+        held += sum(b.numel() * b.element_size() for s in opt.state.values()
+                    for b in s.values() if torch.is_tensor(b))  # momentum
+        held += x.numel() * x.element_size() + y.numel() * y.element_size()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                    profile_memory=True) as prof:
+            step()
+        events = sorted((e.time_range.start, e.cpu_memory_usage)
+                        for e in prof.events() if e.name == "[memory]")
+        running = peak = 0
+        for _, nbytes in events:
+            running += nbytes
+            peak = max(peak, running)
+        return int(held + peak)
+
+    return measure
 
 
 def run(opts) -> list[Row]:
     rows = []
     for size in SIZES:
-        ours = _ours(size, opts)
-        theirs = None if opts.torch is None or opts.gpu else _torch(opts.torch, size, opts)
+        step = ours_step(size, gpu=opts.gpu)
+        if opts.gpu:
+            import cupy
+
+            ours, theirs, inproc = median_ms(step, repeats=opts.repeats,
+                                             sync=cupy.cuda.Device().synchronize), None, None
+        else:
+            ours, theirs, inproc = side_by_side(step, (__name__, "torch_step", [size]), opts)
         note = f"ours {BATCH / ours * 1e3:.0f} img/s"
         if theirs is not None:
             note += f", torch {BATCH / theirs * 1e3:.0f} img/s"
         rows.append(Row("training", f"SGD step, small SPP-net, {BATCH}x3x{size}x{size}", ours,
-                        theirs, note + (" (GPU)" if opts.gpu else "")))
+                        theirs, note + (" (GPU)" if opts.gpu else ""), torch_inproc_ms=inproc))
+    return rows
+
+
+def memory_rows(opts) -> list[Row]:
+    """Peak memory of one SGD step at each size, ours and torch's (section ``memory``)."""
+    peer = getattr(opts, "peer", None)
+    rows = []
+    for size in SIZES:
+        ours = ours_peak_bytes(size) / MIB
+        theirs = peer.call((__name__, "torch_peak_bytes", [size])) / MIB if peer else None
+        rows.append(Row("memory", f"peak memory, one SGD step, {BATCH}x3x{size}x{size}", ours,
+                        theirs, "tracemalloc vs torch.profiler; model state included",
+                        unit="MiB"))
     return rows

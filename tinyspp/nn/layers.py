@@ -152,8 +152,13 @@ class Conv2d(Layer):
                        "b": np.zeros(F, dtype=dtype)}
 
     def forward(self, x):
+        # the last batch's im2col columns become this batch's buffer (same size in a training
+        # loop: no fresh allocation); dropping the old cache first keeps one copy alive, not two
+        workspace = self._cache.cols if self._cache is not None else None
+        self._cache = None
         out, self._cache = ops.conv2d_forward(x, self.params["w"], self.params["b"],
-                                              stride=self.stride, pad=self.pad)
+                                              stride=self.stride, pad=self.pad,
+                                              workspace=workspace)
         return out
 
     def backward(self, dout, need_dx: bool = True):
@@ -262,7 +267,7 @@ class SpatialPyramidPooling(Layer):
     mode : {"adaptive", "paper", "caffe"}
         Bin rule (see ``tinyspp.bins``).
     pool : {"max", "avg"}
-    impl : {"auto", "xp", "kernel"}
+    impl : {"auto", "xp", "cuda", "emulate"}
         Passed to ``spp_forward`` (``auto``: the CUDA kernel for CuPy inputs).
 
     Shapes: ``(N, C, H, W) -> (N, C * sum(n*n))`` for every ``H, W`` the bin rule accepts.
@@ -275,7 +280,7 @@ class SpatialPyramidPooling(Layer):
         self.levels = check_levels(levels, func)
         self.mode = check_choice(mode, "mode", func, MODES)
         self.pool = check_choice(pool, "pool", func, ("max", "avg"))
-        self.impl = check_choice(impl, "impl", func, ("auto", "xp", "kernel"))
+        self.impl = check_choice(impl, "impl", func, ("auto", "xp", "cuda", "emulate", "kernel"))
 
     def forward(self, x):
         out, self._cache = ops.spp_forward(x, levels=self.levels, mode=self.mode,

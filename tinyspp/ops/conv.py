@@ -28,9 +28,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 from ..backend import get_array_module
 from ..validate import check_array, check_int, check_nchw
-from .dispatch import array_module
+from .dispatch import array_module, parallel_slices, split_copyto
 
 
 class Conv2dCache(NamedTuple):
@@ -62,7 +64,7 @@ def _strided_view(x, shape, strides):
     return xp.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
 
 
-def im2col(x, kh: int, kw: int, stride: int = 1, pad: int = 0):
+def im2col(x, kh: int, kw: int, stride: int = 1, pad: int = 0, out=None):
     """Gather every ``kh x kw`` receptive field of ``x`` into one column.
 
     Parameters
@@ -72,6 +74,10 @@ def im2col(x, kh: int, kw: int, stride: int = 1, pad: int = 0):
         Window height and width.
     stride, pad : int
         Step between windows and zero padding on every side.
+    out : ndarray of shape (C*kh*kw, N*oh*ow), optional
+        A C-contiguous buffer of ``x``'s dtype to gather into (it is overwritten and returned):
+        a layer running batch after batch reuses its last ``cols`` instead of allocating (and
+        page-faulting in) a fresh one.
 
     Returns
     -------
@@ -96,7 +102,13 @@ def im2col(x, kh: int, kw: int, stride: int = 1, pad: int = 0):
     view = _strided_view(
         xpad, (C, kh, kw, N, oh, ow), (sC, sH, sW, sN, sH * stride, sW * stride)
     )
-    return xp.ascontiguousarray(view).reshape(C * kh * kw, N * oh * ow)
+    if out is None:
+        out = xp.empty((C * kh * kw, N * oh * ow), dtype=x.dtype)
+    if xp is np:  # the one copy, split over images between threads (bitwise the same)
+        split_copyto(out.reshape(C, kh, kw, N, oh, ow), view, axis=3)
+    else:
+        xp.copyto(out.reshape(C, kh, kw, N, oh, ow), view)
+    return out
 
 
 def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, pad: int = 0):
@@ -126,14 +138,23 @@ def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, pad: int = 0):
     cols6 = cols.reshape(C, kh, kw, N, oh, ow)
     # accumulate as (C, N, Hp, Wp) so each offset's block cols6[:, i, j] adds without transposing
     dxpad = xp.zeros((C, N, H + 2 * pad, W + 2 * pad), dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            dxpad[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += cols6[:, i, j]
-    dx = dxpad[:, :, pad:pad + H, pad:pad + W].transpose(1, 0, 2, 3)
-    return xp.ascontiguousarray(dx)
+    dx = xp.empty((N, C, H, W), dtype=cols.dtype)
+
+    def add_back(n0, n1):  # images n0..n1-1 (each thread owns its images' pixels)
+        for i in range(kh):
+            for j in range(kw):
+                dxpad[:, n0:n1, i:i + stride * oh:stride, j:j + stride * ow:stride] += \
+                    cols6[:, i, j, n0:n1]
+        dx[n0:n1] = dxpad[:, n0:n1, pad:pad + H, pad:pad + W].transpose(1, 0, 2, 3)
+
+    if xp is np:
+        parallel_slices(add_back, N, cols.size)
+    else:
+        add_back(0, N)
+    return dx
 
 
-def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0):
+def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0, workspace=None):
     """Convolve ``x`` with filters ``w`` (cross-correlation) and add the bias ``b``.
 
     Parameters
@@ -144,6 +165,12 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0):
     stride : int, default 1
     pad : int, default 0
         Zero padding added on every side.
+    workspace : ndarray, optional
+        A buffer for ``cols`` (normally the previous call's ``cache.cols``, which this call then
+        overwrites): used when it has the needed shape ``(C*kh*kw, N*oh*ow)``, dtype and array
+        module and is C-contiguous, ignored otherwise. Saves allocating and page-faulting in the
+        largest array of the step (``tinyspp.nn.Conv2d`` passes its last one). The result is the
+        same either way.
 
     Returns
     -------
@@ -173,11 +200,20 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0):
             f"{func}: the {kh}x{kw} kernel does not fit x of size {H}x{W} with pad={pad}: "
             f"output would be {oh}x{ow}"
         )
-    cols = im2col(x, kh, kw, stride, pad)  # (C*kh*kw, N*oh*ow)
+    shape = (C * kh * kw, N * oh * ow)
+    reuse = (workspace is not None and get_array_module(workspace) is xp
+             and tuple(workspace.shape) == shape and workspace.dtype == x.dtype
+             and workspace.flags.c_contiguous)
+    cols = im2col(x, kh, kw, stride, pad, out=workspace if reuse else None)  # (C*kh*kw, N*oh*ow)
     out_fn = w.reshape(F, -1) @ cols  # (F, N*oh*ow): the one GEMM
     # one pass does both the (F, N) -> (N, F) transpose to NCHW and the bias
     out = xp.empty((N, F, oh, ow), dtype=out_fn.dtype)
-    xp.add(out_fn.reshape(F, N, oh, ow).transpose(1, 0, 2, 3), b.reshape(F, 1, 1), out=out)
+    out_nf = out_fn.reshape(F, N, oh, ow).transpose(1, 0, 2, 3)
+    bias = b.reshape(F, 1, 1)
+    if xp is np:
+        parallel_slices(lambda n0, n1: np.add(out_nf[n0:n1], bias, out=out[n0:n1]), N, out.size)
+    else:
+        xp.add(out_nf, bias, out=out)
     return out, Conv2dCache((N, C, H, W), cols, w, stride, pad)
 
 
@@ -210,7 +246,12 @@ def conv2d_backward(dout, cache: Conv2dCache, need_dx: bool = True):
         raise ValueError(
             f"conv2d_backward: dout must have shape {(N, F, oh, ow)}, got {tuple(dout.shape)}"
         )
-    dout2 = xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(F, N * oh * ow)
+    dout2 = xp.empty((F, N, oh, ow), dtype=dout.dtype)  # (N, F) -> (F, N): the GEMM's layout
+    if xp is np:
+        split_copyto(dout2, dout.transpose(1, 0, 2, 3), axis=1)
+    else:
+        xp.copyto(dout2, dout.transpose(1, 0, 2, 3))
+    dout2 = dout2.reshape(F, N * oh * ow)
     db = dout2.sum(axis=1)
     dw = (dout2 @ cache.cols.T).reshape(w.shape)
     if not need_dx:

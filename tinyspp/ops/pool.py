@@ -38,7 +38,9 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..validate import check_array, check_int, check_nchw
-from .dispatch import array_module
+from .dispatch import array_module, parallel_slices
+
+PHASES_ALWAYS = False  # tests set True to run the padded phase-split path (the plain twin)
 
 
 class MaxPool2dCache(NamedTuple):
@@ -110,30 +112,63 @@ def max_pool2d_forward(x, ksize: int, stride: int | None = None, pad: int = 0,
     # needs (ceil_mode may need more than pad, a large stride less)
     Hp = max((oh - 1) * stride + ksize, pad + H)
     Wp = max((ow - 1) * stride + ksize, pad + W)
-    phases = _column_phases(x, pad, Hp, Wp, stride)
+    view = _offset_views(x, ksize, stride, pad, oh, ow, Hp, Wp)
     # the winner's offset fits in uint8 for windows up to 16x16
     offset_dtype = np.uint8 if ksize * ksize <= 256 else np.int32
-    out = None
+    out = xp.empty((N, C, oh, ow), dtype=x.dtype)
     winner = xp.zeros((N, C, oh, ow), dtype=offset_dtype)
-    better = xp.empty((N, C, oh, ow), dtype=bool)
-    candidate = xp.empty((N, C, oh, ow), dtype=offset_dtype)
-    for k in range(ksize * ksize):  # row-major order: strict '>' keeps the first of equal maxima
-        view = _offset_view(phases, k, ksize, stride, oh, ow)
-        if out is None:
-            out = view.copy()
-            continue
-        xp.greater(view, out, out=better)
-        # k exceeds every earlier offset, so max(winner, better * k) sets winner = k exactly
-        # where view beats the running max (cheaper than a masked copy)
-        xp.multiply(better, offset_dtype(k), out=candidate)
-        xp.maximum(winner, candidate, out=winner)
-        xp.maximum(out, view, out=out)  # also propagates NaN into out
+
+    def pool(n0, n1):  # images n0..n1-1 (on NumPy, slices of the batch run on threads)
+        _running_max(lambda k: view(k)[n0:n1], out[n0:n1], winner[n0:n1], ksize)
+
+    if xp is np:
+        parallel_slices(pool, N, N * C * oh * ow * ksize * ksize)
+    else:
+        pool(0, N)
     if ksize > 1:
-        _route_nan_to_first_nan(phases, out, winner, ksize, stride)
+        _route_nan_to_first_nan(view, out, winner, ksize)
     if pad or Hp > pad + H or Wp > pad + W:
         _route_neg_inf_to_real_cell(out, winner, ksize, stride, pad, H, W)
     cache = MaxPool2dCache((N, C, H, W), winner, ksize, stride, pad, (Hp, Wp))
     return out, cache
+
+
+def _running_max(view, out, winner, ksize):
+    """``out`` = the max over the ``ksize*ksize`` offset views, ``winner`` = the first offset
+    holding it (``winner`` starts at 0)."""
+    xp = get_array_module(out)
+    better = xp.empty(out.shape, dtype=bool)
+    candidate = xp.empty(out.shape, dtype=winner.dtype)
+    xp.copyto(out, view(0))
+    for k in range(1, ksize * ksize):  # row-major order: strict '>' keeps the first of equal maxima
+        v = view(k)
+        xp.greater(v, out, out=better)
+        # k exceeds every earlier offset, so max(winner, better * k) sets winner = k exactly
+        # where v beats the running max (cheaper than a masked copy)
+        xp.multiply(better, winner.dtype.type(k), out=candidate)
+        xp.maximum(winner, candidate, out=winner)
+        xp.maximum(out, v, out=out)  # also propagates NaN into out
+
+
+def _offset_views(x, ksize, stride, pad, oh, ow, Hp, Wp):
+    """A function ``k -> (N, C, oh, ow)`` view of ``xpad[n, c, oy*stride + i, ox*stride + j]``
+    for kernel offset ``k = i*ksize + j``.
+
+    Non-overlapping windows without padding that tile ``x`` exactly (``(Hp, Wp) == (H, W)``,
+    e.g. the trunk's 2/2 pools) read plain strided slices of ``x``: no copy (a reshape of ``x``
+    into windows, reduced offset by offset). Otherwise the views are slices of the
+    ``-inf``-padded, phase-split copy of ``_column_phases``, whose unit-stride rows pay for
+    the copy when windows overlap.
+    """
+    H, W = x.shape[2:]
+    if stride == ksize and pad == 0 and (Hp, Wp) == (H, W) and not PHASES_ALWAYS:
+        def view(k):
+            i, j = divmod(k, ksize)
+            return x[:, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+
+        return view
+    phases = _column_phases(x, pad, Hp, Wp, stride)
+    return lambda k: _offset_view(phases, k, ksize, stride, oh, ow)
 
 
 def _column_phases(x, pad, Hp, Wp, stride):
@@ -169,16 +204,14 @@ def _offset_view(phases, k, ksize, stride, oh, ow):
     return phases[j % stride, :, :, i:i + stride * (oh - 1) + 1:stride, q:q + ow]
 
 
-def _route_nan_to_first_nan(phases, out, winner, ksize, stride):
+def _route_nan_to_first_nan(view, out, winner, ksize):
     """Point the winner of every NaN window at its first NaN (``>`` is False for NaN)."""
     xp = get_array_module(out)
     nan_out = xp.isnan(out)
     if not bool(nan_out.any()):
         return
-    oh, ow = out.shape[2:]
     for k in reversed(range(ksize * ksize)):  # reversed: the first NaN is written last
-        view = _offset_view(phases, k, ksize, stride, oh, ow)
-        xp.copyto(winner, winner.dtype.type(k), where=nan_out & xp.isnan(view))
+        xp.copyto(winner, winner.dtype.type(k), where=nan_out & xp.isnan(view(k)))
 
 
 def _route_neg_inf_to_real_cell(out, winner, ksize, stride, pad, H, W):
@@ -218,14 +251,23 @@ def max_pool2d_backward(dout, cache: MaxPool2dCache):
         raise ValueError(f"{func}: dout must have shape {(N, C, oh, ow)}, got {tuple(dout.shape)}")
     ksize, stride, pad = cache.ksize, cache.stride, cache.pad
     Hp, Wp = cache.padded_shape
-    # flat index of every window's winner in the padded (N, C, Hp, Wp) volume:
-    # window origin (plane, oy*stride, ox*stride) + the winner's offset (i, j)
-    origin = (xp.arange(N * C).reshape(N, C, 1, 1) * (Hp * Wp)
+    # flat index of every window's winner inside its image's padded (C, Hp, Wp) volume:
+    # window origin (channel, oy*stride, ox*stride) + the winner's offset (i, j)
+    origin = ((xp.arange(C) * (Hp * Wp)).reshape(C, 1, 1)
               + (xp.arange(oh) * (stride * Wp)).reshape(oh, 1) + xp.arange(ow) * stride)
     offsets = xp.asarray([i * Wp + j for i in range(ksize) for j in range(ksize)])
-    index = origin + xp.take(offsets, cache.winner)  # (N, C, oh, ow)
-    dxpad = xp.zeros(N * C * Hp * Wp, dtype=dout.dtype)
-    # unbuffered scatter-add: windows that picked the same pixel add up there
-    xp.add.at(dxpad, index.ravel(), dout.ravel())
-    dxpad = dxpad.reshape(N, C, Hp, Wp)
+    dxpad = xp.zeros((N, C, Hp, Wp), dtype=dout.dtype)
+
+    def scatter(n0, n1):  # images n0..n1-1 write only their own planes
+        index = origin + xp.take(offsets, cache.winner[n0:n1])  # (n, C, oh, ow)
+        index += (xp.arange(n1 - n0) * (C * Hp * Wp)).reshape(-1, 1, 1, 1)
+        # unbuffered scatter-add: windows that picked the same pixel add up there
+        xp.add.at(dxpad[n0:n1].reshape(-1), index.ravel(), dout[n0:n1].ravel())
+
+    if xp is np:
+        parallel_slices(scatter, N, 4 * dout.size)
+    else:
+        scatter(0, N)
+    if (Hp, Wp) == (H, W):  # no padding: dxpad is dx (no crop copy)
+        return dxpad
     return xp.ascontiguousarray(dxpad[:, :, pad:pad + H, pad:pad + W])

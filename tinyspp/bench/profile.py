@@ -1,0 +1,101 @@
+"""Where one SGD step of the small SPP-net spends its time (section ``profile``).
+
+The step of :mod:`tinyspp.bench.training` (batch 32, 3x32x32 and 3x48x48), taken apart: every
+layer's forward and backward timed on the activations the step really sees, the SGD update and
+the loss, and, inside the convolutions, the pieces of ``conv2d_forward`` / ``conv2d_backward``
+(padding + the im2col copy, the GEMMs, the layout transposes, ``col2im``'s strided adds).
+Each piece is timed alone (median of repeats), so the pieces of a layer need not add up exactly
+to its total. No torch here: this is a map of our own time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .common import Row, median_ms
+from .training import BATCH, LEVELS, NUM_CLASSES, batch
+
+SIZES = (32, 48)
+
+
+def _conv_pieces(layer, x, dout, repeats):
+    """Time the steps of ``conv2d_forward``/``conv2d_backward`` on ``x`` -> ``dout``."""
+    from ..ops.conv import col2im, conv_output_size, im2col
+
+    w, b = layer.params["w"], layer.params["b"]
+    F, C, k, _ = w.shape
+    N, _, H, W = x.shape
+    p, s = layer.pad, layer.stride
+    oh, ow = conv_output_size(H, k, s, p), conv_output_size(W, k, s, p)
+    cols = im2col(x, k, k, s, p)
+    out_fn = w.reshape(F, -1) @ cols
+    dout2 = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(F, -1)
+    dcols = w.reshape(F, -1).T @ dout2
+    out = np.empty((N, F, oh, ow), dtype=x.dtype)
+    pieces = {
+        "fwd: pad + im2col copy": lambda: im2col(x, k, k, s, p),
+        "fwd: GEMM w @ cols": lambda: w.reshape(F, -1) @ cols,
+        "fwd: (F,N)->(N,F) transpose + bias": lambda: np.add(
+            out_fn.reshape(F, N, oh, ow).transpose(1, 0, 2, 3), b.reshape(F, 1, 1), out=out),
+        "bwd: dout (N,F)->(F,N) transpose": lambda: np.ascontiguousarray(
+            dout.transpose(1, 0, 2, 3)),
+        "bwd: db sum": lambda: dout2.sum(axis=1),
+        "bwd: GEMM dout @ cols.T (dw)": lambda: dout2 @ cols.T,
+        "bwd: GEMM w.T @ dout (dcols)": lambda: w.reshape(F, -1).T @ dout2,
+        "bwd: col2im strided adds": lambda: col2im(dcols, x.shape, k, k, s, p),
+    }
+    return {name: median_ms(fn, repeats) for name, fn in pieces.items()}
+
+
+def profile_step(size: int, repeats: int) -> list[tuple[str, float]]:
+    """``(what, ms)`` for every piece of one SGD step at ``size`` px."""
+    from ..nn import SGD, Conv2d, small_spp_net
+    from ..ops import softmax_cross_entropy
+
+    net = small_spp_net(NUM_CLASSES, 3, levels=LEVELS, seed=0).train()
+    opt = SGD(net, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x, y = batch(size)
+    inputs, h = [], x
+    for layer in net:  # the activations of one forward pass
+        inputs.append(h)
+        h = layer.forward(h)
+    loss, dlogits = softmax_cross_entropy(h, y)
+    douts, d = [None] * len(net), dlogits
+    for i in range(len(net) - 1, -1, -1):
+        douts[i] = d
+        d = net[i].backward(d) if i else net[i].backward(d, need_dx=False)
+    opt.step()
+    out = []
+    for i, layer in enumerate(net):
+        name = f"{i} {type(layer).__name__}"
+
+        def fwd(layer=layer, h=inputs[i]):
+            layer.forward(h)
+
+        def bwd(layer=layer, h=inputs[i], d=douts[i], first=(i == 0)):
+            if isinstance(layer, Conv2d):
+                layer.backward(d, need_dx=not first)
+            else:
+                layer.backward(d)
+
+        out.append((f"{name} forward", median_ms(fwd, repeats)))
+        layer.forward(inputs[i])
+        out.append((f"{name} backward", median_ms(bwd, repeats)))
+        if isinstance(layer, Conv2d):
+            pieces = _conv_pieces(layer, inputs[i], douts[i], repeats)
+            if i == 0:
+                pieces.pop("bwd: GEMM w.T @ dout (dcols)")
+                pieces.pop("bwd: col2im strided adds")
+            out += [(f"{name}   {k}", v) for k, v in pieces.items()]
+    out.append(("loss softmax_cross_entropy", median_ms(lambda: softmax_cross_entropy(h, y),
+                                                        repeats)))
+    out.append(("SGD.step", median_ms(opt.step, repeats)))
+    return out
+
+
+def run(opts) -> list[Row]:
+    rows = []
+    for size in SIZES:
+        for what, ms in profile_step(size, opts.repeats):
+            rows.append(Row("profile", f"{BATCH}x3x{size}x{size}: {what}", ms))
+    return rows
