@@ -596,3 +596,197 @@ def test_cuda_launcher_without_a_gpu_says_so(monkeypatch):
     monkeypatch.setattr(backend, "gpu_available", lambda: False)
     with pytest.raises(RuntimeError, match="needs CuPy and a CUDA device; with NumPy arrays"):
         cuda.launch("spp_forward_f32", 1, [])
+
+
+# --- the compiled-library cache (tinyspp/kernels/build.py) ---------------------------------------
+
+PROBE = 'extern "C" int tinyspp_probe() { return 7; }\n'
+PROBE_FLAGS = ("-O0", "-shared", "-fPIC")
+
+
+def _probe(folder, source=PROBE, symbols=("tinyspp_probe",)):
+    from tinyspp.kernels import build
+
+    return build.shared_library("probe", source, PROBE_FLAGS, folder, find=emulate.find_compiler,
+                                who="test", why="a test", symbols=symbols)
+
+
+def _plant(path, source):
+    """Compile ``source`` straight to ``path`` (a library the cache did not build)."""
+    src = path.with_suffix(".plant.cpp")
+    src.write_text(source)
+    subprocess.run([emulate.find_compiler(), *PROBE_FLAGS, "-o", str(path), str(src)],
+                   check=True)
+    src.unlink()
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".so"))
+
+
+def test_concurrent_first_builds_all_succeed_and_leave_one_good_library(tmp_path):
+    """Several processes compile the CPU kernel at once into an empty cache: each builds from
+    its own temporary source, checks the symbols and renames atomically, so all of them load a
+    good library (no warning: -W error), one file stays and no temporary file is left."""
+    import os
+    import sys
+
+    env = {**os.environ, "TINYSPP_CACHE_DIR": str(tmp_path)}
+    code = ("from tinyspp.kernels import cpu; lib = cpu.library(); "
+            "assert all(hasattr(lib, s) for s in cpu.symbols()); print('ok')")
+    procs = [subprocess.Popen([sys.executable, "-W", "error", "-c", code], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], results
+    assert all(out.strip() == "ok" and not err for out, err in results), results
+    assert len(list(tmp_path.glob("region_max_*.so"))) == 1
+    assert _leftovers(tmp_path) == []
+
+
+def test_cached_library_without_its_symbols_is_rebuilt(tmp_path):
+    from tinyspp.kernels import build
+
+    path = build.library_path("probe", PROBE, PROBE_FLAGS, tmp_path)
+    _plant(path, "int unrelated = 1;\n")  # what g++ makes of an empty or truncated source
+    lib = _probe(tmp_path)
+    assert lib.tinyspp_probe() == 7
+    # the file on disk is the good one now: a fresh process loads it without rebuilding
+    import sys
+
+    check = f"import ctypes; print(ctypes.CDLL({str(path)!r}).tinyspp_probe())"
+    assert subprocess.run([sys.executable, "-c", check], capture_output=True,
+                          text=True).stdout.strip() == "7"
+    assert _leftovers(tmp_path) == []
+
+
+def test_cached_library_that_does_not_load_is_rebuilt(tmp_path):
+    from tinyspp.kernels import build
+
+    path = build.library_path("probe", PROBE, PROBE_FLAGS, tmp_path)
+    path.write_bytes(b"\x7fELF truncated")
+    assert _probe(tmp_path).tinyspp_probe() == 7
+
+
+def test_a_build_without_the_symbols_is_never_cached(tmp_path):
+    with pytest.raises(RuntimeError, match="unusable .*missing.*tinyspp_missing.*not caching"):
+        _probe(tmp_path, symbols=("tinyspp_probe", "tinyspp_missing"))
+    assert list(tmp_path.iterdir()) == []  # no library, no temporary source
+
+
+def test_compiler_gets_a_timeout_and_leaves_no_files(tmp_path, monkeypatch):
+    from tinyspp.kernels import build
+
+    slow = tmp_path / "slow-cxx"
+    slow.write_text("#!/bin/sh\nsleep 30\n")
+    slow.chmod(0o755)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TINYSPP_COMPILE_TIMEOUT", "0.5")
+    with pytest.raises(RuntimeError, match="did not finish compiling probe within 0.5 s"):
+        build.shared_library("probe", PROBE, PROBE_FLAGS, cache, find=lambda: str(slow),
+                             who="test", why="a test", symbols=("tinyspp_probe",))
+    assert list(cache.iterdir()) == []
+
+
+def test_fallback_cache_folder_is_private_and_refused_when_not(tmp_path, monkeypatch):
+    import os
+    import stat
+    import tempfile
+
+    from tinyspp.kernels import build
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("TINYSPP_CACHE_DIR")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # ~/.cache-like folder cannot be made
+    folder = build.cache_dir()
+    assert folder == tmp_path / f"tinyspp-{os.getuid()}"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    folder.chmod(0o777)
+    with pytest.raises(RuntimeError, match="refusing the cache folder .*others may write"):
+        build.cache_dir()
+    folder.chmod(0o700)
+    monkeypatch.setattr(os, "getuid", lambda: 54321)  # as seen by another user
+    (tmp_path / "tinyspp-54321").symlink_to(folder)
+    with pytest.raises(RuntimeError, match="not a directory"):
+        build.temp_cache_dir()
+    (tmp_path / "tinyspp-54321").unlink()
+    (tmp_path / "tinyspp-54321").mkdir(mode=0o700)  # planted by the real user, not by 54321
+    with pytest.raises(RuntimeError, match=rf"owned by uid {folder.stat().st_uid}, not by this "
+                                           r"user \(uid 54321\)"):
+        build.temp_cache_dir()
+
+
+def test_available_answers_false_with_the_reason_on_any_load_failure(monkeypatch):
+    from tinyspp.kernels import cpu
+
+    def broken():
+        raise AttributeError("region_max: undefined symbol roi_max_forward_f32_u16")
+
+    monkeypatch.setattr(cpu, "library", broken)
+    cpu.available.cache_clear()
+    try:
+        assert cpu.available() is False
+        assert "AttributeError" in cpu.why_unavailable()
+        assert "undefined symbol" in cpu.why_unavailable()
+    finally:
+        cpu.available.cache_clear()
+        cpu._UNAVAILABLE.clear()
+
+
+# --- per-launch work done once -------------------------------------------------------------------
+
+def test_bin_table_is_checked_and_packed_once_per_geometry():
+    from tinyspp.kernels import pyramid_pool
+
+    pyramid_pool._TABLES.clear()
+    x = tied_values((2, 3, 9, 7), 2, np.float64)
+    out, arg = kernels.spp_forward(x, bin_table(9, 7, (3, 1)))
+    kernels.spp_backward(np.ones_like(out), arg, x.shape, bin_table(9, 7, (3, 1)))
+    kernels.spp_forward(x, bin_table(9, 7, (3, 1), "caffe"))  # other bins: another entry
+    assert sum(k[0] == "table" for k in pyramid_pool._TABLES) == 2
+    bad = bin_table(9, 7, (3, 1))._replace(x1=np.array([3, 5, 8, 3, 5, 8, 3, 5, 8, 7]))
+    with pytest.raises(ValueError, match="inside the \\(9, 7\\) map"):  # never cached as good
+        kernels.spp_forward(x, bad)
+    with pytest.raises(ValueError, match="inside the \\(9, 7\\) map"):
+        kernels.spp_forward(x, bad)
+
+
+def test_entry_points_are_parsed_once_per_process():
+    common._parse_entry_points.cache_clear()
+    first = common.entry_points()
+    assert common.entry_points() is first
+    assert common._parse_entry_points.cache_info().hits == 1
+
+
+def test_image_kernel_caffe_avg_divides_by_the_padded_window():
+    x = np.arange(20.0).reshape(1, 1, 4, 5)
+    out, _ = kernels.spp_forward(x, bin_table(4, 5, (2,), "caffe"), "avg")
+    g = x[0, 0]
+    assert out[0].tolist() == [g[0:2, 0:2].sum() / 6, g[0:2, 2:5].sum() / 6,
+                               g[2:4, 0:2].sum() / 6, g[2:4, 2:5].sum() / 6]
+    dx = kernels.spp_backward(np.ones((1, 4)), None, x.shape, bin_table(4, 5, (2,), "caffe"),
+                              "avg")
+    assert np.allclose(dx[0, 0], 1 / 6)  # every cell is in one bin whose divisor is 6
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason=GPU_REASON)
+def test_gpu_region_pooling_takes_host_rois_and_float16():
+    import cupy as cp
+
+    from tinyspp.ops.roi import roi_spp_backward, roi_spp_forward
+
+    x = tied_values((1, 3, 9, 11), 8, np.float32)
+    rois = np.array([[0, 0, 0, 10, 8], [0, 2, 3, 5, 5], [0, 2, 3, 5, 5]])
+    out, cache = roi_spp_forward(cp.asarray(x), rois)  # NumPy rois, CuPy features
+    assert cache.impl == "cuda"
+    ref, ref_cache = roi_spp_forward(x, rois, impl="xp")
+    assert_same(asnumpy(out), ref)
+    np.testing.assert_array_equal(asnumpy(cache.argmax), ref_cache.argmax)
+    dx = roi_spp_backward(cp.ones(out.shape, cp.float32), cache)
+    assert_close(asnumpy(dx), roi_spp_backward(np.ones(out.shape, np.float32), ref_cache),
+                 np.float32)
+    half, hcache = roi_spp_forward(cp.asarray(x.astype(np.float16)), rois)  # auto falls back
+    assert hcache.impl == "xp" and half.dtype == np.float16

@@ -414,3 +414,108 @@ def test_unique_rows_is_np_unique_over_rows(shape_rois):
     np.testing.assert_array_equal(huge[0], ref)
     np.testing.assert_array_equal(huge[1], inverse)
 
+
+
+# --- implementation names, the choice, the bin rule's divisors ------------------------------
+
+def test_old_impl_name_kernel_warns_and_means_emulate_on_numpy():
+    features, rois = tie_free((1, 2, 5, 6), seed=15), np.array([[0, 1, 0, 4, 3]])
+    with pytest.warns(DeprecationWarning, match="impl='kernel' is deprecated.*'emulate'"):
+        out, cache = roi_spp_forward(features, rois, (2, 1), impl="kernel")
+    assert cache.impl == "emulate"
+    np.testing.assert_array_equal(out, roi_loop(features, rois, (2, 1))[0])
+    with pytest.raises(ValueError, match="impl='cuda' runs on CuPy arrays.*'emulate'"):
+        roi_spp_forward(features, rois, impl="cuda")
+
+
+class _FakeCuPy:
+    """Stands in for the cupy module in the choice (any module that is not numpy)."""
+
+
+@pytest.mark.parametrize("dtype, mode, pool, want", [
+    (np.float32, "adaptive", "max", "cuda"),
+    (np.float64, "adaptive", "avg", "cuda"),
+    (np.float16, "adaptive", "max", "xp"),   # the kernel takes float32/64 only: fall back
+    (np.float32, "caffe", "max", "xp"),      # the kernel bins adaptively only
+])
+def test_auto_on_cupy_falls_back_where_the_cuda_kernel_does_not_apply(dtype, mode, pool, want):
+    from tinyspp.ops.roi import choose_impl
+
+    assert choose_impl("auto", _FakeCuPy(), mode, pool, 100, np.dtype(dtype), "f") == want
+
+
+def test_explicit_kernel_impls_name_what_they_cannot_do():
+    rois = np.array([[0, 0, 0, 1, 1]])
+    with pytest.raises(ValueError, match="impl='emulate' needs float32 or float64.*float16"):
+        roi_spp_forward(np.ones((1, 1, 4, 4), np.float16), rois, impl="emulate")
+    with pytest.raises(ValueError, match="impl must be one of"):
+        roi_spp_forward(np.ones((1, 1, 4, 4)), rois, impl="gpu")
+
+
+def avg_oracle(features, rois, levels, mode):
+    """Bin sums over the clipped bin divided by tinyspp.bins' divisor, one bin at a time."""
+    from tinyspp.bins import bin_divisors, bin_edges
+
+    rows = []
+    for b, x0, y0, x1, y1 in rois.tolist():
+        h, w = y1 - y0 + 1, x1 - x0 + 1
+        row = []
+        for n in levels:
+            ey, ex = bin_edges(h, n, mode), bin_edges(w, n, mode)
+            dy, dx = bin_divisors(h, n, mode), bin_divisors(w, n, mode)
+            for c in range(features.shape[1]):
+                for (ys, ye), hy in zip(ey, dy):
+                    for (xs, xe), wx in zip(ex, dx):
+                        cells = features[b, c, y0 + ys:y0 + ye, x0 + xs:x0 + xe]
+                        row.append(cells.sum() / (hy * wx))
+        rows.append(row)
+    return np.array(rows)
+
+
+def test_caffe_avg_divides_by_the_padded_window_worked_by_hand(numpy_path):
+    """A 4 x 5 RoI at level 2, caffe: kernel 2 x 3, pad 0 x 1, so the columns are [-1, 2) and
+    [2, 5): the left bins hold 2 x 2 cells but Caffe divides by 2 x 3 = 6."""
+    features = np.arange(20.0).reshape(1, 1, 4, 5)
+    out, _ = roi_spp_forward(features, np.array([[0, 0, 0, 4, 3]]), (2,), mode="caffe",
+                             pool="avg")
+    x = features[0, 0]
+    want = [x[0:2, 0:2].sum() / 6, x[0:2, 2:5].sum() / 6, x[2:4, 0:2].sum() / 6,
+            x[2:4, 2:5].sum() / 6]
+    np.testing.assert_allclose(out[0], want, rtol=1e-12)
+    adaptive, _ = roi_spp_forward(features, np.array([[0, 0, 0, 4, 3]]), (2,), pool="avg")
+    assert adaptive[0, 0] == pytest.approx(x[0:2, 0:3].mean())  # the bin's own area
+
+
+@given(maps_and_rois(max_hw=12, max_r=6), st.sampled_from(["paper", "caffe"]), seeds)
+def test_avg_in_other_modes_equals_the_divisor_oracle(shape_rois, mode, seed):
+    shape, rois = shape_rois
+    features = np.random.default_rng(seed).standard_normal(shape)
+    levels = (3, 2, 1)
+    try:
+        want = avg_oracle(features, rois, levels, mode)
+    except ValueError:
+        return  # a RoI this mode cannot bin: the max test checks the error
+    out, cache = roi_spp_forward(features, rois, levels, mode=mode, pool="avg")
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+    dout = np.random.default_rng(seed + 1).standard_normal(out.shape)
+    num = numerical_grad_of_output(
+        lambda f: roi_spp_forward(f, rois, levels, mode=mode, pool="avg")[0], features, dout,
+        eps=1e-3)
+    dfeatures = roi_spp_backward(dout, cache)
+    num = np.where(dfeatures == 0, 0.0, num)  # cells in no bin (integral-image rounding)
+    assert rel_error(dfeatures, num) < 1e-6
+
+
+def test_one_argmax_format_from_every_implementation(numpy_path):
+    """cpu, xp and emulate write the same (U, D) plane-flat argmax for the distinct RoIs."""
+    features = np.round(np.random.default_rng(16).standard_normal((2, 5, 9, 11)) * 2)
+    rois = np.array([[1, 0, 0, 10, 8], [0, 2, 3, 5, 5], [1, 0, 0, 10, 8], [0, 7, 1, 7, 1]])
+    caches = {impl: roi_spp_forward(features, rois, (3, 2, 1), impl=impl)[1]
+              for impl in (["cpu"] if cpu_kernel.available() else []) + ["xp", "emulate"]}
+    ref = caches["xp"]
+    assert ref.distinct_argmax.shape == (3, 5 * 14) and ref.inverse.tolist() == [2, 0, 2, 1]
+    for impl, cache in caches.items():
+        assert cache.impl == impl
+        np.testing.assert_array_equal(cache.rois, ref.rois)
+        np.testing.assert_array_equal(cache.distinct_argmax, ref.distinct_argmax)
+        np.testing.assert_array_equal(cache.argmax, roi_loop(features, rois, (3, 2, 1))[1])

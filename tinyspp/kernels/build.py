@@ -119,6 +119,12 @@ def _unload(lib):
         pass
 
 
+def library_path(stem, source, flags, folder) -> Path:
+    """Where the build of ``source`` with ``flags`` is cached: ``{folder}/{stem}_{hash}.so``."""
+    key = hashlib.sha256("\n".join([source, *flags]).encode()).hexdigest()[:16]
+    return Path(folder) / f"{stem}_{key}.so"
+
+
 def shared_library(stem, source, flags, folder, find, who, why, symbols=()) -> ctypes.CDLL:
     """Load the cached build of ``source`` from ``folder``, building it first when needed.
 
@@ -128,9 +134,8 @@ def shared_library(stem, source, flags, folder, find, who, why, symbols=()) -> c
     load or lacks a symbol is deleted and rebuilt. Raises RuntimeError when no compiler is
     found, compilation fails or times out, or the new library lacks a symbol.
     """
-    key = hashlib.sha256("\n".join([source, *flags]).encode()).hexdigest()[:16]
     folder = Path(folder)
-    lib_path = folder / f"{stem}_{key}.so"
+    lib_path = library_path(stem, source, flags, folder)
     if lib_path.exists():
         lib, _ = _load(lib_path, symbols)
         if lib is not None:
@@ -149,7 +154,7 @@ def shared_library(stem, source, flags, folder, find, who, why, symbols=()) -> c
     folder.mkdir(parents=True, exist_ok=True)
     timeout = float(os.environ.get("TINYSPP_COMPILE_TIMEOUT", COMPILE_TIMEOUT))
     with tempfile.TemporaryDirectory(prefix=f".{stem}-build-", dir=folder) as tmp:
-        cpp_path = Path(tmp) / f"{stem}_{key}.cpp"
+        cpp_path = Path(tmp) / (lib_path.stem + ".cpp")
         out_path = Path(tmp) / lib_path.name
         cpp_path.write_text(source)
         try:
