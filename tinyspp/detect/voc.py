@@ -335,7 +335,8 @@ def write_voc(dataset, root, *, splits=None, ids=None, image_format: str = "png"
         Image ids; default ``000001``, ``000002``, ... as in VOC.
     image_format : {"png", "jpg"}
         ``"png"`` (default) is lossless: the images read back equal the written ones rounded to
-        8 bits (within 1/510). ``"jpg"`` is VOC's own format, and lossy.
+        8 bits (within 1/510). ``"jpg"`` is VOC's own format, and lossy (the writer's
+        default quality).
     overwrite : bool
         Refuse (``FileExistsError``, nothing written) when a file to write exists, unless True.
 
@@ -344,7 +345,7 @@ def write_voc(dataset, root, *, splits=None, ids=None, image_format: str = "png"
     list of str
         The ids written.
     """
-    import imageio.v3 as iio  # the image I/O library scikit-image uses
+    from skimage import io
 
     func = "write_voc"
     if image_format not in ("png", "jpg"):
@@ -387,10 +388,7 @@ def write_voc(dataset, root, *, splits=None, ids=None, image_format: str = "png"
             raise ValueError(f"{func}: dataset.boxes[{k}] reach beyond the {H} x {W} image")
         filename = f"{image_id}.{image_format}"
         pixels = np.round(img * 255).astype(np.uint8)
-        if image_format == "jpg":
-            iio.imwrite(img_dir / filename, pixels, quality=95)
-        else:
-            iio.imwrite(img_dir / filename, pixels)
+        io.imsave(img_dir / filename, pixels, check_contrast=False)
         (ann_dir / f"{image_id}.xml").write_text(
             _annotation_xml(root.name, filename, (H, W), boxes, labels, diff, names))
     for name, members in splits.items():
