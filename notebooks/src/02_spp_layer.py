@@ -1,6 +1,11 @@
 # %% [markdown]
 # # 02 · The SPP layer: forward, backward and a gradient check
 #
+# **Assumes:** the bin rules of [notebook 01](01_bin_math.ipynb) and max pooling's backward pass
+# and the gradient checks of [notebook 00](00_layers_backprop.ipynb). **Previous:**
+# [01 · Pyramid bin math](01_bin_math.ipynb). **Next:**
+# [03 · Multi-size training](03_multi_size_training.ipynb). Index: [README](README.md).
+#
 # **What you will learn**
 #
 # * how `tinyspp.ops.spp_forward` turns a feature map of *any* height and width into a vector of a
@@ -92,12 +97,17 @@ plane = rng.permutation(H * W).reshape(1, 1, H, W).astype(np.float64)
 levels = (3, 2, 1)
 y, cache = spp_forward(plane, levels=levels)
 
-fig, axes = plt.subplots(1, 3, figsize=(9.0, 3.3))
+fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.6), layout="constrained")
 for ax, n, off in zip(axes, levels, cache.table.offsets):
     winners = cache.argmax[0, off:off + n * n]              # C = 1: columns by*n + bx
     viz.draw_winners(ax, plane[0, 0], bin_edges(H, n), bin_edges(W, n), winners,
                      title=f"level n={n}: {n * n} bins")
-fig.tight_layout()
+    ax.set_xlabel("column w")
+    ax.set_ylabel("row h")
+fig.colorbar(axes[0].images[0], ax=list(axes), shrink=0.8, label="value x[h, w] (rank)")
+star = plt.Line2D([], [], marker="*", color="0.5", markeredgecolor="k", linestyle="",
+                  markersize=11, label="maximum of the bin outlined in the same colour")
+fig.legend(handles=[star], loc="lower center", ncol=1, bbox_to_anchor=(0.45, -0.08))
 viz.save_thumbnail(fig, "02_winners")
 plt.show()
 
@@ -121,25 +131,21 @@ for k, (y0, y1) in enumerate(bin_edges(H, 3)):               # level 3, every bi
 
 # %%
 dx = spp_backward(np.ones_like(y), cache)
-print(dx[0, 0].astype(int))
 assert dx.sum() == 14
 assert set(np.flatnonzero(dx[0, 0])) == set(cache.argmax[0].tolist())
 assert dx[0, 0].flat[plane.argmax()] >= 1
 
-fig, ax = plt.subplots(figsize=(3.4, 3.2))
-im = ax.imshow(dx[0, 0], cmap="magma", interpolation="nearest")
-ax.set_title("dL/dx with dL/dy = 1: bins won")
-fig.colorbar(im, ax=ax, shrink=0.8)
+fig, ax = plt.subplots(figsize=(4.2, 3.6))
+viz.draw_values(ax, dx[0, 0], fmt="{:.0f}", cmap="magma_r", title="dL/dx for dL/dy = 1: bins won")
 plt.show()
 
 # %% [markdown]
-# The library's scatter is short enough to read in full: one scatter-add (`np.add.at`) over the flat winner
-# indices, so that overlapping bins add up instead of overwriting each other.
+# The library's backward is short enough to read: after checking `dout` it hands the stored
+# winners to one scatter-add (`np.add.at` on the CPU) over their flat indices, so that
+# overlapping bins add up instead of overwriting each other.
 
 # %%
-import tinyspp.ops.spp as spp_module
-
-print(inspect.getsource(spp_module.scatter_max_grad))
+print(viz.source_excerpt(inspect.getsource(spp_backward), "    func =", "    return"))
 
 # %% [markdown]
 # ## 5. A numerical gradient check
@@ -215,5 +221,22 @@ assert spp_output_length(256, (4, 2, 1)) == 5_376
 #   $10^{-6}$) on tie-free inputs, for all three bin conventions.
 # * 256 channels x 50 bins = 12,800: the paper's pool5 length, independent of the input size.
 #
-# Next: `03_multi_size_training.ipynb` trains a small SPP-net on several input sizes with one set of
-# weights.
+# Next: [03 · Multi-size training](03_multi_size_training.ipynb) trains a small SPP-net on several
+# input sizes with one set of weights.
+#
+# ## Exercises
+#
+# 1. **(graded) `spp_max(x, levels)`**: adaptive max SPP of an `(N, C, H, W)` array, returning
+#    `(N, C * sum(n*n))` in the library's layout (levels in order, channel-major within a level).
+#    Write it in `exercises/spp_max.py` and run `python -m tinyspp grade exercises/ --only
+#    spp_max`. The grader checks the shape, level 1 against the global maximum, the level order,
+#    the channel-major layout and finally `spp_forward` itself, and prints the smallest failing
+#    input. See [docs/exercises.md](../docs/exercises.md).
+# 2. **(graded) `spp_max_backward(dout, x, levels)`** returning `dx`: each bin's gradient to its
+#    first maximum in row-major order, overlaps adding up (`--only spp_max_backward`; its inputs
+#    have ties on purpose).
+# 3. Derive the backward pass of *average* pyramid pooling (`pool="avg"`) and check
+#    `spp_backward` for it with `numerical_grad_of_output`, as in section 5. Why does the average
+#    need no tie-free input?
+# 4. Make one bin of the 9x9 example tie (copy its maximum into a second cell) and run the
+#    gradient check of section 5 on it. Which entries disagree, by how much, and why?
