@@ -29,6 +29,7 @@ Examples
 >>> ds = VOCDataset(root, "train")
 >>> len(ds), ds.ids, ds[0].image.shape[2], ds[0].difficult.dtype
 (2, ('000001', '000002'), 3, dtype('bool'))
+>>> import shutil; shutil.rmtree(root)
 """
 
 from __future__ import annotations
