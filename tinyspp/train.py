@@ -77,6 +77,64 @@ def blas_threads(n: int | None):
     return threadpool_limits(limits=check_int(n, "threads", "blas_threads"), user_api="blas")
 
 
+class PlateauRule:
+    """The plateau rule: "divide the learning rate when the validation error stops improving".
+
+    Feed it one epoch at a time with :meth:`update`; it answers whether to cut the lr now.
+
+    Parameters
+    ----------
+    patience : int
+        Cut after this many compared epochs in a row without a better validation error.
+    like_for_like : bool, default True
+        Compare an epoch only with earlier epochs trained at the *same* size (an epoch at a size
+        not seen before counts neither way). With ``False`` every epoch is compared with the best
+        of all earlier ones -- the rule that reads a multi-size net's switch to its small size as
+        a setback (validation is always at one size).
+
+    Attributes
+    ----------
+    best : dict of str -> float
+        Best validation error so far per training size (one key ``"all"`` when not like for
+        like); JSON-friendly, so a checkpoint can store it.
+    bad : int
+        Compared epochs without improvement since the last improvement or cut.
+
+    Examples
+    --------
+    A multi-size net whose 26-px epochs score worse at the 32-px validation, both improving:
+
+    >>> errs, sizes = [0.20, 0.30, 0.18, 0.28, 0.16, 0.26], [32, 26] * 3
+    >>> naive, fair = PlateauRule(1, like_for_like=False), PlateauRule(1)
+    >>> [naive.update(z, e) for z, e in zip(sizes, errs)]
+    [False, True, False, True, False, True]
+    >>> [fair.update(z, e) for z, e in zip(sizes, errs)]
+    [False, False, False, False, False, False]
+    """
+
+    def __init__(self, patience: int, *, like_for_like: bool = True):
+        self.patience = check_int(patience, "patience", "PlateauRule")
+        self.like_for_like = bool(like_for_like)
+        self.best: dict[str, float] = {}
+        self.bad = 0
+
+    def update(self, size: int, val_error: float) -> bool:
+        """Record one epoch (its training ``size`` and validation error); True: cut the lr."""
+        key = str(size) if self.like_for_like else "all"
+        best = self.best.get(key)
+        self.best[key] = val_error if best is None else min(best, val_error)
+        if best is None:  # nothing to compare with
+            return False
+        if val_error < best - 1e-12:
+            self.bad = 0
+            return False
+        self.bad += 1
+        if self.bad >= self.patience:
+            self.bad = 0
+            return True
+        return False
+
+
 def _rng(seed: int, *keys: int) -> np.random.Generator:
     """The generator for one purpose of one epoch: seeded by ``(seed, *keys)``."""
     return np.random.default_rng([seed, *keys])
@@ -271,8 +329,7 @@ class Trainer:
         self.out_dir = out_dir
         self.history: list[dict] = []
         self.epoch = 0  # epochs completed
-        self.best_error: dict[str, float] = {}  # plateau: best val error per training size
-        self.bad_epochs = 0
+        self.plateau = PlateauRule(self.patience)  # used when lr_schedule == "plateau"
 
     # ----------------------------------------------------------------- schedule
     def size_for_epoch(self, epoch: int) -> int:
@@ -294,7 +351,7 @@ class Trainer:
         lr, epoch, plateau counters, history, normalisation."""
         extra = {f"opt/{k}": v for k, v in self.optimizer.state_dict().items()}
         extra.update({"epoch": self.epoch, "lr": self.optimizer.lr,
-                      "best_error": self.best_error, "bad_epochs": self.bad_epochs,
+                      "best_error": self.plateau.best, "bad_epochs": self.plateau.bad,
                       "history": self.history, "seed": self.seed, "sizes": list(self.sizes),
                       "schedule": self.schedule, "lr_schedule": self.lr_schedule,
                       "lr_steps": list(self.lr_steps), "mean": self.mean.tolist(),
@@ -332,8 +389,8 @@ class Trainer:
         self.optimizer.load_state_dict(opt_state)
         self.optimizer.to(self.device)
         self.optimizer.lr = meta["lr"]
-        self.epoch, self.best_error = meta["epoch"], meta["best_error"]
-        self.bad_epochs, self.history = meta["bad_epochs"], meta["history"]
+        self.epoch, self.history = meta["epoch"], meta["history"]
+        self.plateau.best, self.plateau.bad = dict(meta["best_error"]), meta["bad_epochs"]
         self.mean = np.array(meta["mean"], np.float32)
         self.std = np.array(meta["std"], np.float32)
         return self
@@ -405,23 +462,12 @@ class Trainer:
         return self.optimizer.lr
 
     def _update_lr(self, entry: dict) -> None:
-        """Plateau rule, like for like: compare the validation error of this epoch only with
-        the best earlier epoch trained at the same size."""
+        """Plateau rule, like for like (:class:`PlateauRule`): compare the validation error of
+        this epoch only with the best earlier epoch trained at the same size."""
         if self.lr_schedule != "plateau" or "val_error" not in entry:
             return
-        key = str(entry["size"])
-        best = self.best_error.get(key)
-        self.best_error[key] = entry["val_error"] if best is None else min(best,
-                                                                          entry["val_error"])
-        if best is None:  # first epoch at this size: nothing to compare with
-            return
-        if entry["val_error"] < best - 1e-12:
-            self.bad_epochs = 0
-            return
-        self.bad_epochs += 1
-        if self.bad_epochs >= self.patience:
+        if self.plateau.update(entry["size"], entry["val_error"]):
             self.optimizer.lr *= self.lr_drop
-            self.bad_epochs = 0
 
     def fit(self, epochs: int, *, resume: bool = False) -> list[dict]:
         """Train until ``epochs`` epochs are completed in total; return the history.
