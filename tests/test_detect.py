@@ -548,6 +548,25 @@ def test_experiment_writes_claims_and_statistics(tmp_path):
         assert cmp["ci95"][0] <= cmp["diff"] <= cmp["ci95"][1] or cmp["ci95"][0] == cmp["ci95"][1]
         assert cmp["diff"] == pytest.approx(np.mean(cmp["per_seed_diff"]))
     assert {c["verdict"] for c in res["claims"]} <= set(VERDICTS)
+    from tinyspp.apps.detect_demo import render_claims, render_table
+
+    table, claims_md = render_table(tmp_path), render_claims(tmp_path)
+    assert all(f"| {m} |" in table for m in METHODS) and "`test`" in table
+    assert claims_md.count("\n") == 2 + len(res["claims"])
+
+
+def test_only_the_backend_imports_cupy():
+    import inspect
+
+    import tinyspp.apps.detect_demo
+    import tinyspp.detect.detector
+    import tinyspp.detect.features
+    import tinyspp.detect.head
+    import tinyspp.detect.rcnn
+
+    for mod in (tinyspp.detect.detector, tinyspp.detect.features, tinyspp.detect.head,
+                tinyspp.detect.rcnn, tinyspp.apps.detect_demo):
+        assert "import cupy" not in inspect.getsource(mod), mod.__name__
 
 
 def test_cli_detect_without_subcommand_prints_usage(capsys):

@@ -487,16 +487,20 @@ def draw_detections(ax, image, gt_boxes, detections, class_names, *, top: int = 
                     min_score: float = 0.0, fontsize: float = 8):
     """Draw an image, its ground truth (dashed white) and its top detections (green, labelled).
 
-    Labels sit inside the top-left corner of their box; a label that would cover an earlier one
-    moves down by one line, so overlapping boxes keep readable labels.
+    Boxes are in the continuous coordinates of :mod:`tinyspp.detect.geometry` (drawn half a
+    pixel left and up, where ``imshow`` puts pixel edges). Labels sit inside the top-left corner
+    of their box; a label that would cover an earlier one moves down by one line, so overlapping
+    boxes keep readable labels.
     """
     import matplotlib.pyplot as plt
 
     ax.imshow(image)
+    gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4) - 0.5
+    boxes, scores, labels = detections
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) - 0.5
     for x0, y0, x1, y1 in gt_boxes:
         ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="white", ls="--",
                                    lw=1))
-    boxes, scores, labels = detections
     H = image.shape[0]
     fig_h_in = ax.get_position().height * ax.figure.get_figheight()
     line = 1.35 * fontsize / 72 * H / max(fig_h_in, 1e-6)          # one text line, in px
@@ -507,7 +511,7 @@ def draw_detections(ax, image, gt_boxes, detections, class_names, *, top: int = 
         ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1.5))
         text = f"{class_names[c]} {s:.1f}"
         width = 0.6 * len(text) * line / 1.35
-        y = max(y0, 0)
+        y = max(y0, -0.5)
         while any(abs(y - py) < line and x0 < px + pw and px < x0 + width for px, py, pw in placed):
             y += line
         placed.append((x0, y, width))
