@@ -9,9 +9,9 @@ Subcommands (:data:`SUBCOMMANDS`, one line each, as the top-level commands of
   ``results/detect.json``;
 - ``run --data voc:PATH`` -- train and test on a VOC-layout folder (read lazily).
 
-A subcommand is ``"name": ("module:prefix", "help")``; the module defines
-``<prefix>_arguments(parser)`` and ``<prefix>_run(args) -> int`` and is imported only when that
-subcommand runs.
+A subcommand is ``"name": ("module:stem", "help")``; the module defines
+``add_<stem>_arguments(parser)`` and ``run_<stem>(args) -> int`` and is imported only when that
+subcommand (or ``detect --help``) runs.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ SUBCOMMANDS = {
 
 
 def _target(name: str):
-    module, prefix = SUBCOMMANDS[name][0].split(":")
+    module, stem = SUBCOMMANDS[name][0].split(":")
     mod = importlib.import_module(module)
-    return getattr(mod, f"{prefix}_arguments"), getattr(mod, f"{prefix}_run")
+    return getattr(mod, f"add_{stem}_arguments"), getattr(mod, f"run_{stem}")
 
 
 def add_arguments(parser) -> None:

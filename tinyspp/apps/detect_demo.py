@@ -784,7 +784,7 @@ def render_table(results_dir: Path) -> str:
 
 
 # ---------------------------------------------------------------------------- a VOC folder
-def run_voc(root, *, train_split: str = "trainval", test_split: str = "test",
+def train_test_voc(root, *, train_split: str = "trainval", test_split: str = "test",
             config: DetectionConfig = QUICK, seed: int = 0, device: str = "cpu",
             out_dir: str | None = None, log=print) -> dict:
     """Train SPP-net (1-scale, pool5 + bbox) on one split of a VOC folder, test on another.
@@ -808,7 +808,7 @@ def run_voc(root, *, train_split: str = "trainval", test_split: str = "test",
     test = load_voc(str(root), test_split, class_names=train.class_names)
     K = len(train.class_names)
     if len(train) == 0 or len(test) == 0:
-        raise ValueError(f"run_voc: splits {train_split!r} ({len(train)} images) and "
+        raise ValueError(f"train_test_voc: splits {train_split!r} ({len(train)} images) and "
                          f"{test_split!r} ({len(test)} images) must both be non-empty")
     log(f"VOC folder {root}: {len(train)} {train_split} and {len(test)} {test_split} images, "
         f"classes {', '.join(train.class_names)}")
@@ -845,21 +845,21 @@ def _common(parser, out: str) -> None:
     parser.add_argument("--out", default=out, help=f"output (default {out})")
 
 
-def demo_arguments(parser) -> None:
+def add_demo_arguments(parser) -> None:
     """``python -m tinyspp detect demo [--quick] [--seed N] [--out DIR]``."""
     _common(parser, "runs/detect")
     parser.add_argument("--quick", action="store_true", help="a tiny configuration (seconds)")
     parser.add_argument("--seed", type=int, default=0)
 
 
-def demo_run(args) -> int:
+def run_demo(args) -> int:
     run_detection_demo(args.out, quick=args.quick, seed=args.seed, device=args.device,
                        blas_threads=1 if args.threads is None else args.threads)
     print(f"wrote {args.out}/results.md, summary.json, detections.png, pr_curves.png")
     return 0
 
 
-def experiment_arguments(parser) -> None:
+def add_experiment_arguments(parser) -> None:
     """``python -m tinyspp detect experiment [--seeds 0 1 2] [--quick] [--out FILE]``."""
     _common(parser, "results/detect.json")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -868,7 +868,7 @@ def experiment_arguments(parser) -> None:
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
 
 
-def experiment_run(args) -> int:
+def run_experiment(args) -> int:
     import sys
 
     cmd = "python -m tinyspp detect experiment " + " ".join(sys.argv[3:]) if len(
@@ -880,7 +880,7 @@ def experiment_run(args) -> int:
     return 0
 
 
-def voc_arguments(parser) -> None:
+def add_voc_arguments(parser) -> None:
     """``python -m tinyspp detect run --data voc:PATH [--train-split S] [--test-split S]``."""
     _common(parser, "runs/detect-run")
     parser.add_argument("--data", required=True, help="voc:PATH, a VOC2007-layout folder")
@@ -891,7 +891,7 @@ def voc_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def voc_run(args) -> int:
+def run_voc(args) -> int:
     from ..train import blas_threads
 
     kind, _, path = args.data.partition(":")
@@ -899,7 +899,7 @@ def voc_run(args) -> int:
         print(f"python -m tinyspp detect run: --data must be voc:PATH, got {args.data!r}")
         return 2
     with blas_threads(1 if args.threads is None else args.threads):
-        run_voc(path, train_split=args.train_split, test_split=args.test_split,
+        train_test_voc(path, train_split=args.train_split, test_split=args.test_split,
                 config=FULL if args.full else QUICK, seed=args.seed, device=args.device,
                 out_dir=args.out)
     print(f"wrote {args.out}/run.json")
