@@ -183,3 +183,13 @@ def test_reference_answers_match_hand_worked_examples():
     assert out.tolist() == [[5.0, 7.0, 13.0, 15.0, 15.0]]
     result = grade_function(EXERCISES["map_window"], reference.map_window, max_examples=5)
     assert result.passed and result.checks_run == len(EXERCISES["map_window"].checks)
+
+
+def test_the_course_guide_has_a_section_per_exercise_listing_its_checks():
+    guide = (ROOT / "docs" / "exercises.md").read_text()
+    sections = re.split(r"^## ", guide, flags=re.MULTILINE)
+    for name, ex in EXERCISES.items():
+        (section,) = [s for s in sections if s.startswith(f"`{name}`")]
+        assert ex.signature in section, name
+        for check in ex.checks:
+            assert f"- {check.name}\n" in section, (name, check.name)

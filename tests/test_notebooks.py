@@ -83,3 +83,91 @@ def test_kernel_env_sets_quick_flag_and_keeps_caches_off_home(monkeypatch):
     assert env["TINYSPP_QUICK"] == "1" and kernel_env(quick=False)["TINYSPP_QUICK"] == "0"
     assert "MPLBACKEND" not in env
     assert env["IPYTHONDIR"] and not env["IPYTHONDIR"].startswith(str(Path.home()))
+
+
+# ------------------------------------------------------------------ the learning path's conventions
+
+import re  # noqa: E402
+
+from tinyspp.grading import EXERCISES  # noqa: E402
+
+SOURCES = sorted((NOTEBOOK_DIR / "src").glob("[0-9][0-9]_*.py"))
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+# a private name of tinyspp (`bins._adaptive`, `from tinyspp.x import _y`) or an internal module
+_PRIVATE = re.compile(r"(?:\btinyspp(?:\.\w+)*\._\w+|\b(?:bins|ops|kernels|bench|viz|nn|detect)"
+                      r"(?:\.\w+)*\._\w+|from tinyspp[\w.]* import[^\n]*\b_\w+|"
+                      r"\b(?:bench|kernels)\.common\b)")
+
+
+def _markdown_cells(src):
+    return [body for kind, body in _load_builder().parse_cells(src.read_text())
+            if kind == "markdown"]
+
+
+def _first_link_after(text, label):
+    """Target of the first Markdown link after ``label`` (e.g. "Previous:"), or None."""
+    at = text.find(label)
+    if at < 0:
+        return None
+    match = _LINK.search(text, at)
+    return match.group(1) if match else None
+
+
+@pytest.mark.parametrize("k", range(len(SOURCES)), ids=[s.stem for s in SOURCES])
+def test_first_cell_states_assumptions_and_links_its_neighbours(k):
+    first = _markdown_cells(SOURCES[k])[0]
+    assert "Assumes" in first or "assumes" in first, "say what the notebook assumes"
+    assert "Previous:" in first and "Next:" in first
+    if k > 0:
+        assert _first_link_after(first, "Previous:") == f"{SOURCES[k - 1].stem}.ipynb"
+    if k + 1 < len(SOURCES):
+        assert _first_link_after(first, "Next:") == f"{SOURCES[k + 1].stem}.ipynb"
+    for target in _LINK.findall(first):
+        if not target.startswith(("http", "#")):
+            assert (NOTEBOOK_DIR / target.split("#")[0]).exists(), target
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=[s.stem for s in SOURCES])
+def test_every_notebook_ends_with_two_to_four_exercises(src):
+    kind, last = _load_builder().parse_cells(src.read_text())[-1]
+    assert kind == "markdown" and "## Exercises" in last, "end with a ## Exercises cell"
+    items = re.findall(r"^(\d+)\. ", last.split("## Exercises", 1)[1], flags=re.MULTILINE)
+    assert 2 <= len(items) <= 4 and items == [str(i + 1) for i in range(len(items))], items
+    for item in re.split(r"^\d+\. ", last, flags=re.MULTILINE)[1:]:
+        if "(graded)" in item:
+            assert "python -m tinyspp grade" in item
+            assert any(f"`{name}(" in item for name in EXERCISES), item[:80]
+
+
+def test_every_graded_exercise_is_assigned_by_a_notebook():
+    text = "\n".join("\n".join(_markdown_cells(src)) for src in SOURCES)
+    graded = {name for name in EXERCISES if re.search(rf"\(graded\)\W*`{name}\(", text)}
+    assert graded == set(EXERCISES)
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=[s.stem for s in SOURCES])
+def test_notebooks_import_only_public_names(src):
+    code = "\n".join(body for kind, body in _load_builder().parse_cells(src.read_text())
+                     if kind == "code")
+    assert not _PRIVATE.findall(code)
+
+
+def test_figures_are_sharp_and_each_is_written_by_its_notebook():
+    from PIL import Image
+
+    saved = {m for src in SOURCES
+             for m in re.findall(r"save_thumbnail\(\w+, \"(\w+)\"", src.read_text())}
+    pngs = sorted((NOTEBOOK_DIR / "figures").glob("*.png"))
+    assert {p.stem for p in pngs} == saved, "a figure no notebook writes, or one never committed"
+    for png in pngs:
+        dpi = Image.open(png).info.get("dpi", (0, 0))
+        assert min(dpi) >= 109.5, f"{png.name} is saved at {dpi} dpi (at least 110)"
+
+
+def test_private_name_pattern_catches_what_it_should():
+    for bad in ("inspect.getsource(bins._adaptive)", "from tinyspp.bench.common import median_ms",
+                "from tinyspp.ops.spp import _max_forward", "tinyspp.kernels._table(t)"):
+        assert _PRIVATE.search(bad), bad
+    for good in ("from tinyspp.bench import median_ms", "from tinyspp.kernels import emulate",
+                 "x._cache", "viz.save_thumbnail(fig, '01_x')"):
+        assert not _PRIVATE.search(good), good

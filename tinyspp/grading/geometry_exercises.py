@@ -308,8 +308,8 @@ MAP_WINDOW = Exercise(
     checks=(
         Check("returns four ints, never an empty or inverted box", windows(), _never_empty,
               WINDOW_EXAMPLES),
-        Check("the cells whose centre S*x' lies strictly inside the window (x0/S floored + 1 .. "
-              "x1/S ceiled - 1)", windows(), _centres_inside, WINDOW_EXAMPLES),
+        Check("exactly the cells whose centre S*x' lies strictly inside the window: "
+              "floor(x0/S) + 1 .. ceil(x1/S) - 1", windows(), _centres_inside, WINDOW_EXAMPLES),
         Check("a window too small for any cell centre collapses to the cell nearest its centre",
               small_windows(), _collapses),
         Check("swapping x and y swaps the result; shifting by S shifts the cells by one",
