@@ -13,6 +13,7 @@ from tinyspp.nn import (
     Conv2d,
     Dropout,
     Flatten,
+    Layer,
     Linear,
     MaxPool2d,
     ReLU,
@@ -314,3 +315,56 @@ def test_backward_without_input_grad_gives_the_same_parameter_gradients():
     assert dx.shape == x.shape
     for k, g in net.grads().items():
         np.testing.assert_array_equal(g, full[k], err_msg=k)
+
+
+class _Spy(Layer):
+    """Identity layer that records the keyword arguments of each backward call."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x):
+        return x
+
+    def backward(self, dout):
+        self.calls.append(dout.shape)
+        return dout
+
+
+def test_backward_without_input_grad_stops_at_the_first_layer_with_parameters(monkeypatch):
+    """Issue 12: the unused input gradient was skipped only when layer 0 was a Conv2d; the
+    no-SPP baseline starts with FixedInputSize. Now any parameter-free prefix is skipped and
+    the first parametrised layer is asked for its parameter gradients only."""
+    from tinyspp.nn import no_spp_net
+
+    net = no_spp_net(3, input_size=16, widths=(2, 3, 4), hidden=5, seed=0).astype(np.float64)
+    net.eval()  # the same (no) dropout mask in both passes
+    x = tie_free((2, 3, 16, 16), seed=5)
+    labels = np.array([0, 2])
+    _, dlogits = softmax_cross_entropy(net(x), labels)
+    net.backward(dlogits)
+    full = {k: v.copy() for k, v in net.grads().items()}
+    conv = net[1]
+    seen = []
+    original = type(conv).backward
+    monkeypatch.setattr(conv, "backward",
+                        lambda d, need_dx=True: seen.append(need_dx) or original(conv, d, need_dx))
+    entry = net[0]
+    monkeypatch.setattr(entry, "backward", lambda d: pytest.fail("FixedInputSize.backward ran"))
+    _, dlogits = softmax_cross_entropy(net(x), labels)
+    assert net.backward(dlogits, input_grad=False) is None
+    assert seen == [False]
+    for k, g in net.grads().items():
+        np.testing.assert_allclose(g, full[k], rtol=1e-12, atol=1e-15, err_msg=k)
+
+    # a parameter-free prefix of any kind (here a spy) is skipped; a first Linear gets
+    # need_dx=False too, and a network without parameters backpropagates nothing
+    spy = _Spy()
+    lin = Linear(4, 2, rng=0).astype(np.float64)
+    net2 = Sequential(spy, lin)
+    out = net2(np.ones((3, 4)))
+    assert net2.backward(np.ones_like(out), input_grad=False) is None and spy.calls == []
+    assert set(lin.grads) == {"w", "b"}
+    assert net2.backward(np.ones_like(out)).shape == (3, 4) and spy.calls == [(3, 4)]
+    assert Sequential(_Spy()).backward(np.ones(2), input_grad=False) is None

@@ -457,6 +457,10 @@ def test_conv_threads_and_reused_workspace_equal_the_plain_path(threads, dtype, 
 
     assert_same(*threads(run))
     plain = run()
+    # keeping x and gathering the columns again in the backward gives the same gradients
+    out, cache = conv2d_forward(x, w, b, stride=stride, pad=pad, keep_cols=False)
+    assert cache.cols is None and cache.x is x
+    assert_same(plain[:1] + plain[2:], (out,) + conv2d_backward(np.cos(out), cache))
     # a reused buffer (full of stale numbers) gives the same result and is the cache's cols
     stale = np.full_like(plain[1], 7.0)
     reused = run(workspace=stale)
@@ -473,7 +477,7 @@ def test_conv_layer_reuses_its_columns_and_still_matches_a_fresh_layer():
     from tinyspp.nn import Conv2d
 
     rng = np.random.default_rng(2)
-    layer, fresh = Conv2d(2, 3, 3, pad=1, rng=0), Conv2d(2, 3, 3, pad=1, rng=0)
+    layer, fresh = Conv2d(2, 3, 3, pad=1, rng=0, keep_cols=True), Conv2d(2, 3, 3, pad=1, rng=0)
     x1, x2 = (rng.standard_normal((4, 2, 6, 5)).astype(np.float32) for _ in range(2))
     layer.forward(x1)
     cols = layer._cache.cols
@@ -482,6 +486,8 @@ def test_conv_layer_reuses_its_columns_and_still_matches_a_fresh_layer():
     np.testing.assert_array_equal(out, fresh.forward(x2))
     dout = np.ones_like(out)
     np.testing.assert_array_equal(layer.backward(dout), fresh.backward(dout))
+    assert fresh._cache.cols is None and fresh._cache.x is x2  # kept its input, not the columns
+    assert layer.grads["w"].tobytes() == fresh.grads["w"].tobytes()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -538,3 +544,23 @@ def test_max_pool_fast_paths_equal_the_padded_plain_path(threads, monkeypatch, d
     assert_same(*fast)
     monkeypatch.setattr(pool, "PHASES_ALWAYS", True)
     assert_same(fast[0], run())
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float32, 2e-5), (np.float64, 1e-12)])
+def test_conv_in_image_chunks_matches_the_whole_batch(monkeypatch, dtype, rtol):
+    """Without kept columns the batch is gathered a few images at a time; the GEMMs then sum in
+    another order, so the gradients agree to rounding (not bit for bit)."""
+    from tinyspp.ops import conv
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 3, 8, 9)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    out, cache = conv2d_forward(x, w, b, pad=1)
+    whole = (out,) + conv2d_backward(np.sin(out), cache)
+    monkeypatch.setattr(conv, "CHUNK_ELEMENTS", 2 * 27 * 72)  # 2 images per chunk: 4 chunks
+    assert len(conv.image_chunks(7, 27 * 72, False)) == 4
+    out, cache = conv2d_forward(x, w, b, pad=1, keep_cols=False)
+    chunked = (out,) + conv2d_backward(np.sin(out), cache)
+    for a, c in zip(whole, chunked, strict=True):
+        np.testing.assert_allclose(c, a, rtol=rtol, atol=rtol * float(np.abs(a).max()))

@@ -132,13 +132,18 @@ class Conv2d(Layer):
     rng : None, int or np.random.Generator
         He initialisation of ``w``; ``None`` means seed 0.
     dtype : default np.float32
+    keep_cols : bool, default False
+        Keep the im2col columns from forward to backward (one copy less per step, but
+        ``ksize*ksize`` times the input's memory held by every conv layer until its backward);
+        by default the layer keeps its input and the backward gathers the columns again.
+        With ``keep_cols=True`` each forward also reuses the last batch's columns as its buffer.
 
     Shapes: ``(N, C, H, W) -> (N, F, oh, ow)``, ``oh = (H + 2*pad - ksize) // stride + 1``.
     Parameters: ``w`` (F, C, ksize, ksize), ``b`` (F,).
     """
 
     def __init__(self, in_channels: int, out_channels: int, ksize: int, stride: int = 1,
-                 pad: int = 0, rng=None, dtype=np.float32):
+                 pad: int = 0, rng=None, dtype=np.float32, keep_cols: bool = False):
         super().__init__()
         func = "Conv2d"
         self.in_channels = check_int(in_channels, "in_channels", func)
@@ -146,6 +151,7 @@ class Conv2d(Layer):
         self.ksize = check_int(ksize, "ksize", func)
         self.stride = check_int(stride, "stride", func)
         self.pad = check_int(pad, "pad", func, minimum=0)
+        self.keep_cols = bool(keep_cols)
         rng = make_rng(rng, func)
         F, C, k = self.out_channels, self.in_channels, self.ksize
         self.params = {"w": he_normal((F, C, k, k), C * k * k, rng, dtype),
@@ -158,7 +164,7 @@ class Conv2d(Layer):
         self._cache = None
         out, self._cache = ops.conv2d_forward(x, self.params["w"], self.params["b"],
                                               stride=self.stride, pad=self.pad,
-                                              workspace=workspace)
+                                              workspace=workspace, keep_cols=self.keep_cols)
         return out
 
     def backward(self, dout, need_dx: bool = True):
@@ -200,8 +206,10 @@ class Linear(Layer):
         out, self._cache = ops.linear_forward(x, self.params["w"], self.params["b"])
         return out
 
-    def backward(self, dout):
-        dx, self.grads["w"], self.grads["b"] = ops.linear_backward(dout, self._saved_cache())
+    def backward(self, dout, need_dx: bool = True):
+        """Fill ``grads``; return ``dx`` (None when ``need_dx`` is False: saves a GEMM)."""
+        dx, self.grads["w"], self.grads["b"] = ops.linear_backward(dout, self._saved_cache(),
+                                                                   need_dx=need_dx)
         return dx
 
     def extra_repr(self):

@@ -21,13 +21,14 @@ True
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import numpy as np
 
 from ..backend import asnumpy, check_device, get_array_module
 from .checkpoint import load_checkpoint, save_checkpoint
-from .layers import Conv2d, Layer
+from .layers import Layer
 
 
 class Sequential:
@@ -62,14 +63,24 @@ class Sequential:
         """Backpropagate ``dout`` (gradient of the loss w.r.t. the output) through every layer
         in reverse; fills each layer's ``grads`` and returns the gradient w.r.t. the input.
 
-        ``input_grad=False`` (a training step, where nothing needs the input's gradient) lets
-        a first ``Conv2d`` skip computing it (it then returns None)."""
-        for i in range(len(self.layers) - 1, -1, -1):
+        ``input_grad=False`` (a training step, where nothing needs the input's gradient)
+        returns None and stops at the first layer that has parameters: the layers before it
+        (an input check such as ``FixedInputSize``, a leading ReLU or pool) have no gradient to
+        fill, and that layer is asked for its parameter gradients only (``need_dx=False``
+        where its ``backward`` takes it, as ``Conv2d`` and ``Linear`` do: one GEMM less)."""
+        stop = 0
+        if not input_grad:
+            stop = next((i for i, layer in enumerate(self.layers) if layer.params), len(self))
+        for i in range(len(self.layers) - 1, stop - 1, -1):
             layer = self.layers[i]
-            if i == 0 and not input_grad and isinstance(layer, Conv2d):
-                return layer.backward(dout, need_dx=False)
+            if i == stop and not input_grad:
+                if "need_dx" in inspect.signature(layer.backward).parameters:
+                    layer.backward(dout, need_dx=False)
+                else:
+                    layer.backward(dout)
+                return None
             dout = layer.backward(dout)
-        return dout
+        return dout if input_grad else None
 
     def train(self, mode: bool = True):
         """Training mode for every layer (``mode=False``: evaluation); returns ``self``."""

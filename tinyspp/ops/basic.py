@@ -135,17 +135,19 @@ def linear_forward(x, w, b):
     return x @ w + b, LinearCache(x, w)
 
 
-def linear_backward(dout, cache: LinearCache):
+def linear_backward(dout, cache: LinearCache, need_dx: bool = True):
     """Gradients of ``linear_forward``.
 
     Parameters
     ----------
     dout : ndarray of shape (N, D_out)
     cache : LinearCache
+    need_dx : bool, default True
+        False skips the input gradient (a GEMM) and returns ``dx = None``.
 
     Returns
     -------
-    dx : ndarray of shape (N, D_in)
+    dx : ndarray of shape (N, D_in), or None when ``need_dx`` is False
     dw : ndarray of shape (D_in, D_out)
     db : ndarray of shape (D_out,)
     """
@@ -154,7 +156,8 @@ def linear_backward(dout, cache: LinearCache):
     expected = (cache.x.shape[0], cache.w.shape[1])
     if dout.shape != expected:
         raise ValueError(f"linear_backward: dout must have shape {expected}, got {dout.shape}")
-    return dout @ cache.w.T, cache.x.T @ dout, dout.sum(axis=0)
+    dx = dout @ cache.w.T if need_dx else None
+    return dx, cache.x.T @ dout, dout.sum(axis=0)
 
 
 def dropout_forward(x, p: float, rng, training: bool = True):

@@ -7,6 +7,12 @@ matrix product for the whole batch. The gather is a strided *view* of the padded
 (``dw = dout @ cols.T``, ``dcols = w.T @ dout``) and ``col2im``, which adds the columns back into
 the image with one strided add per kernel offset (``kh*kw`` adds, never a loop over positions).
 
+Memory: ``cols`` is ``kh*kw`` times the size of the input (25x for a 5x5 kernel). The forward can
+keep it for the backward (``keep_cols=True``, the default of the op: the fastest) or keep only
+``x`` and gather the columns again in the backward (``keep_cols=False``, what ``nn.Conv2d`` does
+by default: one more copy per step, and a network's peak memory no longer holds every layer's
+columns at once).
+
 Output size along one axis: ``oh = (H + 2*pad - kh) // stride + 1``.
 
 Examples
@@ -39,10 +45,11 @@ class Conv2dCache(NamedTuple):
     """What ``conv2d_backward`` needs from the forward pass."""
 
     x_shape: tuple  # (N, C, H, W)
-    cols: object  # (C*kh*kw, N*oh*ow) the gathered receptive fields
+    cols: object  # (C*kh*kw, N*oh*ow) the gathered receptive fields; None: gather again from x
     w: object  # (F, C, kh, kw)
     stride: int
     pad: int
+    x: object = None  # (N, C, H, W) the input, kept when cols is not
 
 
 def conv_output_size(size: int, ksize: int, stride: int = 1, pad: int = 0) -> int:
@@ -111,7 +118,7 @@ def im2col(x, kh: int, kw: int, stride: int = 1, pad: int = 0, out=None):
     return out
 
 
-def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, pad: int = 0):
+def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, pad: int = 0, out=None):
     """The adjoint of ``im2col``: add every column back where it was gathered from.
 
     Parameters
@@ -119,6 +126,8 @@ def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, pad: int = 0):
     cols : ndarray of shape (C*kh*kw, N*oh*ow)
     x_shape : tuple
         ``(N, C, H, W)`` of the image ``cols`` was gathered from.
+    out : ndarray of shape (N, C, H, W), optional
+        Where to write ``dx`` (e.g. a slice of a larger batch's gradient).
 
     Returns
     -------
@@ -138,7 +147,7 @@ def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, pad: int = 0):
     cols6 = cols.reshape(C, kh, kw, N, oh, ow)
     # accumulate as (C, N, Hp, Wp) so each offset's block cols6[:, i, j] adds without transposing
     dxpad = xp.zeros((C, N, H + 2 * pad, W + 2 * pad), dtype=cols.dtype)
-    dx = xp.empty((N, C, H, W), dtype=cols.dtype)
+    dx = xp.empty((N, C, H, W), dtype=cols.dtype) if out is None else out
 
     def add_back(n0, n1):  # images n0..n1-1 (each thread owns its images' pixels)
         for i in range(kh):
@@ -154,7 +163,8 @@ def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, pad: int = 0):
     return dx
 
 
-def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0, workspace=None):
+def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0, workspace=None,
+                   keep_cols: bool = True):
     """Convolve ``x`` with filters ``w`` (cross-correlation) and add the bias ``b``.
 
     Parameters
@@ -169,8 +179,11 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0, workspace=None):
         A buffer for ``cols`` (normally the previous call's ``cache.cols``, which this call then
         overwrites): used when it has the needed shape ``(C*kh*kw, N*oh*ow)``, dtype and array
         module and is C-contiguous, ignored otherwise. Saves allocating and page-faulting in the
-        largest array of the step (``tinyspp.nn.Conv2d`` passes its last one). The result is the
-        same either way.
+        largest array of the step (``tinyspp.nn.Conv2d(keep_cols=True)`` passes its last one).
+        The result is the same either way.
+    keep_cols : bool, default True
+        Keep ``cols`` in the cache for the backward (fast); False keeps ``x`` instead and the
+        backward gathers the columns again (``kh*kw`` times less memory held between the passes).
 
     Returns
     -------
@@ -201,20 +214,41 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0, workspace=None):
             f"output would be {oh}x{ow}"
         )
     shape = (C * kh * kw, N * oh * ow)
-    reuse = (workspace is not None and get_array_module(workspace) is xp
+    reuse = (keep_cols and workspace is not None and get_array_module(workspace) is xp
              and tuple(workspace.shape) == shape and workspace.dtype == x.dtype
              and workspace.flags.c_contiguous)
-    cols = im2col(x, kh, kw, stride, pad, out=workspace if reuse else None)  # (C*kh*kw, N*oh*ow)
-    out_fn = w.reshape(F, -1) @ cols  # (F, N*oh*ow): the one GEMM
-    # one pass does both the (F, N) -> (N, F) transpose to NCHW and the bias
-    out = xp.empty((N, F, oh, ow), dtype=out_fn.dtype)
-    out_nf = out_fn.reshape(F, N, oh, ow).transpose(1, 0, 2, 3)
+    out = xp.empty((N, F, oh, ow), dtype=x.dtype)
+    for n0, n1 in image_chunks(N, C * kh * kw * oh * ow, keep_cols):
+        cols = im2col(x[n0:n1], kh, kw, stride, pad, out=workspace if reuse else None)
+        _gemm_bias(w.reshape(F, -1), cols, b, out[n0:n1])  # the one GEMM (per chunk)
+    if keep_cols:
+        return out, Conv2dCache((N, C, H, W), cols, w, stride, pad)
+    return out, Conv2dCache((N, C, H, W), None, w, stride, pad, x)
+
+
+CHUNK_ELEMENTS = 1 << 21  # im2col columns gathered at once when they are not kept (8 MiB f32)
+
+
+def image_chunks(N: int, per_image: int, whole: bool):
+    """``(n0, n1)`` ranges of images whose columns (``per_image`` elements each) are gathered at
+    once: the whole batch when ``whole`` (the columns are kept), else chunks of at most
+    ``CHUNK_ELEMENTS`` (at least one image): Caffe gathers one image at a time for the same
+    reason, the columns of a batch can be far larger than the batch."""
+    step = N if whole else max(1, CHUNK_ELEMENTS // max(per_image, 1))
+    return [(n0, min(n0 + step, N)) for n0 in range(0, N, step)]
+
+
+def _gemm_bias(w2, cols, b, out):
+    """``out (n, F, oh, ow) = w2 @ cols + b``: the GEMM gives (F, n*oh*ow); one pass does both
+    the (F, n) -> (n, F) transpose to NCHW and the bias."""
+    xp = get_array_module(cols)
+    n, F, oh, ow = out.shape
+    out_fn = (w2 @ cols).reshape(F, n, oh, ow).transpose(1, 0, 2, 3)
     bias = b.reshape(F, 1, 1)
     if xp is np:
-        parallel_slices(lambda n0, n1: np.add(out_nf[n0:n1], bias, out=out[n0:n1]), N, out.size)
+        parallel_slices(lambda a, c: np.add(out_fn[a:c], bias, out=out[a:c]), n, out.size)
     else:
-        xp.add(out_nf, bias, out=out)
-    return out, Conv2dCache((N, C, H, W), cols, w, stride, pad)
+        xp.add(out_fn, bias, out=out)
 
 
 def conv2d_backward(dout, cache: Conv2dCache, need_dx: bool = True):
@@ -246,16 +280,30 @@ def conv2d_backward(dout, cache: Conv2dCache, need_dx: bool = True):
         raise ValueError(
             f"conv2d_backward: dout must have shape {(N, F, oh, ow)}, got {tuple(dout.shape)}"
         )
-    dout2 = xp.empty((F, N, oh, ow), dtype=dout.dtype)  # (N, F) -> (F, N): the GEMM's layout
+    db = dout.sum(axis=(0, 2, 3))
+    dw = xp.zeros((F, C * kh * kw), dtype=dout.dtype)
+    dx = xp.empty(cache.x_shape, dtype=dout.dtype) if need_dx else None
+    w2 = w.reshape(F, -1)
+    for n0, n1 in image_chunks(N, C * kh * kw * oh * ow, cache.cols is not None):
+        dout2 = _to_gemm_layout(dout[n0:n1])  # (F, n*oh*ow)
+        cols = cache.cols if cache.cols is not None else im2col(
+            cache.x[n0:n1], kh, kw, cache.stride, cache.pad)
+        dw += dout2 @ cols.T
+        del cols  # a re-gathered copy is freed before dx's GEMM allocates its own columns
+        if need_dx:
+            dcols = w2.T @ dout2  # (C*kh*kw, n*oh*ow)
+            col2im(dcols, (n1 - n0, C, *cache.x_shape[2:]), kh, kw, cache.stride, cache.pad,
+                   out=dx[n0:n1])
+    return dx, dw.reshape(w.shape), db
+
+
+def _to_gemm_layout(dout):
+    """``dout (n, F, oh, ow)`` as the (F, n*oh*ow) matrix of the GEMMs: one transposing copy."""
+    xp = get_array_module(dout)
+    n, F, oh, ow = dout.shape
+    dout2 = xp.empty((F, n, oh, ow), dtype=dout.dtype)
     if xp is np:
         split_copyto(dout2, dout.transpose(1, 0, 2, 3), axis=1)
     else:
         xp.copyto(dout2, dout.transpose(1, 0, 2, 3))
-    dout2 = dout2.reshape(F, N * oh * ow)
-    db = dout2.sum(axis=1)
-    dw = (dout2 @ cache.cols.T).reshape(w.shape)
-    if not need_dx:
-        return None, dw, db
-    dcols = w.reshape(F, -1).T @ dout2  # (C*kh*kw, N*oh*ow)
-    dx = col2im(dcols, cache.x_shape, kh, kw, cache.stride, cache.pad)
-    return dx, dw, db
+    return dout2.reshape(F, n * oh * ow)
