@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 EXTRAS ?= dev
 
-.PHONY: demo test lint test-gpu bench notebooks clean
+.PHONY: demo test lint test-gpu gpu-check bench notebooks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ test: lint
 test-gpu: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,gpu]"
 	$(PY) -m pytest -m gpu tests -ra
+
+# One unattended run for a GPU machine: refuses to run without a CUDA device, then the CuPy
+# tests (log: results/gpu-tests.log) and the GPU benchmark (results/gpu.json); fails if either
+# fails. Afterwards `$(PY) -m tinyspp.apps.publish` puts the numbers into docs/kernels.md.
+gpu-check: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,gpu]"
+	$(PY) -c "import sys, tinyspp.backend as b; sys.exit(0 if b.gpu_available() else 'gpu-check: no CUDA device answers here')"
+	mkdir -p results
+	$(PY) -m pytest -m gpu tests -ra > results/gpu-tests.log 2>&1 || (tail -40 results/gpu-tests.log; exit 1)
+	tail -3 results/gpu-tests.log
+	$(PY) -m tinyspp.bench --gpu --only gpu --out results/gpu.json
 
 bench: $(STAMP)
 	$(PY) -m tinyspp.bench

@@ -15,6 +15,7 @@ for _var, _sub in [
     ("IPYTHONDIR", "ipython"),
     ("JUPYTER_CONFIG_DIR", "jupyter"),
     ("TINYSPP_CACHE_DIR", "tinyspp"),
+    ("IMAGEIO_USERDIR", "imageio"),  # imageio's plugin and download folder (else ~/.imageio)
 ]:
     os.environ[_var] = os.path.join(_CACHE, _sub)
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,9 +1,13 @@
 """environment.yml (for conda users) and pyproject.toml name the same dependencies."""
 
+import os
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,3 +38,69 @@ def test_environment_yml_parses_and_matches_pyproject():
 
 def test_ci_runs_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.slow
+def test_a_wheel_from_a_fresh_clone_installs_and_runs(tmp_path):
+    """What a user gets from ``pip install``: the committed tree, cloned afresh, built into a
+    wheel, installed NON-editable into a new virtualenv, then run from a folder with no
+    checkout in sight: import, region pooling through the compiled CPU kernel (built from the
+    .cpp shipped in the wheel), and ``python -m tinyspp demo --quick``.
+
+    The new venv reuses the dependencies of the running interpreter (a ``.pth`` line naming its
+    site-packages, appended after the venv's own), so no network is needed; tinyspp itself
+    comes only from the wheel: the test checks where it was imported from.
+    """
+    import site
+    import sys
+
+    if shutil.which("git") is None:
+        pytest.skip("needs git to clone the repository")
+    clone, venv, work = tmp_path / "clone", tmp_path / "venv", tmp_path / "work"
+    run = lambda *cmd, **kw: subprocess.run(cmd, check=True, capture_output=True, text=True,
+                                            timeout=600, **kw)
+    run("git", "clone", "--quiet", "--depth", "1", f"file://{ROOT}", str(clone))
+    run(sys.executable, "-m", "venv", str(venv))
+    py = str(venv / "bin" / "python")
+    purelib = run(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    deps = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    (Path(purelib.stdout.strip()) / "zz_host_deps.pth").write_text("\n".join(deps) + "\n")
+    # built by this interpreter (its setuptools knows the PEP 639 license field; the new venv's
+    # bundled one may be older), installed by the new venv's own pip
+    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+        "--no-index", "--wheel-dir", str(tmp_path / "dist"), str(clone))
+    wheels = list((tmp_path / "dist").glob("tinyspp-*.whl"))
+    assert len(wheels) == 1
+    run(py, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheels[0]))
+    work.mkdir()
+    env = {**os.environ, "TINYSPP_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": ""}
+    check = (
+        "import numpy as np, tinyspp\n"
+        "from pathlib import Path\n"
+        "from tinyspp.ops import roi_spp_forward, roi_spp_backward\n"
+        f"assert Path(tinyspp.__file__).is_relative_to({str(venv)!r}), tinyspp.__file__\n"
+        "x = np.random.default_rng(0).standard_normal((1, 8, 12, 14)).astype(np.float32)\n"
+        "rois = np.array([[0, 0, 0, 13, 11], [0, 3, 2, 9, 7]])\n"
+        "out, cache = roi_spp_forward(x, rois, impl='cpu')\n"
+        "ref, _ = roi_spp_forward(x, rois, impl='xp')\n"
+        "assert cache.impl == 'cpu' and np.array_equal(out, ref)\n"
+        "assert roi_spp_backward(np.ones_like(out), cache).shape == x.shape\n"
+        "print('ok', tinyspp.__version__)\n"
+    )
+    assert run(py, "-W", "error::UserWarning", "-c", check, cwd=work, env=env).stdout.startswith(
+        "ok")
+    assert list((tmp_path / "cache").glob("region_max_*.so"))  # compiled from the wheel's .cpp
+    demo = run(py, "-m", "tinyspp", "demo", "--quick", cwd=work, env=env)
+    assert "report written to" in demo.stdout, demo.stdout[-2000:] + demo.stderr[-2000:]
+
+
+def test_the_suite_redirects_every_cache_away_from_home():
+    """conftest.py points each library's cache or config folder at one temporary folder; imageio
+    (through scikit-image) would otherwise create ~/.imageio."""
+    import imageio.core
+
+    home = Path.home().resolve()
+    for var in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "SCIKIT_LEARN_DATA", "CUPY_CACHE_DIR",
+                "IPYTHONDIR", "JUPYTER_CONFIG_DIR", "TINYSPP_CACHE_DIR", "IMAGEIO_USERDIR"):
+        assert not Path(os.environ[var]).resolve().is_relative_to(home), var
+    assert not Path(imageio.core.appdata_dir("imageio")).resolve().is_relative_to(home)

@@ -35,6 +35,8 @@ RESULTS = ROOT / "results"
 RENDERERS: dict[str, str] = {
     "claims.table": "tinyspp.apps.reporting:claims_table",
     "classify.details": "tinyspp.apps.reporting:classify_details",
+    "bench.pyramid": "tinyspp.bench.pyramid:render_results",
+    "gpu.check": "tinyspp.bench.gpu:render_results",
 }
 
 BLOCK = re.compile(

@@ -131,3 +131,24 @@ def run(opts) -> list[Row]:
         rows += _image_rows(cp, shape, rng, opts.repeats, copy_gbps)
     rows += _roi_rows(cp, rng, opts.repeats, copy_gbps)
     return rows
+
+
+def render_results(results_dir) -> str:
+    """Markdown for docs/kernels.md from ``results/gpu.json`` (written by ``make gpu-check``):
+    the device, the test summary and the benchmark table; without the file, a line saying that
+    no GPU run has been recorded (``apps.publish`` renderer ``gpu.check``)."""
+    import json
+    from pathlib import Path
+
+    from .common import format_table, rows_from_json
+
+    path = Path(results_dir) / "gpu.json"
+    if not path.exists():
+        return ("*No GPU run recorded yet: no GPU machine was available where this was written.* "
+                "`make gpu-check` on a CUDA machine writes `results/gpu.json`; "
+                "`python -m tinyspp.apps.publish` then fills this block.\n")
+    record = json.loads(path.read_text())
+    rows = rows_from_json(record.get("rows", []))
+    head = (f"`{record.get('command', '?')}`, started {record.get('started', '?')}, "
+            f"versions {record.get('versions', {})}:\n\n")
+    return head + (format_table(rows) if rows else "*(the run recorded no GPU rows)*") + "\n"

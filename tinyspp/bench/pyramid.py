@@ -222,3 +222,25 @@ def run(opts) -> list[Row]:
     rows += _region_rows(features, rois, dout, f"{R} proposal-like RoIs ({distinct} distinct) "
                          f"on x{ROI_FEATURES}", opts.repeats, None, rounds=2)
     return rows
+
+
+def render_results(results_dir) -> str:
+    """Markdown for docs/kernels.md: the region-pooling rows of ``results/bench_pyramid.json``
+    (``python -m tinyspp.bench --only pyramid --out results/bench_pyramid.json``), with the
+    command, start time and load (``apps.publish`` renderer ``bench.pyramid``)."""
+    import json
+    from pathlib import Path
+
+    from .common import format_table, rows_from_json
+
+    path = Path(results_dir) / "bench_pyramid.json"
+    if not path.exists():
+        return ("*Not measured yet:* run `python -m tinyspp.bench --only pyramid --out "
+                "results/bench_pyramid.json`, then `python -m tinyspp.apps.publish`.\n")
+    record = json.loads(path.read_text())
+    rows = [r for r in rows_from_json(record["rows"]) if "RoI" in r.workload]
+    load = record.get("load_average", {})
+    return (f"`{record['command']}` (started {record['started']}, {record['seconds']} s; "
+            f"load average {load.get('start')} at the start, {load.get('end')} at the end; "
+            f"{record['machine']['cpu']}, numpy threads {record['threads']['numpy']}):\n\n"
+            + format_table(rows) + "\n")
