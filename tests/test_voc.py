@@ -336,7 +336,10 @@ def test_fixture_difficult_truncated_pose_and_missing_fields():
     assert [o.truncated for o in coins] == [False] * 3 + [True] + [False] * 3 + [True]
     np.testing.assert_array_equal(ds.difficult[5], [o.difficult for o in coins])
     assert len(VOCDataset(FIXTURE, keep_difficult=False).boxes[5]) == 7
-    assert parse_voc_annotation(FIXTURE / "Annotations" / "000005.xml").objects[0].pose == "Right"
+    # 000005: VOC2012 person layout -- a <part> with its own <bndbox> (not the object's), an
+    # <occluded> flag, <actions>, an <owner>, a coordinate written "1.0"
+    (person,) = parse_voc_annotation(FIXTURE / "Annotations" / "000005.xml").objects
+    assert person == ("person", (0.0, 24.0, 130.0, 200.0), False, True, True, "Right")
     # 000003: an object without pose, truncated, difficult
     (cup,) = parse_voc_annotation(FIXTURE / "Annotations" / "000003.xml").objects
     assert cup == ("cup", (60.0, 6.0, 143.0, 108.0), False, False, False, "Unspecified")
