@@ -511,3 +511,16 @@ def test_dataset_argument_checks():
     with raises_exactly(ValueError, "VOCDataset: max_images must be an int >= 0, got -1"):
         VOCDataset(FIXTURE, max_images=-1)
     assert len(VOCDataset(FIXTURE, max_images=0)) == 0
+
+
+def test_dataset_pickles_without_pixels():
+    # Dask workers get the data set by pickle: annotations and paths travel, images do not
+    import pickle
+
+    ds = VOCDataset(FIXTURE, "trainval")
+    blob = pickle.dumps(ds)
+    assert len(blob) < 20_000                             # 7 images of ~100 KB decoded stay home
+    back = pickle.loads(blob)
+    assert back.ids == ds.ids and back.class_names == ds.class_names
+    np.testing.assert_array_equal(back.images[2], ds.images[2])
+    np.testing.assert_array_equal(back.difficult[5], ds.difficult[5])
