@@ -292,7 +292,8 @@ assert spp_output_length(256, (6, 3, 2, 1)) == 256 * 50 == 12_800
 #    prints the smallest counterexample it finds (the float twin above fails at once). See
 #    [docs/exercises.md](../docs/exercises.md).
 # 2. **(graded) `paper_window_stride(size, n)`** returning `(window, stride)`, with a
-#    `ValueError` when `size < n`; grade it with `--only paper_window_stride`.
+#    `ValueError` when `size < n`; grade it with
+#    `python -m tinyspp grade exercises/ --only paper_window_stride`.
 # 3. Prove the rule of section 3: with $a = qn + r$, $0 \le r < n$, the paper's last window ends
 #    at $a - r + 1$ for $r \ge 1$, so exactly $\max(r - 1, 0)$ trailing rows are dropped. Then
 #    find the smallest $a$ for which *every* level of $(6, 3, 2, 1)$ is exact, and check your

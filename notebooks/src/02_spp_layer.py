@@ -233,8 +233,9 @@ assert spp_output_length(256, (4, 2, 1)) == 5_376
 #    the channel-major layout and finally `spp_forward` itself, and prints the smallest failing
 #    input. See [docs/exercises.md](../docs/exercises.md).
 # 2. **(graded) `spp_max_backward(dout, x, levels)`** returning `dx`: each bin's gradient to its
-#    first maximum in row-major order, overlaps adding up (`--only spp_max_backward`; its inputs
-#    have ties on purpose).
+#    first maximum in row-major order, overlaps adding up; grade it with
+#    `python -m tinyspp grade exercises/ --only spp_max_backward` (its inputs have ties on
+#    purpose).
 # 3. Derive the backward pass of *average* pyramid pooling (`pool="avg"`) and check
 #    `spp_backward` for it with `numerical_grad_of_output`, as in section 5. Why does the average
 #    need no tie-free input?
