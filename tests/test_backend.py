@@ -62,3 +62,10 @@ def test_mixing_numpy_and_cupy_is_a_type_error():
         get_array_module(np.zeros(2), FakeCupyArray())
     assert get_array_module(np.zeros(2), None, 3.0) is np
     assert device_of(np.zeros(1)) == "cpu"
+
+
+def test_scatter_add_accumulates_repeated_indices_in_place(xp):
+    a = xp.zeros(4, dtype=np.float32)
+    backend.scatter_add(a, xp.asarray([1, 3, 1, 1]), xp.asarray([1.0, 2.0, 3.0, 4.0],
+                                                                dtype=np.float32))
+    assert asnumpy(a).tolist() == [0.0, 8.0, 0.0, 2.0] and a.dtype == np.float32

@@ -519,3 +519,42 @@ def test_one_argmax_format_from_every_implementation(numpy_path):
         np.testing.assert_array_equal(cache.rois, ref.rois)
         np.testing.assert_array_equal(cache.distinct_argmax, ref.distinct_argmax)
         np.testing.assert_array_equal(cache.argmax, roi_loop(features, rois, (3, 2, 1))[1])
+
+
+# --- blind spots of the strategies: values they never draw ----------------------------------
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_many_chunks_and_a_single_nonzero_image(numpy_path, pool, monkeypatch):
+    """The NumPy path builds flat indices a chunk of rows at a time (ops/argmax.py, 2**20
+    elements): the small maps hypothesis draws always fit in one chunk, and RoIs of one image
+    other than 0 take their own branch. Here chunks of 3 rows (the last one partial), and every
+    RoI on image 2 of 3, with duplicates."""
+    from tinyspp.ops import argmax
+
+    levels = (3, 1)
+    features = np.random.default_rng(17).standard_normal((3, 4, 8, 9))
+    D = 4 * 10
+    monkeypatch.setattr(argmax, "CHUNK", 3 * D)
+    rois = random_rois(np.random.default_rng(18), 11, 1, 8, 9)
+    rois[:, 0] = 2
+    rois = np.concatenate([rois, rois[:3]])
+    out, cache = roi_spp_forward(features, rois, levels, pool=pool)
+    dout = np.random.default_rng(19).standard_normal(out.shape)
+    ref, ref_arg, ref_dx = roi_loop(features, rois, levels, pool=pool, dout=dout)
+    np.testing.assert_allclose(out, ref, rtol=1e-12)
+    if pool == "max":
+        np.testing.assert_array_equal(out, ref)
+        np.testing.assert_array_equal(cache.argmax, ref_arg)
+    np.testing.assert_allclose(roi_spp_backward(dout, cache), ref_dx, rtol=1e-12, atol=1e-12)
+
+
+def test_check_impl_names_the_array_type_each_implementation_needs():
+    from tinyspp.validate import IMPLS, check_impl
+
+    assert set(IMPLS) == {"auto", "xp", "cpu", "cuda", "emulate"}
+    gpu_like = object()  # any array module that is not numpy
+    for impl in ("cpu", "emulate"):
+        with pytest.raises(ValueError, match=f"impl='{impl}' runs on NumPy arrays.*'cuda'"):
+            check_impl(impl, "f", tuple(IMPLS), gpu_like)
+    with pytest.warns(DeprecationWarning, match="means impl='cuda'"):
+        assert check_impl("kernel", "f", tuple(IMPLS), gpu_like) == "cuda"
