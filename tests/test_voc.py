@@ -524,3 +524,11 @@ def test_dataset_pickles_without_pixels():
     assert back.ids == ds.ids and back.class_names == ds.class_names
     np.testing.assert_array_equal(back.images[2], ds.images[2])
     np.testing.assert_array_equal(back.difficult[5], ds.difficult[5])
+
+
+def test_class_split_files_with_flags_are_read_by_their_first_column(voc_copy):
+    # VOC's ImageSets/Main/<class>_<split>.txt: "<id> <flag>" with flag 1, -1 or 0
+    (voc_copy / "ImageSets" / "Main" / "person_train.txt").write_text(
+        "000001  1\n000002 -1\n\n000006 -1\n")
+    ds = VOCDataset(voc_copy, "person_train")
+    assert ds.ids == ("000001", "000002", "000006")
