@@ -188,6 +188,22 @@ def test_in_process_store_equals_cluster_store(voc, cluster_store, tmp_path):
     assert store_digests(tmp_path / "s.zarr") == store_digests(cluster_store[0])
 
 
+def test_existing_cluster_through_scheduler_address(voc, cluster_store, tmp_path):
+    """--scheduler ADDRESS: the same tasks on a cluster started elsewhere (here: in this
+    process, with a thread worker); the store's images equal the local cluster's."""
+    from distributed import LocalCluster
+
+    lines = []
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        summary = extract(voc, str(tmp_path / "s.zarr"), scheduler=cluster.scheduler_address,
+                          max_images=2, log=lines.append)
+    assert summary["workers"] == 1 and summary["computed"] == 2
+    assert lines[0].startswith(f"Dask: scheduler {cluster.scheduler_address}, 1 workers")
+    want = store_digests(cluster_store[0])
+    assert store_digests(tmp_path / "s.zarr") == {i: want[i] for i in ("000001", "000002")}
+
+
 def test_killed_run_resumes_with_the_same_command(voc, cluster_store, reference, tmp_path):
     """A worker process is killed, then the client (SIGKILL, no clean-up); the same command
     finishes the store, recomputing only the unfinished images; train + evaluate then give the

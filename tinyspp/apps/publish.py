@@ -33,6 +33,7 @@ RESULTS = ROOT / "results"
 
 # block name -> "module:function". Each application registers its own renderers here.
 RENDERERS: dict[str, str] = {
+    "scale.measured": "tinyspp.apps.scale_bench:render",
     "claims.table": "tinyspp.apps.reporting:claims_table",
     "classify.details": "tinyspp.apps.reporting:classify_details",
     "bench.pyramid": "tinyspp.bench.pyramid:render_results",
