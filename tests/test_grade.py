@@ -193,3 +193,14 @@ def test_the_course_guide_has_a_section_per_exercise_listing_its_checks():
         assert ex.signature in section, name
         for check in ex.checks:
             assert f"- {check.name}\n" in section, (name, check.name)
+
+
+def test_init_writes_the_stubs_which_equal_the_repository_exercises(tmp_path, capsys):
+    stubs = ROOT / "tinyspp" / "grading" / "stubs"
+    for name in EXERCISES:
+        assert (stubs / f"{name}.py").read_text() == (ROOT / "exercises" / f"{name}.py").read_text()
+    (tmp_path / "bin_edges.py").write_text("mine\n")
+    rc, lines = grade(capsys, tmp_path, "--init")
+    assert rc == 0 and (tmp_path / "bin_edges.py").read_text() == "mine\n"   # never overwritten
+    assert sum(line.startswith("wrote") for line in lines) == len(EXERCISES) - 1
+    assert set(find_exercise_files(tmp_path)) == set(EXERCISES)

@@ -24,6 +24,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=None,
                         help="draw other inputs (default: the same inputs on every run)")
     parser.add_argument("--list", action="store_true", help="list the exercises and exit")
+    parser.add_argument("--init", action="store_true",
+                        help="write the exercise stubs into FOLDER (never overwrites a file)")
 
 
 def _load():
@@ -49,6 +51,13 @@ def run(args) -> int:
         print("grade: give a FOLDER holding exercise files (e.g. exercises/), or --list",
               file=sys.stderr)
         return 2
+    if args.init:
+        written, kept = grading.write_stubs(args.folder)
+        for path in written:
+            print(f"wrote {path}")
+        for path in kept:
+            print(f"kept  {path} (already there)")
+        return 0
     examples = grading.DEFAULT_EXAMPLES if args.examples is None else args.examples
     limit = grading.DEFAULT_TIME_LIMIT if args.time_limit is None else args.time_limit
     if examples < 1 or limit <= 0:

@@ -56,7 +56,7 @@ EXERCISES = {
 __all__ = [
     "EXERCISES", "DEFAULT_EXAMPLES", "DEFAULT_TIME_LIMIT", "Check", "Exercise", "Mismatch",
     "Result", "find_exercise_files", "grade_file", "grade_folder", "grade_function", "reference",
-    "summary_line",
+    "summary_line", "write_stubs",
 ]
 
 
@@ -70,6 +70,27 @@ def find_exercise_files(folder) -> dict:
         raise ValueError(f"grade: {str(folder)!r} is not a folder (expected a folder holding "
                          f"files such as bin_edges.py)")
     return {name: folder / f"{name}.py" for name in EXERCISES if (folder / f"{name}.py").is_file()}
+
+
+def write_stubs(folder) -> tuple[list, list]:
+    """Write the exercise stubs (``NAME.py`` raising NotImplementedError) into ``folder``.
+
+    Existing files are never overwritten. Returns ``(written, kept)`` lists of paths. The stubs
+    are package data (``tinyspp/grading/stubs/``), equal to the repository's ``exercises/``.
+    """
+    from importlib.resources import files
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written, kept = [], []
+    for name in EXERCISES:
+        path = folder / f"{name}.py"
+        if path.exists():
+            kept.append(path)
+            continue
+        path.write_text(files(__package__).joinpath("stubs", f"{name}.py").read_text())
+        written.append(path)
+    return written, kept
 
 
 def grade_folder(folder, only=None, **kwargs) -> list[Result]:
