@@ -236,13 +236,14 @@ def run_seed(setup: Setup, seed: int, *, epochs: int, quick: bool, device: str, 
     test_sizes = full_image_sizes(setup, quick=quick)
     arms, trainers = {}, {}
     for label, model, schedule in CONFIGS:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         trainer = train_one(setup, model, schedule, epochs=epochs, seed=seed, quick=quick,
                             device=device, progress=progress, lr=lr,
                             out_dir=os.path.join(out, f"seed{seed}", f"{model}-{schedule}"))
-        train_s = time.perf_counter() - t0
+        train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
         hits = source_correct(trainer, setup, model, test_sizes)
-        arms[label] = {"train_seconds": train_s, "history": trainer.history,
+        arms[label] = {"train_seconds": train_s, "train_cpu_seconds": train_cpu,
+                       "history": trainer.history,
                        "correct": {k: bits(v) for k, v in hits.items()},
                        "error": {k: float(1 - v.mean()) for k, v in hits.items()}}
         trainers[label] = trainer
@@ -301,7 +302,7 @@ def run_classify(*, datasets=("synthetic",), seeds=SEEDS, epochs: int = EPOCHS,
     os.makedirs(out, exist_ok=True)
     runs_dir = os.path.join("runs", "classify-quick" if quick else "classify")
     started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = {"command": " ".join([COMMAND, *(argv or [])]), "quick": quick, "seeds": list(seeds),
            "threads": threads, "device": device, "started": started, "versions": versions(),
            "settings": {"epochs": epochs, "lr": lr, "lr_steps": list(lr_steps_for(epochs)),
@@ -320,6 +321,8 @@ def run_classify(*, datasets=("synthetic",), seeds=SEEDS, epochs: int = EPOCHS,
                                  "test_labels": setup.test.labels.tolist(),
                                  "seeds": per_seed}
     res["seconds"] = time.perf_counter() - t0
+    res["cpu_seconds"] = time.process_time() - c0  # this process's CPU time: the cost on a
+    res["load_average"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None  # free core
     res["claims"] = classify_claims(res)
     path = os.path.join(out, "classify.json")
     with open(path + ".tmp", "w") as fh:

@@ -36,6 +36,7 @@ RENDERERS: dict[str, str] = {
     "scale.measured": "tinyspp.apps.scale_bench:render",
     "claims.table": "tinyspp.apps.reporting:claims_table",
     "classify.details": "tinyspp.apps.reporting:classify_details",
+    "notebooks.times": "tinyspp.apps.reporting:notebook_times",
     "bench.pyramid": "tinyspp.bench.pyramid:render_results",
     "gpu.check": "tinyspp.bench.gpu:render_results",
 }

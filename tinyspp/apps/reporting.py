@@ -243,10 +243,11 @@ def claims_table(results_dir: Path) -> str:
             continue
         rows += res["claims"]
         seeds = res.get("seeds")
-        secs = res.get("seconds")
+        secs, cpu = res.get("seconds"), res.get("cpu_seconds")
         sources.append(f"`results/{name}.json`: `{res.get('command', '?')}`"
                        + (f", seeds {', '.join(map(str, seeds))}" if seeds else "")
-                       + (f", {secs / 60:.0f} min" if secs else "")
+                       + (f", {secs / 60:.0f} min wall" if secs else "")
+                       + (f" ({cpu / 60:.0f} min CPU)" if cpu else "")
                        + (f", {res['threads']} BLAS thread(s)" if res.get("threads") else ""))
     if not rows:
         return "_No results files yet: run `python -m tinyspp experiment classify`._"
@@ -266,7 +267,8 @@ def error_rows(ds: dict, views=("center", "multiview", "full", "warp")) -> list[
         per = [s["arms"][label] for s in ds["seeds"]]
         cells = [pm([p["error"][v] for p in per]) if v in per[0]["error"] else "-"
                  for v in views]
-        rows.append([label, *cells, f"{np.mean([p['train_seconds'] for p in per]):.0f}"])
+        secs = [p.get("train_cpu_seconds", p["train_seconds"]) for p in per]
+        rows.append([label, *cells, f"{np.mean(secs):.0f}"])
     return rows
 
 
@@ -286,9 +288,12 @@ def classify_summary(res: dict, dataset: str = "synthetic") -> str:
     S = len(ds["seeds"])
     lines = [
         f"`{res['command']}`: seeds {', '.join(map(str, res['seeds']))}; "
-        f"{res['seconds'] / 60:.1f} min in total on {res.get('threads') or 'all'} BLAS "
-        f"thread(s), started {res['started']} (numpy {res['versions']['numpy']}, Python "
-        f"{res['versions']['python']}).", "",
+        f"{res['seconds'] / 60:.1f} min wall-clock"
+        + (f" and {res['cpu_seconds'] / 60:.1f} min of CPU time (the wall time on a free core;"
+           f" the machine was shared, load average {res['load_average'][0]:.1f} at the end)"
+           if res.get("cpu_seconds") and res.get("load_average") else "")
+        + f", {res.get('threads') or 'all'} BLAS thread(s), started {res['started']} (numpy "
+        f"{res['versions']['numpy']}, Python {res['versions']['python']}).", "",
         f"Data ({dataset}): {su['n_train']} train / {su['n_val']} val / {su['n_test']} test "
         f"images of the source classes {', '.join(su['source_classes'])}; the test images are "
         f"the same for every seed. Schedule, the same for every network: {st['epochs']} epochs, "
@@ -297,7 +302,7 @@ def classify_summary(res: dict, dataset: str = "synthetic") -> str:
         f"{', '.join(str(e + 1) for e in st['lr_steps'])} on.", "",
         f"Top-1 test error (%), mean ± sd over {S} seeds:", "",
         markdown_table(["network", "centre crop", "10 views", "full image", "warped",
-                        "train s / seed"], error_rows(ds)), "",
+                        "train CPU s / seed"], error_rows(ds)), "",
     ]
     sizes = ds["test_sizes"]
     spp = [lab for lab in ds["seeds"][0]["arms"] if f"full@{sizes[0]}" in
@@ -436,3 +441,25 @@ def _save(fig, path: str) -> str:
     fig.savefig(path, dpi=DPI)
     _plt().close(fig)
     return path
+
+
+def notebook_times(results_dir: Path) -> str:
+    """Renderer ``notebooks.times``: the wall time of each notebook's last full run
+    (``results/notebooks.json``, written by ``TINYSPP_QUICK=0 python notebooks/run.py NN``)."""
+    res = _load(results_dir, "notebooks")
+    if not res or not res.get("runs"):
+        return "_No full-run times recorded yet (`TINYSPP_QUICK=0 python notebooks/run.py`)._"
+    runs = res["runs"]
+    cells = [f"{name.split('_')[0]} {_duration(r['seconds'])}" for name, r in sorted(runs.items())]
+    loads = [r["load_average"] for r in runs.values() if r.get("load_average") is not None]
+    return (f"Full-run wall times (`{res['command']}`, {res.get('cpu_cores', '?')} cores"
+            + (f", load average {min(loads):.1f}-{max(loads):.1f} from other work" if loads
+               else "") + "): " + ", ".join(cells) + ".")
+
+
+def _duration(seconds: float) -> str:
+    """
+    >>> _duration(42.0), _duration(150.0)
+    ('42 s', '2.5 min')
+    """
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
