@@ -39,7 +39,7 @@ CLASS_ARG = ",".join(CLASSES)
 
 def cli(*argv):
     """argv of the store CLI, as a user types it."""
-    return [sys.executable, "-m", "tinyspp.apps.detect_store", *argv]
+    return [sys.executable, "-m", "tinyspp", "detect", *argv]
 
 
 def extract_argv(voc, out, split="trainval", *more):
@@ -311,15 +311,15 @@ def test_corrupt_and_half_written_images_are_detected_and_recomputed(cluster_sto
     (["--max-boxes", "7"], "made differently"),
 ])
 def test_bad_extract_arguments_are_refused_by_name(voc, cluster_store, extra, message, capsys):
-    from tinyspp.apps.detect_store import main
+    from tinyspp.apps.cli import main
 
-    argv = extract_argv(voc, cluster_store[0], "trainval", *extra)[3:]
+    argv = extract_argv(voc, cluster_store[0], "trainval", *extra)[3:]     # after "python -m"
     assert main(argv) == 2
     assert message in capsys.readouterr().err
 
 
 def test_bad_data_and_paths_are_refused(voc, tmp_path, capsys):
-    from tinyspp.apps.detect_store import main
+    from tinyspp.apps.detect_store import main  # the same subcommands, without the dispatcher
 
     assert main(["extract", "--data", "coco:/x", "--out", str(tmp_path / "s")]) == 2
     assert "unknown data kind 'coco'" in capsys.readouterr().err

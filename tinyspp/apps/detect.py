@@ -26,6 +26,9 @@ SUBCOMMANDS = {
                    "results/detect.json"),
     "run": ("tinyspp.apps.detect_demo:voc",
             "train and test a detector on a VOC-layout folder (--data voc:PATH)"),
+    "extract": ("tinyspp.apps.detect_store:extract", "pooled features into a Zarr store, on Dask"),
+    "train": ("tinyspp.apps.detect_store:train", "SVMs + box regressors from a feature store"),
+    "evaluate": ("tinyspp.apps.detect_store:evaluate", "VOC AP of a trained head on a test store"),
 }
 
 
