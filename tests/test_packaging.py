@@ -104,3 +104,52 @@ def test_the_suite_redirects_every_cache_away_from_home():
                 "IPYTHONDIR", "JUPYTER_CONFIG_DIR", "TINYSPP_CACHE_DIR", "IMAGEIO_USERDIR"):
         assert not Path(os.environ[var]).resolve().is_relative_to(home), var
     assert not Path(imageio.core.appdata_dir("imageio")).resolve().is_relative_to(home)
+
+
+# The layers of the package (docs/architecture.md): a module may import its own layer and the
+# layers below it, never one above. Ranks, lowest first.
+LAYERS = {
+    "backend": 0, "validate": 1, "gradcheck": 1, "stats": 1, "bins": 2, "kernels": 3, "ops": 4,
+    "nn": 5, "data": 5, "viz": 5, "train": 6, "detect": 6, "scale": 7, "grading": 7,
+    "__init__": 8, "bench": 9, "apps": 9, "__main__": 10,
+}
+
+
+def _tinyspp_imports(path, package):
+    """The tinyspp subpackages/modules one file imports (first name after ``tinyspp.``)."""
+    import ast
+
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                names = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
+            else:
+                names = [node.module or ""]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        out |= {n.split(".")[1] if n.count(".") else "__init__" for n in names
+                if n.split(".")[0] == "tinyspp"}
+    return out
+
+
+def test_imports_flow_one_way():
+    """backend <- validate <- bins <- kernels <- ops <- nn <- train/detect <- apps: no module
+    imports a layer above its own (the library never imports tinyspp.apps)."""
+    wrong = []
+    for path in sorted((ROOT / "tinyspp").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts  # ("tinyspp", "ops", "roi", "api")
+        package = ".".join(parts[:-1])  # what a relative import is relative to
+        layer = parts[1]  # "ops"; "__init__"/"__main__" for tinyspp/__init__.py, __main__.py
+        for target in _tinyspp_imports(path, package):
+            target = "__init__" if target == "__version__" else target
+            if target in LAYERS and target != layer and LAYERS[target] > LAYERS[layer]:
+                wrong.append(f"{path.relative_to(ROOT)} imports tinyspp.{target}")
+    assert not wrong, wrong
+    assert set(LAYERS) >= {p.stem if p.is_file() else p.name
+                           for p in (ROOT / "tinyspp").iterdir()
+                           if p.suffix == ".py" or (p / "__init__.py").exists()}
