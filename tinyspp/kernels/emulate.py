@@ -17,7 +17,7 @@ computes exactly what the GPU computes (up to the order of atomic float addition
 
 Needs a C++ compiler (``$CXX``, ``g++``, ``c++`` or ``clang++``) on Linux or macOS. You normally
 reach this module through :mod:`tinyspp.kernels` with NumPy arrays, or through the ops with
-``impl="kernel"``.
+``impl="emulate"``.
 
 Examples
 --------
