@@ -204,3 +204,16 @@ def test_init_writes_the_stubs_which_equal_the_repository_exercises(tmp_path, ca
     assert rc == 0 and (tmp_path / "bin_edges.py").read_text() == "mine\n"   # never overwritten
     assert sum(line.startswith("wrote") for line in lines) == len(EXERCISES) - 1
     assert set(find_exercise_files(tmp_path)) == set(EXERCISES)
+
+
+def test_grade_folder_returns_one_result_per_file(tmp_path):
+    from tinyspp.grading import grade_folder
+
+    write(tmp_path, "bin_edges", "from tinyspp.grading.reference import bin_edges  # noqa\n")
+    write(tmp_path, "map_window", "def map_window(box, stride):\n    return (0, 0, 0, 0)\n")
+    results = grade_folder(tmp_path, max_examples=5)
+    assert [(r.name, r.passed) for r in results] == [("bin_edges", True), ("map_window", False)]
+    assert [r.name for r in grade_folder(tmp_path, only=["map_window"], max_examples=5)] == [
+        "map_window"]
+    with pytest.raises(ValueError, match="unknown exercise"):
+        grade_folder(tmp_path, only=["nope"])

@@ -64,13 +64,7 @@ def run(args) -> int:
         print("grade: --examples must be >= 1 and --time-limit > 0", file=sys.stderr)
         return 2
     try:
-        files = grading.find_exercise_files(args.folder)
-        if args.only:
-            unknown = sorted(set(args.only) - set(grading.EXERCISES))
-            if unknown:
-                raise ValueError(f"grade: unknown exercise(s) {unknown}; "
-                                 f"known: {', '.join(grading.EXERCISES)}")
-            files = {k: v for k, v in files.items() if k in args.only}
+        files = grading.select_files(args.folder, args.only)
     except ValueError as err:
         print(err, file=sys.stderr)
         return 2

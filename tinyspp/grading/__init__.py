@@ -56,6 +56,7 @@ EXERCISES = {
 __all__ = [
     "EXERCISES", "DEFAULT_EXAMPLES", "DEFAULT_TIME_LIMIT", "Check", "Exercise", "Mismatch",
     "Result", "find_exercise_files", "grade_file", "grade_folder", "grade_function", "reference",
+    "select_files",
     "summary_line", "write_stubs",
 ]
 
@@ -93,18 +94,28 @@ def write_stubs(folder) -> tuple[list, list]:
     return written, kept
 
 
-def grade_folder(folder, only=None, **kwargs) -> list[Result]:
-    """Grade every exercise file of ``folder`` (or just the names in ``only``).
+def select_files(folder, only=None) -> dict:
+    """:func:`find_exercise_files`, restricted to the names in ``only`` when given.
 
-    ``kwargs`` go to :func:`grade_file` (``max_examples``, ``time_limit_s``, ``seed``).
+    Raises ValueError for a name that is not an exercise.
     """
     files = find_exercise_files(folder)
     if only:
         unknown = sorted(set(only) - set(EXERCISES))
         if unknown:
-            raise ValueError(f"grade: unknown exercise(s) {unknown}; known: {list(EXERCISES)}")
+            raise ValueError(f"grade: unknown exercise(s) {unknown}; "
+                             f"known: {', '.join(EXERCISES)}")
         files = {k: v for k, v in files.items() if k in only}
-    return [grade_file(EXERCISES[name], path, **kwargs) for name, path in files.items()]
+    return files
+
+
+def grade_folder(folder, only=None, **kwargs) -> list[Result]:
+    """Grade every exercise file of ``folder`` (or just the names in ``only``).
+
+    ``kwargs`` go to :func:`grade_file` (``max_examples``, ``time_limit_s``, ``seed``).
+    """
+    return [grade_file(EXERCISES[name], path, **kwargs)
+            for name, path in select_files(folder, only).items()]
 
 
 def summary_line(results) -> str:
