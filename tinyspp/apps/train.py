@@ -45,6 +45,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--lr-steps", type=int, nargs="*", default=[],
+                        help="0-based epochs from which lr is divided by 10 (same for any size "
+                             "schedule; default: none, a constant lr)")
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
@@ -71,7 +74,8 @@ def _run(args) -> int:
             raise SystemExit("train: the no-SPP net accepts one input size; use --schedule single")
     trainer = Trainer(net, train, val, sizes=args.sizes, schedule=args.schedule,
                       batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                      weight_decay=args.weight_decay, seed=args.seed, device=args.device,
+                      weight_decay=args.weight_decay, lr_steps=tuple(args.lr_steps),
+                      seed=args.seed, device=args.device,
                       out_dir=args.out, progress=not args.no_progress)
     trainer.fit(args.epochs, resume=args.resume)
     views = ["center", "multiview", "warp"] + (["full"] if args.model == "spp" else [])
