@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from strategies import MODES, level_sets, nchw_shapes, seeds, tie_free
 
 from tinyspp.backend import asnumpy
-from tinyspp.bins import bin_edges, spp_output_length
+from tinyspp.bins import bin_divisor, bin_edges, spp_output_length
 from tinyspp.gradcheck import numerical_grad_of_output, rel_error
 from tinyspp.ops.spp import spp_backward, spp_forward
 
@@ -27,8 +27,9 @@ def spp_loop(x, levels, mode="adaptive", pool="max"):
                 for by, (y0, y1) in enumerate(rows):
                     for bx, (x0, x1) in enumerate(cols):
                         win = x[i, c, y0:y1, x0:x1]
-                        if pool == "avg":
-                            out[i, c, by, bx] = win.mean()
+                        if pool == "avg":  # Caffe divides by its padded window (bin_divisor)
+                            out[i, c, by, bx] = win.sum() / (bin_divisor(H, n, by, mode)
+                                                             * bin_divisor(W, n, bx, mode))
                             continue
                         k = int(np.argmax(win))  # first max (or first NaN) in row-major order
                         out[i, c, by, bx] = win.flat[k]
@@ -85,8 +86,17 @@ def test_gradient_matches_central_differences(xp, shape, levels, mode, pool, see
 @pytest.mark.parametrize("pool", ["max", "avg"])
 @pytest.mark.parametrize("mode", MODES)
 def test_ones_in_ones_out(xp, mode, pool):
-    out, _ = spp_forward(xp.ones((2, 3, 16, 16)), (6, 3, 2, 1), mode=mode, pool=pool)
-    np.testing.assert_array_equal(asnumpy(out), np.ones((2, 3 * 50)))
+    """Ones in, ones out -- except Caffe's average, whose padding zeros count (issue 13): a bin
+    then holds (real cells) / (padded window), e.g. 2/3 per axis on the 16-row map's border."""
+    out, cache = spp_forward(xp.ones((2, 3, 16, 16)), (6, 3, 2, 1), mode=mode, pool=pool)
+    expected = np.ones((2, 3 * 50))
+    if (mode, pool) == ("caffe", "avg"):
+        t = cache.table
+        frac = (t.y1 - t.y0) * (t.x1 - t.x0) / t.area  # (M,) per bin, in the table's order
+        expected = np.concatenate([np.tile(frac[m0:m0 + n * n], 3) for m0, n in
+                                   zip(np.cumsum([0, 36, 9, 4]), (6, 3, 2, 1))])[None].repeat(2, 0)
+        assert expected.min() < 1  # 16 rows in 6 bins: k = 3, pad = 1, border bins 2/3 real
+    np.testing.assert_allclose(asnumpy(out), expected, rtol=1e-15)
 
 
 @pytest.mark.parametrize("pool", ["max", "avg"])
@@ -226,3 +236,63 @@ def test_spp_kernel_path_agrees_with_xp_path(pool):
     dout = np.random.default_rng(9).standard_normal(out_x.shape)
     np.testing.assert_allclose(spp_backward(dout, cache_k), spp_backward(dout, cache_x),
                                rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------ caffe average pooling and the fast max path
+
+def test_caffe_avg_divides_by_the_padded_window_hand_computed(xp):
+    """Issue 13: Caffe's SPP pads a 5-wide axis to 6 for 2 bins (k = 3, pad = 1) and its
+    PoolingLayer divides every bin by the window clipped to the padded map, 3 x 3 = 9, even the
+    first bin, which covers only 2 x 2 real cells (the clipped area would divide it by 4)."""
+    x = xp.asarray(np.arange(25.0).reshape(1, 1, 5, 5))
+    assert bin_edges(5, 2, "caffe") == ((0, 2), (2, 5))
+    out, cache = spp_forward(x, levels=(2,), mode="caffe", pool="avg")
+    # bin sums by hand: rows 0-1 x cols 0-1: 0+1+5+6 = 12; rows 0-1 x cols 2-4: 33;
+    # rows 2-4 x cols 0-1: 93; rows 2-4 x cols 2-4: 162
+    np.testing.assert_allclose(asnumpy(out), [[12 / 9, 33 / 9, 93 / 9, 162 / 9]], rtol=1e-15)
+    dx = asnumpy(spp_backward(xp.ones((1, 4)), cache))[0, 0]
+    np.testing.assert_allclose(dx, np.full((5, 5), 1 / 9), rtol=1e-15)  # bins tile: 1/9 each
+    # adaptive mode on the same map keeps the mean over the bin's cells
+    out, _ = spp_forward(x, levels=(2,), mode="adaptive", pool="avg")
+    np.testing.assert_allclose(asnumpy(out)[0, 0], (0 + 1 + 2 + 5 + 6 + 7 + 10 + 11 + 12) / 9)
+
+
+def awkward_map(shape, seed, dtype):
+    """A map on a coarse grid (many ties), with zeros, +-inf and a few NaN."""
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.standard_normal(shape) * 1.5).astype(dtype)
+    flat = x.reshape(-1)
+    picks = rng.choice(flat.size, size=6, replace=False)
+    flat[picks[:2]] = np.inf
+    flat[picks[2:4]] = -np.inf
+    flat[picks[4:]] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,levels", [((3, 4, 13, 13), (6, 3, 2, 1)),
+                                          ((2, 3, 10, 7), (4, 2, 1)),
+                                          ((2, 2, 5, 9), (6, 3, 1)),
+                                          ((1, 3, 3, 2), (4, 2, 1, 2))])
+def test_nested_levels_and_threads_equal_the_plain_path(monkeypatch, dtype, shape, levels):
+    """Merging nested levels from a finer one, and splitting channels over threads, give the
+    plain path's values and argmax bit for bit, with ties, infinities and NaN in the map."""
+    from tinyspp.ops import dispatch, spp
+
+    x = awkward_map(shape, 7, dtype)
+    monkeypatch.setattr(dispatch, "MIN_WORK", 0)
+    results = []
+    for nest, threads in ((True, 3), (True, 1), (False, 1)):
+        monkeypatch.setattr(spp, "NEST", nest)
+        dispatch.set_num_threads(threads)
+        try:
+            out, cache = spp_forward(x, levels)
+        finally:
+            dispatch.set_num_threads(None)
+        results.append((out, cache.argmax))
+    for out, argmax in results[:2]:
+        np.testing.assert_array_equal(out, results[2][0])
+        np.testing.assert_array_equal(argmax, results[2][1])
+    ref, where = spp_loop(x, levels)
+    np.testing.assert_array_equal(results[0][0], ref)
+    np.testing.assert_array_equal(results[0][1], where)

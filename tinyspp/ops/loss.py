@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend import asnumpy
 from ..validate import check_array
 from .dispatch import array_module
 
@@ -45,16 +46,30 @@ def softmax_cross_entropy(logits, labels):
         raise TypeError(f"{func}: labels must have an integer dtype, got {labels.dtype}")
     if labels.shape != (N,):
         raise ValueError(f"{func}: labels must have shape (N,) = ({N},), got {labels.shape}")
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi >= K:
-        raise ValueError(f"{func}: labels must lie in [0, K) = [0, {K}), got min {lo}, max {hi}")
+    if xp is np:  # validate first (free on the host)
+        _check_labels(int(labels.min()), int(labels.max()), K, func)
     shifted = logits - logits.max(axis=1, keepdims=True)  # (N, K), each row's max is 0
     exp = xp.exp(shifted)
     sum_exp = exp.sum(axis=1, keepdims=True)  # (N, 1), >= 1
     rows = xp.arange(N)
     log_prob = shifted[rows, labels] - xp.log(sum_exp[:, 0])  # (N,)
-    loss = -float(log_prob.mean())
+    if xp is np:
+        loss = -float(log_prob.mean())
+    else:
+        # CuPy: the loss, the labels' min and max come to the host in ONE transfer (the one
+        # sync a float loss needs); out-of-range labels wrapped around in the gather above,
+        # and raise here, before anything is returned
+        mean, lo, hi = (float(v) for v in asnumpy(xp.stack([
+            log_prob.mean().astype(np.float64), labels.min().astype(np.float64),
+            labels.max().astype(np.float64)])))
+        _check_labels(int(lo), int(hi), K, func)
+        loss = -mean
     dlogits = exp / sum_exp
     dlogits[rows, labels] -= 1
     dlogits /= N
     return loss, dlogits
+
+
+def _check_labels(lo: int, hi: int, K: int, func: str) -> None:
+    if lo < 0 or hi >= K:
+        raise ValueError(f"{func}: labels must lie in [0, K) = [0, {K}), got min {lo}, max {hi}")

@@ -8,14 +8,21 @@ and concatenated.
 
 Max semantics: the argmax is the absolute flat index ``h*W + w`` in the (H, W) plane; ties go to
 the first maximal element in row-major order inside the bin; NaN propagates (the first NaN in
-row-major order wins). Average pooling is the mean over the bin's cells.
+row-major order wins). Average pooling divides the bin's sum by ``BinTable.area``: the bin's
+area (the mean over its cells) in ``adaptive`` and ``paper`` mode, and in ``caffe`` mode Caffe's
+``pool_size``, the window clipped to the *padded* map, so the zeros of Caffe's padding count
+(``tinyspp.bins.bin_divisor``; a 5-row axis in 2 bins pads to 6 and divides both bins by 3).
 
 How the NumPy path works (``impl="xp"``): the map is moved channel-last, ``(H, W, N*C)``, so every
 gather moves contiguous ``N*C`` vectors. Per level it reduces over the WIDTH of every column bin
 first (first maximal column of each row), then over the HEIGHT of every row bin (first row holding
-the maximum): that order yields exactly the row-major-first tie rule. Bins are gathered with an
-index array padded to the longest bin by repeating the bin's start, which never changes the first
-maximum. Backward scatters ``dout`` through the argmax with one scatter-add.
+the maximum, i.e. the smallest flat index among the row maxima equal to it): that order yields
+exactly the row-major-first tie rule. Bins are gathered with an index array padded to the longest
+bin by repeating the bin's start, which never changes the first maximum. An adaptive level that
+divides a finer one (3 and 2 of (6, 3, 2, 1)) is merged from that level's bins
+(``tinyspp.bins.level_plan``) instead of scanning the map again, and the channels are split over
+threads (``tinyspp.ops.dispatch``). Backward scatters ``dout`` through the argmax with one
+scatter-add.
 
 Examples
 --------
@@ -40,9 +47,10 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backend import get_array_module, is_gpu_array
-from ..bins import DEFAULT_LEVELS, MODES, BinTable, bin_table
+from ..bins import DEFAULT_LEVELS, MODES, BinTable, bin_table, level_plan
 from ..validate import check_array, check_choice, check_impl, check_levels, check_nchw
 from .argmax import scatter_max_grad
+from .dispatch import parallel_slices, split_copyto
 
 POOLS = ("max", "avg")
 IMPLS = ("auto", "xp", "cuda", "emulate")  # what each runs: tinyspp.validate.IMPLS
@@ -118,7 +126,7 @@ def spp_forward(x, levels=DEFAULT_LEVELS, mode="adaptive", pool="max", impl="aut
 
         out, argmax = kernels.spp_forward(xp.ascontiguousarray(x), table, pool)
     elif pool == "max":
-        out, argmax = _max_forward(x, table)
+        out, argmax = _max_forward(x, table, mode)
     else:
         out, argmax = _avg_forward(x, table), None
     return out, SPPCache((N, C, H, W), levels, mode, pool, path, argmax, table, x.dtype)
@@ -181,7 +189,9 @@ def first_max(candidates):
     m = xp.maximum(candidates[0], candidates[1])  # propagates NaN
     for v in candidates[2:]:
         xp.maximum(m, v, out=m)
-    has_nan = bool(xp.isnan(m).any())
+    # NumPy: a NaN-free maximum (the usual case) skips one pass per candidate; CuPy always takes
+    # the NaN-aware pass, since asking the device whether m has a NaN would stall the host
+    has_nan = xp is not np or bool(xp.isnan(m).any())
 
     def miss(v):  # v is not the bin's value: differs from m, or (NaN bin) is not NaN itself
         out = v != m
@@ -231,17 +241,36 @@ def level_edges(table):
 
 
 def _channel_last(x):
-    """(N, C, H, W) -> contiguous (H, W, N*C)."""
+    """(N, C, H, W) -> contiguous (H, W, N*C) (one transposing copy; NumPy: split over H)."""
     N, C, H, W = x.shape
     xp = get_array_module(x)
-    return xp.ascontiguousarray(x.transpose(2, 3, 0, 1)).reshape(H, W, N * C)
+    xt = xp.empty((H, W, N, C), dtype=x.dtype)
+    if xp is np:
+        split_copyto(xt, x.transpose(2, 3, 0, 1), axis=0)
+    else:
+        xp.copyto(xt, x.transpose(2, 3, 0, 1))
+    return xt.reshape(H, W, N * C)
 
 
 def _to_output(levels_out, N, C):
     """List of per-level channel-last ``(n, n, N*C)`` arrays -> ``(N, C * sum n*n)``."""
     xp = get_array_module(levels_out[0])
-    parts = [v.reshape(-1, N, C).transpose(1, 2, 0).reshape(N, -1) for v in levels_out]
-    return xp.concatenate(parts, axis=1)
+    sizes = [v.shape[0] * v.shape[1] for v in levels_out]
+    out = xp.empty((N, C * sum(sizes)), dtype=levels_out[0].dtype)
+    parts, off = [], 0
+    for v, m in zip(levels_out, sizes):  # level block out[:, off:off+C*m] as (N, C, m)
+        parts.append((out[:, off:off + C * m].reshape(N, C, m), v.reshape(m, N, C)))
+        off += C * m
+
+    def copy(n0, n1):
+        for block, v in parts:
+            xp.copyto(block[n0:n1], v[:, n0:n1].transpose(1, 2, 0))
+
+    if xp is np:
+        parallel_slices(copy, N, out.size)
+    else:
+        copy(0, N)
+    return out
 
 
 def _from_output(dout, table, N, C):
@@ -255,26 +284,105 @@ def _from_output(dout, table, N, C):
     return parts
 
 
-def _max_forward(x, table):
+NEST = True  # merge nested adaptive levels from a finer one (tests set False: the plain twin)
+
+
+def _max_forward(x, table, mode="adaptive"):
     xp = get_array_module(x)
     N, C, H, W = x.shape
+    NC = N * C
     xt = _channel_last(x)  # (H, W, NC)
-    values, argmax = [], []
-    for n, ys, ye, xs, xe in level_edges(table):
-        cols, rows = padded_index(xs, xe), padded_index(ys, ye)  # (n, Lx), (n, Ly)
-        # width first: the first maximal column of every row inside each column bin
-        vw, kw = first_max([gather(xt, cols[:, k], 1) for k in range(cols.shape[1])])
-        # then height: the first row (of those row maxima) holding the bin's maximum
-        v, kh = first_max([gather(vw, rows[:, k], 0) for k in range(rows.shape[1])])
-        r = xp.asarray(ys.astype(np.int32))[:, None, None] + kh  # (n, n, NC) absolute row
-        # the column of the maximum in row r: kw[r, bx, nc], read through a flat index
-        NC = N * C
-        flat = (r * n + xp.arange(n, dtype=np.int32)[None, :, None]) * NC
-        flat += xp.arange(NC, dtype=np.int32)
-        c = xp.asarray(xs.astype(np.int32))[None, :, None] + kw.ravel()[flat]
-        values.append(v)
-        argmax.append(r * W + c)
-    return _to_output(values, N, C), _to_output(argmax, N, C)
+    edges = {n: (ys, ye, xs, xe) for n, ys, ye, xs, xe in level_edges(table)}
+    # finest first; a level whose bins are unions of a computed level's bins merges those
+    # (adaptive (6, 3, 2, 1): 3 and 2 from 6, 1 from 2) instead of scanning the map again
+    plan = level_plan(table.levels, mode) if NEST else [(n, None) for n in edges]
+    values = {n: xp.empty((n, n, NC), dtype=x.dtype) for n in edges}
+    argmax = {n: xp.empty((n, n, NC), dtype=np.int32) for n in edges}
+
+    def pool(c0, c1):  # channels c0..c1-1 of the (H, W, N*C) map (NumPy: on threads)
+        for n, parent in plan:
+            v, a = values[n][:, :, c0:c1], argmax[n][:, :, c0:c1]
+            if parent is None:
+                ys, ye, xs, xe = edges[n]
+                _level_max(xt[:, :, c0:c1], n, ys, xs, padded_index(xs, xe),
+                           padded_index(ys, ye), v, a)
+            else:
+                _merge_level(values[parent][:, :, c0:c1], argmax[parent][:, :, c0:c1], v, a)
+
+    if xp is np:
+        parallel_slices(pool, NC, 4 * H * W * NC * len(plan))
+    else:
+        pool(0, NC)
+    levels = table.levels
+    return (_to_output([values[n] for n in levels], N, C),
+            _to_output([argmax[n] for n in levels], N, C))
+
+
+def _merge_level(vp, ap, v_out, a_out):
+    """Level ``n`` from a finer level ``m`` (``m % n == 0``) whose ``r x r`` bins (r = m / n)
+    tile each of its bins: values ``vp (m, m, nc)`` and flat argmax ``ap``.
+
+    A bin's first maximum in row-major order is, among its sub-bins' first maxima, the one of
+    largest value and, on ties, of smallest flat index ``h*W + w`` (row-major order inside a
+    rectangle is the map's); NaN beats every number and the first NaN is the smallest index.
+    """
+    n, nc = v_out.shape[0], v_out.shape[2]
+    r = vp.shape[0] // n
+    v6, a6 = vp.reshape(n, r, n, r, nc), ap.reshape(n, r, n, r, nc)
+    _select_first([v6[:, i, :, j] for i in range(r) for j in range(r)],
+                  [a6[:, i, :, j] for i in range(r) for j in range(r)], v_out, a_out)
+
+
+def _select_first(values, indices, v_out, a_out):
+    """``v_out`` = the elementwise max of ``values`` (NaN-sticky), ``a_out`` = the smallest of
+    ``indices`` among the candidates holding it (NaN: among the NaN candidates)."""
+    xp = get_array_module(v_out)
+    xp.copyto(v_out, values[0])
+    for v in values[1:]:
+        xp.maximum(v_out, v, out=v_out)
+    nan = xp.isnan(v_out) if xp is not np or bool(np.isnan(v_out).any()) else None
+    big = np.int32(1 << 30)  # above every flat index h*W + w this op produces
+    a_out[...] = big
+    miss = xp.empty(v_out.shape, dtype=bool)
+    cand = xp.empty(v_out.shape, dtype=np.int32)
+    for v, a in zip(values, indices):
+        xp.not_equal(v, v_out, out=miss)
+        if nan is not None:
+            miss &= ~(nan & xp.isnan(v))
+        xp.multiply(miss, big, out=cand)
+        cand += a
+        xp.minimum(a_out, cand, out=a_out)
+
+
+def _level_max(xt, n, ys, xs, cols, rows, v_out, a_out):
+    """One level on channel-last ``xt (H, W, nc)``: bin maxima into ``v_out (n, n, nc)`` and
+    their flat ``h*W + w`` into ``a_out``."""
+    xp = get_array_module(xt)
+    H, W = xt.shape[:2]
+    # width first: the first maximal column of every row inside each column bin
+    vw, kw = first_max([gather(xt, cols[:, k], 1) for k in range(cols.shape[1])])
+    # as a flat index h*W + w of the map: (H, n, nc) int32
+    fw = kw.astype(np.int32)
+    fw += xp.asarray((np.arange(H)[:, None] * W + xs[None, :]).astype(np.int32))[:, :, None]
+    # then height: of the row maxima holding the bin's maximum, the first row (the smallest
+    # flat index: rows come in order, and the padding repeats the first row)
+    _select_first([gather(vw, rows[:, k], 0) for k in range(rows.shape[1])],
+                  [gather(fw, rows[:, k], 0) for k in range(rows.shape[1])], v_out, a_out)
+
+
+def level_divisors(table):
+    """Per level the ``(n, n, 1)`` divisors of average pooling (``table.area``: the bin's area,
+    or in ``caffe`` mode Caffe's ``pool_size``, the window clipped to the padded extent)."""
+    m0 = 0
+    for n in table.levels:
+        if table.area is None:  # a table built without divisors: the bins' areas
+            ys, ye = table.y0[m0:m0 + n * n], table.y1[m0:m0 + n * n]
+            xs, xe = table.x0[m0:m0 + n * n], table.x1[m0:m0 + n * n]
+            area = (ye - ys) * (xe - xs)
+        else:
+            area = table.area[m0:m0 + n * n]
+        yield np.asarray(area).reshape(n, n, 1)
+        m0 += n * n
 
 
 def _avg_forward(x, table):
@@ -282,10 +390,9 @@ def _avg_forward(x, table):
     N, C, H, W = x.shape
     xt = _channel_last(x)
     values = []
-    for _n, ys, ye, xs, xe in level_edges(table):
+    for (_n, ys, ye, xs, xe), area in zip(level_edges(table), level_divisors(table)):
         vw = xp.stack([xt[:, s:e].sum(axis=1) for s, e in zip(xs, xe)], axis=1)  # (H, n, NC)
         v = xp.stack([vw[s:e].sum(axis=0) for s, e in zip(ys, ye)], axis=0)  # (n, n, NC)
-        area = np.outer(ye - ys, xe - xs)[:, :, None]
         values.append(v / xp.asarray(area, dtype=x.dtype))
     return _to_output(values, N, C)
 
@@ -294,8 +401,9 @@ def _avg_backward(dout, table, shape):
     xp = get_array_module(dout)
     N, C, H, W = shape
     dxt = xp.zeros((H, W, N * C), dtype=dout.dtype)
-    for (n, ys, ye, xs, xe), g in zip(level_edges(table), _from_output(dout, table, N, C)):
-        g = g / xp.asarray(np.outer(ye - ys, xe - xs)[:, :, None], dtype=dout.dtype)
+    for (n, ys, ye, xs, xe), area, g in zip(level_edges(table), level_divisors(table),
+                                             _from_output(dout, table, N, C)):
+        g = g / xp.asarray(area, dtype=dout.dtype)
         dvw = xp.zeros((H, n, N * C), dtype=dout.dtype)
         for i, (s, e) in enumerate(zip(ys, ye)):
             dvw[s:e] += g[i]
