@@ -217,3 +217,23 @@ def test_grade_folder_returns_one_result_per_file(tmp_path):
         "map_window"]
     with pytest.raises(ValueError, match="unknown exercise"):
         grade_folder(tmp_path, only=["nope"])
+
+
+def test_json_results_for_an_autograder_and_a_seed_draws_other_inputs(tmp_path, capsys):
+    import json
+
+    folder = tmp_path / "answers"
+    write(folder, "bin_edges", "from tinyspp.grading.reference import bin_edges  # noqa\n")
+    path = write(folder, "paper_window_stride",
+                 "def paper_window_stride(size, n):\n    return size // n, size // n\n")
+    out = tmp_path / "out" / "grades.json"
+    rc, lines = grade(capsys, folder, "--examples", 10, "--json", out, "--seed", 3)
+    data = json.loads(out.read_text())
+    assert rc == 1 and data["summary"] == lines[-1] == "1 passed, 1 failed"
+    (ok, bad) = data["results"]
+    assert ok == {**ok, "name": "bin_edges", "passed": True}
+    assert bad["name"] == "paper_window_stride" and not bad["passed"]
+    assert bad["input"] and bad["expected"] and bad["got"] and bad["why"]
+    seeded = grade_file(EXERCISES["paper_window_stride"], path, max_examples=10, seed=3)
+    assert seeded.report() == grade_file(EXERCISES["paper_window_stride"], path,
+                                         max_examples=10, seed=3).report()

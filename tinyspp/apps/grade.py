@@ -23,6 +23,8 @@ def add_arguments(parser) -> None:
                         help="per exercise (default 60)")
     parser.add_argument("--seed", type=int, default=None,
                         help="draw other inputs (default: the same inputs on every run)")
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="also write the results as JSON (for an autograder)")
     parser.add_argument("--list", action="store_true", help="list the exercises and exit")
     parser.add_argument("--init", action="store_true",
                         help="write the exercise stubs into FOLDER (never overwrites a file)")
@@ -84,4 +86,20 @@ def run(args) -> int:
         results.append(result)
         print(result.report(), flush=True)
     print(grading.summary_line(results))
+    if args.json:
+        _write_json(args.json, results, grading.summary_line(results))
     return 0 if all(r.passed for r in results) else 1
+
+
+def _write_json(path, results, summary) -> None:
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"summary": summary, "passed": sum(r.passed for r in results),
+            "failed": sum(not r.passed for r in results),
+            "results": [r.as_dict() for r in results]}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)  # never a half-written file

@@ -106,6 +106,18 @@ class Result:
     not_implemented: bool = False
     log: list = field(default_factory=list)
 
+    def as_dict(self) -> dict:
+        """The result as JSON-ready values (the counterexample as the text :meth:`report`
+        prints), for autograders: ``python -m tinyspp grade FOLDER --json results.json``."""
+        out = {"name": self.name, "passed": self.passed, "checks_run": self.checks_run,
+               "checks_total": self.checks_total, "check": self.check, "error": self.error,
+               "not_implemented": self.not_implemented, "seconds": round(self.seconds, 3)}
+        if self.case is not None:
+            out["input"] = show_case(self.case)
+        if not self.passed and not self.error:
+            out.update(expected=show(self.expected), got=show(self.got), why=self.why)
+        return out
+
     def report(self) -> str:
         """The text the grader prints for this exercise."""
         if self.passed:
