@@ -133,15 +133,21 @@ def test_every_notebook_ends_with_two_to_four_exercises(src):
     assert kind == "markdown" and "## Exercises" in last, "end with a ## Exercises cell"
     items = re.findall(r"^(\d+)\. ", last.split("## Exercises", 1)[1], flags=re.MULTILINE)
     assert 2 <= len(items) <= 4 and items == [str(i + 1) for i in range(len(items))], items
-    for item in re.split(r"^\d+\. ", last, flags=re.MULTILINE)[1:]:
+    for item in _exercise_items(src):
         if "(graded)" in item:
             assert "python -m tinyspp grade" in item
             assert any(f"`{name}(" in item for name in EXERCISES), item[:80]
 
 
+def _exercise_items(src):
+    """The numbered items of a notebook's ``## Exercises`` cell."""
+    last = _load_builder().parse_cells(src.read_text())[-1][1]
+    return re.split(r"^\d+\. ", last.split("## Exercises", 1)[-1], flags=re.MULTILINE)[1:]
+
+
 def test_every_graded_exercise_is_assigned_by_a_notebook():
-    text = "\n".join("\n".join(_markdown_cells(src)) for src in SOURCES)
-    graded = {name for name in EXERCISES if re.search(rf"\(graded\)\W*`{name}\(", text)}
+    graded = {name for src in SOURCES for item in _exercise_items(src) if "(graded)" in item
+              for name in EXERCISES if f"`{name}(" in item}
     assert graded == set(EXERCISES)
 
 
