@@ -22,6 +22,16 @@ DPI = 120
 FONT = 8.5
 
 
+def _plain_log_axis(ax) -> None:
+    """Label a log-scaled y axis with plain numbers (0.5, 1, 5, 10) instead of powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
 def _plt():
     import matplotlib
 
@@ -386,6 +396,7 @@ def plot_learning_curves(histories: dict, path: str, *, title: str = "") -> str:
           title=title or "training loss")
     b.set(xlabel="epoch", ylabel="validation error (%, log scale)", yscale="log",
           title="validation error (centre crop)")
+    _plain_log_axis(b)
     a.legend()
     b.legend()
     fig.tight_layout()
@@ -404,9 +415,11 @@ def plot_seed_curves(ds: dict, path: str, *, title: str = "") -> str:
         line, = a.plot(ep, val.mean(axis=0), label=label)
         a.fill_between(ep, val.min(axis=0), val.max(axis=0), color=line.get_color(),
                        alpha=0.2, lw=0)
-        b.plot(ep, [h["lr"] for h in hists[0]], label=label, color=line.get_color())
+        b.step(ep, [h["lr"] for h in hists[0]], where="post", label=label,
+               color=line.get_color())
     a.set(xlabel="epoch", ylabel="validation error (%, log scale)", yscale="log",
           title=title or "validation error: mean and range over seeds")
+    _plain_log_axis(a)
     a.legend()
     b.set(xlabel="epoch", ylabel="learning rate", yscale="log",
           title="learning rate (all arms overlap)")
@@ -420,12 +433,14 @@ def plot_error_vs_size(curves: dict, path: str, *, title: str = "",
     an error may be a list over seeds: then the mean is drawn with the range as error bars)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for name, by_size in curves.items():
+    for k, (name, by_size) in enumerate(curves.items()):
         sizes = sorted(by_size)
+        shift = 0.25 * (k - (len(curves) - 1) / 2)  # side by side, so error bars stay apart
         vals = [np.atleast_1d(by_size[s]) * 100 for s in sizes]
         mean = np.array([v.mean() for v in vals])
         err = np.array([[v.mean() - v.min() for v in vals], [v.max() - v.mean() for v in vals]])
-        ax.errorbar(sizes, mean, yerr=err if any(v.size > 1 for v in vals) else None,
+        ax.errorbar(np.array(sizes) + shift, mean,
+                    yerr=err if any(v.size > 1 for v in vals) else None,
                     marker="o", capsize=3, label=name)
     for i, s in enumerate(train_sizes):
         ax.axvline(s, color="grey", lw=0.8, ls=":", label="training sizes" if i == 0 else None)
