@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 EXTRAS ?= dev
 
-.PHONY: demo test lint test-gpu gpu-check bench notebooks clean
+.PHONY: demo test lint test-gpu gpu-check bench notebooks docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ bench: $(STAMP)
 notebooks: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,notebooks]"
 	TINYSPP_QUICK=0 $(PY) notebooks/run.py
+
+# The documentation site (docs/make_site.py): build/docs/html/index.html. Offline: MathJax comes
+# from the npm registry once (cached in build/vendor); warnings are errors.
+docs: $(STAMP)
+	$(PY) docs/make_site.py build/docs
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
