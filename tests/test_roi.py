@@ -558,3 +558,33 @@ def test_check_impl_names_the_array_type_each_implementation_needs():
             check_impl(impl, "f", tuple(IMPLS), gpu_like)
     with pytest.warns(DeprecationWarning, match="means impl='cuda'"):
         assert check_impl("kernel", "f", tuple(IMPLS), gpu_like) == "cuda"
+
+
+def test_a_kernel_that_fails_to_load_falls_back_with_one_warning_naming_why(monkeypatch):
+    """Any failure to build or load the CPU kernel (here an AttributeError, as a library without
+    its symbols used to raise on every call) makes "auto" use the NumPy path, warning once."""
+    import warnings
+
+    from tinyspp.ops.roi import api
+
+    def broken():
+        raise AttributeError("undefined symbol: roi_max_forward_f32_u16")
+
+    monkeypatch.setenv("TINYSPP_CPU_KERNEL", "1")
+    monkeypatch.setattr(cpu_kernel, "library", broken)
+    cpu_kernel.available.cache_clear()
+    api._warn_no_cpu_kernel.cache_clear()
+    features, rois = tie_free((1, 2, 6, 7), seed=20), np.array([[0, 0, 2, 6, 5]])
+    try:
+        with pytest.warns(UserWarning, match=r"no loadable compiled CPU kernel \(AttributeError: "
+                                             r"undefined symbol"):
+            out, cache = roi_spp_forward(features, rois)
+        assert cache.impl == "xp"
+        np.testing.assert_array_equal(out, roi_loop(features, rois)[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            roi_spp_forward(features, rois)  # once only
+    finally:
+        cpu_kernel.available.cache_clear()
+        cpu_kernel._UNAVAILABLE.clear()
+        api._warn_no_cpu_kernel.cache_clear()
