@@ -1,8 +1,9 @@
 """tinyspp.scale: the feature store, extraction on Dask, resuming, out-of-core training.
 
 One tiny synthetic set written in VOC layout (6 trainval + 3 test images of ~60 px, a 4-8-8
-trunk, a (2, 1) pyramid, at most 40 proposals) serves every test; the in-memory detector
-(tinyspp.detect.detector.SPPDetector) on the same files is the reference.
+trunk, a (2, 1) pyramid, at most 40 proposals of one selective-search grouping) serves most
+tests; the in-memory detector (tinyspp.detect.detector.SPPDetector) on the same files is the
+reference. The VOC fixture's photographs check difficult objects and an image without any.
 """
 
 import json
@@ -32,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_TRAIN, N_TEST = 6, 3
 WIDTHS, SEED = (4, 8, 8), 0
 FEATURES = dict(levels=(2, 1), scales=(48,), input_size=24)
-PROPOSALS = dict(max_boxes=40)
+PROPOSALS = dict(mode="single", max_boxes=40)
 HEAD = dict(initial_negatives=200, mining_rounds=1, seed=0)
 CLASS_ARG = ",".join(CLASSES)
 
@@ -46,7 +47,7 @@ def extract_argv(voc, out, split="trainval", *more):
     return cli("extract", "--data", f"voc:{voc}", "--split", split, "--out", out,
                "--classes", CLASS_ARG, "--widths", *map(str, WIDTHS), "--seed", str(SEED),
                "--scales", "48", "--levels", "2", "1", "--input-size", "24",
-               "--max-boxes", "40", "--no-progress", *more)
+               "--max-boxes", "40", "--proposals", "single", "--no-progress", *more)
 
 
 def extract(voc, out, split="trainval", **kw):
@@ -270,6 +271,37 @@ def test_train_and_evaluate_in_process_match_the_detector(voc, cluster_store, re
         assert np.array_equal(b, rb) and np.array_equal(s, rs) and np.array_equal(c, rc)
     again = load_head(tmp_path / "head.npz")
     assert np.array_equal(again.svm_w, head.svm_w)
+
+
+def test_real_photographs_with_difficult_objects_match_the_detector(tmp_path):
+    """The VOC fixture (JPEG photographs; a difficult coin in 000006 and 000011; 000008 has no
+    object): difficult objects are kept for AP but not trained on, as in memory."""
+    from tinyspp.detect.detector import SPPDetector
+    from tinyspp.detect.voc import VOCDataset
+
+    root = os.path.join(ROOT, "tests", "fixtures", "voc")
+    names = ("cat", "coin", "cup", "horse", "motorbike", "person", "rocket")
+    kw = dict(widths=WIDTHS, seed=SEED, features=FEATURES, proposals=PROPOSALS,
+              class_names=names, progress=False, workers=0)
+    extract_store(f"voc:{root}", tmp_path / "tv.zarr", split="trainval", **kw)
+    extract_store(f"voc:{root}", tmp_path / "te.zarr", split="test", **kw)
+    store = FeatureStore(tmp_path / "te.zarr")
+    coins = store.read("000011")
+    assert coins.arrays["object_difficult"].sum() == 1
+    assert len(coins.record.gt_boxes) == len(coins.arrays["objects"]) - 1   # not trained on
+    assert len(store.read("000008").record.gt_boxes) == 0
+    head, _ = train_from_store(tmp_path / "tv.zarr", tmp_path / "h.npz", log=lambda *a: None,
+                               **HEAD)
+    res = evaluate_store(tmp_path / "te.zarr", head, workers=0, progress=False)
+
+    trunk, _ = make_trunk(None, WIDTHS, SEED)
+    det = SPPDetector(trunk, len(names), proposal_options=PROPOSALS, head_options=HEAD,
+                      **FEATURES)
+    train, test = (VOCDataset(root, s, names) for s in ("trainval", "test"))
+    det.fit(train.images, train.boxes, train.labels, difficult=train.difficult)
+    ref = evaluate_detections(det.predict(test.images), test.ground_truth(), len(names),
+                              method="11point")
+    assert np.array_equal(res["ap"], ref["ap"], equal_nan=True) and res["map"] == ref["map"]
 
 
 # ------------------------------------------------------------------ damage is found and repaired

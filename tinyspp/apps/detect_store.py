@@ -54,6 +54,8 @@ def add_extract_arguments(parser) -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[6, 3, 2, 1])
     parser.add_argument("--input-size", type=int, default=64)
     parser.add_argument("--max-boxes", type=int, default=2000, help="proposals per image")
+    parser.add_argument("--proposals", choices=["fast", "single"], default="fast",
+                        help="selective search mode: 'fast' (the paper's) or one grouping")
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     parser.add_argument("--summary", default=None, metavar="JSON",
                         help="also write the run's summary (timings, memory, sizes) here")
@@ -111,12 +113,17 @@ def run_extract(args) -> int:
                 args.data, args.out, split=args.split, weights=args.trunk, widths=args.widths,
                 seed=args.seed, features={"scales": args.scales, "levels": args.levels,
                                           "input_size": args.input_size},
-                proposals={"max_boxes": args.max_boxes}, dtype=args.dtype, device=args.device,
+                proposals={"max_boxes": args.max_boxes, "mode": args.proposals},
+                dtype=args.dtype, device=args.device,
                 workers=args.workers, scheduler=args.scheduler, verify=not args.no_verify,
                 max_images=args.max_images, class_names=classes,
                 progress=not args.no_progress)
     except (ValueError, TypeError, FileNotFoundError, StoreError, ConnectionError) as err:
         return _fail("extract", err)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the images already marked complete in {args.out} are kept; run "
+              f"the same command again to finish the rest", file=sys.stderr)
+        return 130
     done = summary["images"] - len(summary["failed"])
     print(f"{args.out}: {done}/{summary['images']} images complete ({summary['computed']} "
           f"computed, {summary['recomputed']} of them partial or corrupt before, "

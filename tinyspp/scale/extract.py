@@ -18,6 +18,8 @@ the trunk, whatever the data-set size: the driver holds only the image ids.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 import resource
 import sys
@@ -33,7 +35,7 @@ from .store import FeatureStore, StoreError, digest
 TRUNK_FILE = "trunk.npz"
 DEFAULT_FEATURES = dict(levels=(6, 3, 2, 1), mode="adaptive", scales=(128,), input_size=64,
                         mapping="paper", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-DEFAULT_PROPOSALS = dict(max_boxes=2000)
+DEFAULT_PROPOSALS = dict(mode="fast", max_boxes=2000)
 
 
 # ---------------------------------------------------------------------------- the trunk
@@ -74,15 +76,25 @@ def trunk_digest(trunk) -> str:
                                   for _, v in sorted(trunk.state_dict().items())]))
 
 
+def config_token(config) -> str:
+    """Digest of a store's configuration: what a worker's cached state is keyed by."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
 @functools.lru_cache(maxsize=4)
-def _worker_state(store_path: str):
-    """Per worker process, once per store: the store, its trunk and the feature extractor."""
+def _worker_state(store_path: str, token: str):
+    """Per worker process, once per store and configuration: the store, its trunk and the
+    feature extractor. ``token`` (:func:`config_token`) keeps a long-lived worker from using
+    the trunk of an earlier store made at the same path."""
     from ..detect.features import SPPFeatures
     from ..nn import small_spp_net
     from ..nn.models import split_trunk_head
 
     store = FeatureStore(store_path)
     cfg = store.config
+    if config_token(cfg) != token:
+        raise StoreError(f"extract: the store at {store_path!r} changed while this run was "
+                         f"using it (another extract with other arguments?)")
     trunk, _ = split_trunk_head(small_spp_net(2, widths=cfg["trunk"]["widths"], seed=0))
     trunk.load(os.path.join(store_path, TRUNK_FILE))
     device = cfg["device"]
@@ -96,9 +108,9 @@ def _worker_state(store_path: str):
     return store, extractor
 
 
-def warm_up(store_path: str) -> int:
+def warm_up(store_path: str, token: str) -> int:
     """Import the libraries and build the trunk of a store on this worker; returns the pid."""
-    _worker_state(os.fspath(store_path))
+    _worker_state(os.fspath(store_path), token)
     return os.getpid()
 
 
@@ -123,8 +135,10 @@ def image_record(extractor, image, boxes, labels, n_classes, proposal_options, d
                        difficult=difficult)
 
 
-def ensure_image(image_id: str, store_path: str, verify: bool = True) -> dict:
+def ensure_image(image_id: str, store_path: str, token: str, verify: bool = True) -> dict:
     """Make image ``image_id`` of the store complete (the Dask task); returns what it did.
+
+    ``token`` is :func:`config_token` of the store's configuration, as the driver saw it.
 
     Returns
     -------
@@ -133,7 +147,7 @@ def ensure_image(image_id: str, store_path: str, verify: bool = True) -> dict:
         and for a computed image ``seconds`` (wall), ``cpu_seconds`` (this process's CPU time:
         what the image costs on a core of its own), ``windows``, ``peak_rss_mb``, ``pid``.
     """
-    store, extractor = _worker_state(os.fspath(store_path))
+    store, extractor = _worker_state(os.fspath(store_path), token)
     before = store.status(image_id, verify=verify)
     if before == "complete":
         return {"image_id": image_id, "before": before}
@@ -218,6 +232,7 @@ def extract_store(data: str, out, *, split: str | None = "trainval", weights=Non
     trunk_path = os.path.join(store.path, TRUNK_FILE)
     if not os.path.exists(trunk_path):
         trunk.save(trunk_path)        # atomic; its digest is in the config checked above
+    token = config_token(store.config)
     todo = ids if verify else [i for i in ids if store.status(i, verify=False) != "complete"]
     summary = {"images": len(ids), "computed": 0, "skipped": len(ids) - len(todo),
                "recomputed": 0, "failed": {}, "seconds": 0.0, "peak_rss_mb": 0.0,
@@ -226,9 +241,9 @@ def extract_store(data: str, out, *, split: str | None = "trainval", weights=Non
     with connect(workers, scheduler, device, log=log) as client:
         if client is not None:
             summary["workers"] = len(client.scheduler_info()["workers"])
-            client.run(warm_up, store.path)   # imports and trunk on every worker, untimed
+            client.run(warm_up, store.path, token)   # imports and trunk everywhere, untimed
             t0 = time.perf_counter()      # the tasks' time, without starting the cluster
-        for image_id, res in run_tasks(client, ensure_image, todo, store.path, verify,
+        for image_id, res in run_tasks(client, ensure_image, todo, store.path, token, verify,
                                        progress=progress, desc="extract", key="extract"):
             if isinstance(res, Exception):
                 summary["failed"][image_id] = f"{type(res).__name__}: {res}"
