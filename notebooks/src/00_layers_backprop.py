@@ -456,6 +456,8 @@ plt.show()
 # 3. Label smoothing replaces the one-hot target by $(1-\alpha)\,\text{onehot} + \alpha/K$.
 #    Derive the gradient of the smoothed loss with respect to the logits and check your formula
 #    with `tinyspp.gradcheck.numerical_grad`.
-# 4. Run the directional check of section 5 with the dropout layer in training mode. Why does it
-#    still pass when the dropout mask is drawn from a fixed seed, and what would break if every
-#    forward pass drew a new mask?
+# 4. **(graded) `softmax_cross_entropy(logits, labels) -> (loss, dlogits)`**, stable for huge
+#    logits, in `exercises/softmax_cross_entropy.py`; grade it with
+#    `python -m tinyspp grade exercises/ --only softmax_cross_entropy`. Besides comparing with
+#    the library, the grader differentiates *your* loss numerically and checks it against *your*
+#    gradient, and feeds it logits of size $10^4$.

@@ -9,11 +9,12 @@ expected, got). The course guide is ``docs/exercises.md``.
 ==========================  =================================================  ===============
 exercise                    task                                               notebook
 ==========================  =================================================  ===============
+``softmax_cross_entropy``   the loss and its gradient, stable                  00_layers_backprop
+``conv2d_backward``         dx, dw, db of a strided, padded convolution        00_layers_backprop
 ``bin_edges``               adaptive bins of one axis                          01_bin_math
 ``paper_window_stride``     the paper's window and stride                      01_bin_math
 ``spp_max``                 adaptive max SPP forward                           02_spp_layer
 ``spp_max_backward``        its gradient (first-maximum ties)                  02_spp_layer
-``conv2d_backward``         dx, dw, db of a strided, padded convolution        00_layers_backprop
 ``map_window``              image window to feature cells (Appendix A)         04_region_pooling
 ==========================  =================================================  ===============
 
@@ -22,8 +23,8 @@ Needs hypothesis (``pip install "tinyspp[grade]"``).
 Examples
 --------
 >>> from tinyspp.grading import EXERCISES, grade_function, reference
->>> list(EXERCISES)[:2]
-['bin_edges', 'paper_window_stride']
+>>> list(EXERCISES)[:3]
+['softmax_cross_entropy', 'conv2d_backward', 'bin_edges']
 >>> print(grade_function(EXERCISES["bin_edges"], reference.bin_edges, max_examples=10).report())
 bin_edges: passed (4 checks)
 """
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from . import reference
 from .geometry_exercises import BIN_EDGES, MAP_WINDOW, PAPER_WINDOW_STRIDE
-from .layer_exercises import CONV2D_BACKWARD, SPP_MAX, SPP_MAX_BACKWARD
+from .layer_exercises import CONV2D_BACKWARD, SOFTMAX_CROSS_ENTROPY, SPP_MAX, SPP_MAX_BACKWARD
 from .runner import (
     DEFAULT_EXAMPLES,
     DEFAULT_TIME_LIMIT,
@@ -49,8 +50,8 @@ from .runner import (
 #: Every graded exercise by name, in the order of the learning path's notebooks.
 EXERCISES = {
     ex.name: ex
-    for ex in (BIN_EDGES, PAPER_WINDOW_STRIDE, SPP_MAX, SPP_MAX_BACKWARD, CONV2D_BACKWARD,
-               MAP_WINDOW)
+    for ex in (SOFTMAX_CROSS_ENTROPY, CONV2D_BACKWARD, BIN_EDGES, PAPER_WINDOW_STRIDE, SPP_MAX,
+               SPP_MAX_BACKWARD, MAP_WINDOW)
 }
 
 __all__ = [

@@ -22,6 +22,7 @@ import numpy as np
 from .. import bins
 from ..ops import conv2d_backward as _conv2d_backward
 from ..ops import conv2d_forward, spp_backward, spp_forward
+from ..ops import softmax_cross_entropy as _softmax_cross_entropy
 
 
 def bin_edges(size, n):
@@ -49,6 +50,11 @@ def conv2d_backward(dout, x, w, stride, pad):
     """``(dx, dw, db)`` of ``conv2d_forward(x, w, b, stride, pad)`` for the gradient ``dout``."""
     _, cache = conv2d_forward(x, w, np.zeros(w.shape[0], dtype=x.dtype), stride=stride, pad=pad)
     return _conv2d_backward(dout, cache)
+
+
+def softmax_cross_entropy(logits, labels):
+    """``(loss, dlogits)``: the mean softmax cross-entropy and its gradient (``tinyspp.ops``)."""
+    return _softmax_cross_entropy(logits, labels)
 
 
 def map_window(box, stride):

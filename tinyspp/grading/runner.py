@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,14 +172,15 @@ def _copy(v):
 
 
 def call(fn, case: dict):
-    """``fn(*case.values())`` on copies of the arguments, printing suppressed.
+    """``fn(*case.values())`` on copies of the arguments, printing and warnings suppressed.
 
     Raises :class:`StudentError` when ``fn`` raises (``SystemExit`` included) and
     :class:`Mismatch` when it modified an array argument in place.
     """
     args = {k: _copy(v) for k, v in case.items()}
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the student's overflow warnings: judged by result
             out = fn(*args.values())
     except (GradingTimeout, KeyboardInterrupt):
         raise
@@ -344,7 +346,8 @@ def load_function(path: Path, name: str):
     spec = importlib.util.spec_from_file_location(f"tinyspp_student_{name}", path)
     module = importlib.util.module_from_spec(spec)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             spec.loader.exec_module(module)
     except (GradingTimeout, KeyboardInterrupt):
         raise
