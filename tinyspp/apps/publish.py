@@ -37,8 +37,12 @@ RENDERERS: dict[str, str] = {
     "claims.table": "tinyspp.apps.reporting:claims_table",
     "classify.details": "tinyspp.apps.reporting:classify_details",
     "notebooks.times": "tinyspp.apps.reporting:notebook_times",
+    "detect.results": "tinyspp.apps.detect_demo:render_table",
+    "detect.claims": "tinyspp.apps.detect_demo:render_claims",
     "bench.pyramid": "tinyspp.bench.pyramid:render_results",
     "gpu.check": "tinyspp.bench.gpu:render_results",
+    **{f"bench.{k}": f"tinyspp.bench.report:render_{k}"
+       for k in ("setup", "table", "targets", "profile", "ideas")},
 }
 
 BLOCK = re.compile(

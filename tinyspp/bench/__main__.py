@@ -25,6 +25,7 @@ from tinyspp.bench.common import (
     torch_available,
     try_torch,
 )
+from tinyspp.ops import dispatch
 
 RESULTS = Path(__file__).resolve().parents[2] / "results" / "bench.json"
 TIMING = ("medians of all timed repeats; each workload alternates 3 rounds between tinyspp "
@@ -43,6 +44,7 @@ def parse(argv=None):
     p.add_argument("--out", type=Path, default=None,
                    help="results file (default: results/bench.json for a full, non-quick run)")
     p.add_argument("--no-save", action="store_true", help="write no results file")
+    p.add_argument("--note", default="", help="recorded in the results file (e.g. which code)")
     return p.parse_args(argv)
 
 
@@ -86,6 +88,7 @@ def main(argv=None) -> int:
                          "torch": peer_info["torch"] if peer_info else None,
                          "tinyspp": tinyspp.__version__},
             "threads": {"numpy": numpy_threads(),
+                        "tinyspp": getattr(dispatch, "num_threads", lambda: 1)(),
                         "torch_peer": peer_info["threads"] if peer_info else None,
                         "env": {k: os.environ.get(k) for k in
                                 ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}},
@@ -93,12 +96,29 @@ def main(argv=None) -> int:
             "timing": TIMING + f"; {opts.repeats} repeats per side",
             "repeats": opts.repeats,
             "sections": sections,
+            "note": opts.note,
+            "commit": _commit(),
             "rows": rows_to_json(rows),
         }
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(record, indent=1) + "\n")
         print(f"# wrote {out}")
     return 0
+
+
+def _commit() -> str | None:
+    """The git commit of the code that ran (None outside a checkout), '+' when modified."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
+                              capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "tinyspp"], cwd=root,
+                               text=True, capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+" if dirty else "")
 
 
 if __name__ == "__main__":

@@ -259,31 +259,6 @@ def format_table(rows: list[Row], markdown: bool = True) -> str:
     return "\n".join(out)
 
 
-def render_table(results_dir: Path) -> str:
-    """publish renderer ``bench.table``: the table of ``results/bench.json``."""
-    data = json.loads((Path(results_dir) / "bench.json").read_text())
-    return format_table(rows_from_json(data["rows"])) + "\n"
-
-
-def render_setup(results_dir: Path) -> str:
-    """publish renderer ``bench.setup``: command, machine, versions, threads, load."""
-    d = json.loads((Path(results_dir) / "bench.json").read_text())
-    versions = ", ".join(f"{k} {v}" for k, v in d["versions"].items())
-    np_threads = ", ".join(f"{k}: {v}" for k, v in d["threads"]["numpy"].items()) or "none"
-    torch_t = d["threads"].get("torch_peer")
-    load = d["load_average"]
-    return "\n".join([
-        f"- command: `{d['command']}` (started {d['started']}, {d['seconds']:.0f} s)",
-        f"- machine: {d['machine']['cpu']}, {d['machine']['cores']} cores, "
-        f"{d['machine']['platform']}",
-        f"- versions: {versions}",
-        f"- threads: NumPy pools {np_threads}; torch in its own process with "
-        f"{torch_t if torch_t is not None else '-'} intra-op threads",
-        f"- load average (1, 5, 15 min) at start {load['start']}, at end {load['end']}",
-        f"- timing: {d['timing']}",
-    ]) + "\n"
-
-
 def main(argv=None) -> int:
     import argparse
 

@@ -3,7 +3,8 @@
 Forward keeps a running maximum over the ``ksize*ksize`` strided views of the ``-inf``-padded
 input (one vectorised pass per kernel offset, never a loop over output positions) and remembers
 which offset won. Backward scatters ``dout`` through the stored winners with one unbuffered
-``add.at`` (overlapping windows may pick the same pixel).
+scatter-add (``np.add.at``; ``cupyx.scatter_add`` on CuPy: overlapping windows may pick the
+same pixel).
 
 Semantics (the same as PyTorch's ``max_pool2d`` and tinyspp's SPP):
 
@@ -36,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import get_array_module, scatter_add
 from ..validate import check_array, check_int, check_nchw
 from .dispatch import array_module, parallel_slices
 
@@ -263,7 +264,7 @@ def max_pool2d_backward(dout, cache: MaxPool2dCache):
         index = origin + xp.take(offsets, cache.winner[n0:n1])  # (n, C, oh, ow)
         index += (xp.arange(n1 - n0) * (C * Hp * Wp)).reshape(-1, 1, 1, 1)
         # unbuffered scatter-add: windows that picked the same pixel add up there
-        xp.add.at(dxpad[n0:n1].reshape(-1), index.ravel(), dout[n0:n1].ravel())
+        scatter_add(dxpad[n0:n1].reshape(-1), index.ravel(), dout[n0:n1].ravel())
 
     if xp is np:
         parallel_slices(scatter, N, 4 * dout.size)

@@ -1,0 +1,125 @@
+"""Each speed-up of issue 14 against its plain twin (section ``ideas``).
+
+Every fast path in the ops keeps the plain code it replaced (the tests compare the two bit for
+bit); this section times both on the shapes of the small SPP-net's training step (batch 32,
+48 x 48 images), alternating rounds, so ``docs/performance.md`` can say what each idea bought.
+Rows come in pairs, ``"<idea>: plain"`` and ``"<idea>: fast"``.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+
+from .common import Row, times_ms
+from .layers import data
+from .training import ours_step
+
+
+def _relu(fast: bool):
+    from ..ops import relu_forward
+    from ..ops.basic import relu_backward, relu_backward_plain
+
+    _, cache = relu_forward(data((32, 16, 48, 48), 5))
+    dout = data((32, 16, 48, 48), 6)
+    backward = relu_backward if fast else relu_backward_plain
+    return lambda: backward(dout, cache)
+
+
+def _pool(fast: bool):
+    from ..ops import max_pool2d_backward, max_pool2d_forward, pool
+
+    x = data((32, 16, 48, 48), 7)
+
+    def step():
+        saved, pool.PHASES_ALWAYS = pool.PHASES_ALWAYS, not fast
+        try:
+            out, cache = max_pool2d_forward(x, 2)
+            max_pool2d_backward(np.ones_like(out), cache)
+        finally:
+            pool.PHASES_ALWAYS = saved
+
+    return step
+
+
+def _spp(fast: bool):
+    from ..ops import spp, spp_forward
+
+    x = data((32, 256, 13, 13), 8)
+
+    def step():
+        saved, spp.NEST = spp.NEST, fast
+        try:
+            spp_forward(x, (6, 3, 2, 1))
+        finally:
+            spp.NEST = saved
+
+    return step
+
+
+def _threads(fast: bool):
+    from ..ops import dispatch
+
+    step = ours_step(48)
+
+    def run():
+        saved = dispatch._threads
+        dispatch.set_num_threads(None if fast else 1)
+        try:
+            step()
+        finally:
+            dispatch._threads = saved
+
+    return run
+
+
+def _with_keep_cols(keep: bool):
+    """One SGD step whose conv layers keep (``True``) or re-gather (``False``) the columns."""
+    from ..nn import SGD, Conv2d, small_spp_net
+    from ..ops import softmax_cross_entropy
+    from .training import LEVELS, NUM_CLASSES, batch
+
+    net = small_spp_net(NUM_CLASSES, 3, levels=LEVELS, seed=0).train()
+    for layer in net:
+        if isinstance(layer, Conv2d):
+            layer.keep_cols = keep
+    opt = SGD(net, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x, y = batch(48)
+
+    def step():
+        _, dlogits = softmax_cross_entropy(net.forward(x), y)
+        net.backward(dlogits, input_grad=False)
+        opt.step()
+
+    return step
+
+
+IDEAS = [
+    ("ReLU backward x(32, 16, 48, 48): np.where -> one bitwise AND", _relu),
+    ("max-pool 2/2 fwd+bwd x(32, 16, 48, 48): padded phase copy -> views of x", _pool),
+    ("SPP (6, 3, 2, 1) fwd x(32, 256, 13, 13): every level scanned -> nested levels merged",
+     _spp),
+    ("SGD step 32x3x48x48: element-wise passes on 1 thread -> split over threads", _threads),
+]
+
+
+def run(opts) -> list[Row]:
+    rows = []
+    rounds = 3
+    per = max(1, opts.repeats // rounds)
+    cases = IDEAS + [("SGD step 32x3x48x48: conv columns kept -> re-gathered (memory)",
+                      _with_keep_cols)]
+    for label, build in cases:
+        if build is _with_keep_cols:
+            steps = [build(True), build(False)]  # "plain" = the columns kept (the old way)
+        else:
+            steps = [build(False), build(True)]
+        times = [[], []]
+        for r in range(rounds):
+            for t, fn in zip(times, steps):
+                t += times_ms(fn, per, warmup=1 if r == 0 else 0)
+        plain, fast = (statistics.median(t) for t in times)
+        rows.append(Row("ideas", f"{label}: plain", plain))
+        rows.append(Row("ideas", f"{label}: fast", fast, note=f"{plain / fast:.2f}x"))
+    return rows

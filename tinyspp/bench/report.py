@@ -1,0 +1,140 @@
+"""Markdown for ``docs/performance.md`` from the benchmark results files (publish renderers).
+
+``results/bench.json`` is written by ``python -m tinyspp.bench`` (the current code) and
+``results/bench_before.json`` by the same command run on the code before issue 14 (its ``note``
+and ``commit`` say which). Every renderer takes the results folder and returns Markdown; they are
+registered in :data:`tinyspp.apps.publish.RENDERERS` as ``bench.*``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .common import Row, format_table, rows_from_json
+
+# the issue's targets: (workload prefix, section, limit of ours / torch)
+TARGETS = [
+    ("conv fwd+bwd x(16, 3, 64, 64)", "layers", 1.2),
+    ("conv fwd+bwd x(8, 96, 27, 27)", "layers", 1.2),
+    ("conv fwd+bwd x(8, 256, 13, 13)", "layers", 1.2),
+    ("max-pool 3/2", "layers", 0.9),
+    ("max-pool 2/2", "layers", 0.9),
+    ("SPP (6, 3, 2, 1) fwd+bwd x(32, 256, 13, 13)", "layers", 0.9),
+    ("SPP (6, 3, 2, 1) fwd+bwd x(32, 256, 10, 10)", "layers", 0.9),
+    ("SGD step, small SPP-net, 32x3x32x32", "training", 1.5),
+    ("SGD step, small SPP-net, 32x3x48x48", "training", 1.5),
+    ("peak memory, one SGD step, 32x3x32x32", "memory", 2.0),
+    ("peak memory, one SGD step, 32x3x48x48", "memory", 2.0),
+]
+
+
+def _load(results_dir: Path, name: str) -> dict | None:
+    path = Path(results_dir) / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _missing(name: str) -> str:
+    return (f"*Not measured yet:* run the command in the text above to write "
+            f"`results/{name}.json`, then `python -m tinyspp.apps.publish`.\n")
+
+
+def _find(rows: list[Row], prefix: str, section: str) -> Row | None:
+    return next((r for r in rows if r.section == section and r.workload.startswith(prefix)),
+                None)
+
+
+def render_setup(results_dir: Path) -> str:
+    """``bench.setup``: how and where the current numbers were measured (and the old ones)."""
+    lines = []
+    for name, what in (("bench", "now"), ("bench_before", "before")):
+        d = _load(results_dir, name)
+        if d is None:
+            lines.append(f"- {what}: " + _missing(name).strip())
+            continue
+        np_threads = ", ".join(f"{k}: {v}" for k, v in d["threads"]["numpy"].items()) or "none"
+        load = d["load_average"]
+        note = f"; {d['note']}" if d.get("note") else ""
+        lines += [
+            f"- **{what}** (code {d.get('commit') or '?'}{note}):"
+            f" `{d['command']}`, started {d['started']}, {d['seconds']:.0f} s; "
+            f"load average (1/5/15 min) {load['start']} at start, {load['end']} at the end",
+            f"  - machine: {d['machine']['cpu']}, {d['machine']['cores']} cores; "
+            + ", ".join(f"{k} {v}" for k, v in d["versions"].items()),
+            f"  - threads: NumPy pools {np_threads}; tinyspp element-wise passes "
+            f"{d['threads'].get('tinyspp', '-')}; torch {d['threads'].get('torch_peer', '-')} "
+            f"intra-op threads in its own process",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def render_table(results_dir: Path) -> str:
+    """``bench.table``: every timed and memory row of the current run (not the profile)."""
+    d = _load(results_dir, "bench")
+    if d is None:
+        return _missing("bench")
+    rows = [r for r in rows_from_json(d["rows"]) if r.section != "profile"]
+    return format_table(rows) + "\n"
+
+
+def render_targets(results_dir: Path) -> str:
+    """``bench.targets``: each target of issue 14, before and now, and whether it is met."""
+    now, before = _load(results_dir, "bench"), _load(results_dir, "bench_before")
+    if now is None:
+        return _missing("bench")
+    rows_now = rows_from_json(now["rows"])
+    rows_before = rows_from_json(before["rows"]) if before else []
+    head = ("| workload | target (ours/torch) | before: ours / torch | ratio | "
+            "now: ours / torch | ratio | met |")
+    out = [head, "|---|---|---|---|---|---|---|"]
+    for prefix, section, limit in TARGETS:
+        r, b = _find(rows_now, prefix, section), _find(rows_before, prefix, section)
+        if r is None:
+            continue
+
+        def cells(row):
+            if row is None or row.torch_ms is None:
+                return "-", "-"
+            return f"{row.ours_ms:.1f} / {row.torch_ms:.1f} {row.unit}", f"{row.ratio:.2f}"
+
+        met = "-" if r.ratio is None else ("yes" if r.ratio <= limit else "**no**")
+        out.append(f"| {r.workload} | <= {limit} | {' | '.join(cells(b))} | "
+                   f"{' | '.join(cells(r))} | {met} |")
+    return "\n".join(out) + "\n"
+
+
+def render_profile(results_dir: Path) -> str:
+    """``bench.profile``: the profile rows (where one step's time goes), before and now."""
+    now, before = _load(results_dir, "bench"), _load(results_dir, "bench_before")
+    if now is None:
+        return _missing("bench")
+    prof_now = {r.workload: r.ours_ms for r in rows_from_json(now["rows"])
+                if r.section == "profile"}
+    prof_before = {r.workload: r.ours_ms for r in rows_from_json(before["rows"])
+                   if r.section == "profile"} if before else {}
+    names = list(prof_before) + [k for k in prof_now if k not in prof_before]
+    out = ["| piece of one SGD step (batch 32) | before ms | now ms |", "|---|---|---|"]
+    for k in names:
+        b, n = prof_before.get(k), prof_now.get(k)
+        out.append(f"| {k} | {'-' if b is None else f'{b:.2f}'} | "
+                   f"{'-' if n is None else f'{n:.2f}'} |")
+    return "\n".join(out) + "\n"
+
+
+def render_ideas(results_dir: Path) -> str:
+    """``bench.ideas``: each fast path against its plain twin (section ``ideas``)."""
+    now = _load(results_dir, "bench")
+    if now is None:
+        return _missing("bench")
+    rows = [r for r in rows_from_json(now["rows"]) if r.section == "ideas"]
+    plain = {r.workload[:-len(": plain")]: r.ours_ms for r in rows
+             if r.workload.endswith(": plain")}
+    out = ["| idea (plain twin -> fast path) | plain ms | fast ms | speed-up |",
+           "|---|---|---|---|"]
+    for r in rows:
+        if r.workload.endswith(": fast"):
+            name = r.workload[:-len(": fast")]
+            p = plain.get(name)
+            if p is not None:
+                out.append(f"| {name} | {p:.2f} | {r.ours_ms:.2f} | {p / r.ours_ms:.2f}x |")
+    return "\n".join(out) + "\n"
