@@ -205,7 +205,8 @@ def test_existing_cluster_through_scheduler_address(voc, cluster_store, tmp_path
     assert store_digests(tmp_path / "s.zarr") == {i: want[i] for i in ("000001", "000002")}
 
 
-def test_killed_run_resumes_with_the_same_command(voc, cluster_store, reference, tmp_path):
+def test_killed_run_resumes_with_the_same_command(voc, cluster_store, reference, tmp_path,
+                                                  capsys):
     """A worker process is killed, then the client (SIGKILL, no clean-up); the same command
     finishes the store, recomputing only the unfinished images; train + evaluate then give the
     in-memory detector's mAP."""
@@ -242,19 +243,17 @@ def test_killed_run_resumes_with_the_same_command(voc, cluster_store, reference,
     assert store_digests(out) == store_digests(cluster_store[0])
 
     # out of core training on the resumed store, evaluation on a test store: the same mAP
+    # (the same commands, run by the dispatcher in this process)
+    from tinyspp.apps.cli import main
+
     test_out = str(tmp_path / "test.zarr")
-    assert subprocess.run(extract_argv(voc, test_out, "test", "--workers", "0"), cwd=ROOT,
-                          capture_output=True).returncode == 0
+    assert main(extract_argv(voc, test_out, "test", "--workers", "0")[3:]) == 0
     head_path, ap_path = str(tmp_path / "head.npz"), str(tmp_path / "ap.json")
-    run = subprocess.run(cli("train", "--store", out, "--out", head_path,
-                             "--initial-negatives", "200", "--mining-rounds", "1"),
-                         cwd=ROOT, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    run = subprocess.run(cli("evaluate", "--store", test_out, "--head", head_path,
-                             "--workers", "0", "--out", ap_path, "--no-progress"),
-                         cwd=ROOT, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    assert "mAP" in run.stdout
+    assert main(cli("train", "--store", out, "--out", head_path, "--initial-negatives", "200",
+                    "--mining-rounds", "1")[3:]) == 0
+    assert main(cli("evaluate", "--store", test_out, "--head", head_path, "--workers", "0",
+                    "--out", ap_path, "--no-progress")[3:]) == 0
+    assert "mAP" in capsys.readouterr().out
     assert json.load(open(ap_path))["map"] == reference["map"]
 
 
