@@ -289,14 +289,15 @@ def test_missing_and_corrupt_files_raise_clear_errors(tmp_path):
         net.load(plain)
 
 
-def test_readme_layers_example_runs(tmp_path, monkeypatch):
-    """The usage example of the README's "Layers and networks" section, executed as written."""
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
-    section = readme.split("## Layers and networks", 1)[1]
+def test_docs_layers_example_runs(tmp_path, monkeypatch):
+    """The usage example of docs/layers.md's "Networks" section (the old README's "Layers and
+    networks"), executed as written."""
+    page = open(os.path.join(os.path.dirname(__file__), "..", "docs", "layers.md")).read()
+    section = page.split("## Networks (`tinyspp.nn`)", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path)
     namespace = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, "docs/layers.md", "exec"), namespace)
     assert namespace["extra"]["epoch"] == 1 and (tmp_path / "net.npz").exists()
     assert np.isfinite(namespace["loss"])
 
