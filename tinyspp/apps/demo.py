@@ -208,6 +208,11 @@ def experiment_section(ctx: DemoContext) -> str:
     verdicts = "\n".join(f"- {c['claim']}: **{c['verdict']}**" for c in res["claims"])
     note = ("" if not ctx.quick else
             "This was a quick run (tiny data and nets): its numbers are not comparable at all. ")
+    if res.get("quick"):
+        note += "The results file itself is from a quick run: its numbers mean nothing. "
+    if res["settings"]["epochs"] != ctx.epochs:
+        note += (f"This run trained {ctx.epochs} epochs, the experiment "
+                 f"{res['settings']['epochs']}: expect a difference from that alone. ")
     ctx.say("\nthe multi-seed experiment's verdicts (results/classify.json):\n"
             + "\n".join(f"  {c['verdict']:30s} {c['claim']}" for c in res["claims"]))
     return "\n".join(head + [
