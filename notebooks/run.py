@@ -172,7 +172,8 @@ def record_time(name: str, seconds: float, path: Path | None = None) -> None:
                 threads=os.environ.get("OMP_NUM_THREADS", "all"))
     data.setdefault("runs", {})[name] = {
         "seconds": round(seconds, 1),
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "started": (datetime.datetime.now(datetime.UTC)
+                    - datetime.timedelta(seconds=seconds)).isoformat(timespec="seconds"),
         "versions": {"python": platform.python_version()},
         "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
     path.parent.mkdir(exist_ok=True)
