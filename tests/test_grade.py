@@ -237,3 +237,10 @@ def test_json_results_for_an_autograder_and_a_seed_draws_other_inputs(tmp_path, 
     seeded = grade_file(EXERCISES["paper_window_stride"], path, max_examples=10, seed=3)
     assert seeded.report() == grade_file(EXERCISES["paper_window_stride"], path,
                                          max_examples=10, seed=3).report()
+
+
+def test_the_sample_report_in_the_course_guide_is_what_the_grader_prints():
+    path = WRONG / "spp_max_backward" / "last_max_tie.py"
+    report = grade_file(EXERCISES["spp_max_backward"], path, max_examples=EXAMPLES).report()
+    shown = "\n".join(line for line in report.splitlines() if not line.startswith("  why:"))
+    assert shown in (ROOT / "docs" / "exercises.md").read_text()
