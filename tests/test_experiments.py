@@ -142,3 +142,19 @@ def test_demo_without_results_says_which_command_makes_them(tmp_path, capsys):
     assert main(["demo", "--quick", "--no-detect", "--out", str(out), "--no-progress",
                  "--results", str(tmp_path / "none"), "--epochs", "1"]) == 0
     assert "run `python -m tinyspp experiment classify`" in (out / "report.md").read_text()
+
+
+def test_notebook_03_quotes_the_results_file():
+    """The committed notebook 03 shows the claims of results/classify.json, as they are now."""
+    root = publish.ROOT
+    res = publish.load_results("classify")
+    nb = json.loads((root / "notebooks" / "03_multi_size_training.ipynb").read_text())
+    shown = []
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            shown.append("".join(out.get("text", "")))
+            shown.append("".join(out.get("data", {}).get("text/markdown", "")))
+    text = "\n".join(shown)
+    assert f"command: {res['command']}" in text
+    for c in res["claims"]:
+        assert f"| {c['tinyspp']} | {c['statistic']} | **{c['verdict']}** |" in text, c["id"]
