@@ -193,6 +193,7 @@ def test_the_course_guide_has_a_section_per_exercise_listing_its_checks():
         assert ex.signature in section, name
         for check in ex.checks:
             assert f"- {check.name}\n" in section, (name, check.name)
+    assert f"`0 passed, {len(EXERCISES)} failed`" in guide  # what the stubs report
 
 
 def test_init_writes_the_stubs_which_equal_the_repository_exercises(tmp_path, capsys):
