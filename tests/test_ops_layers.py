@@ -564,3 +564,14 @@ def test_conv_in_image_chunks_matches_the_whole_batch(monkeypatch, dtype, rtol):
     chunked = (out,) + conv2d_backward(np.sin(out), cache)
     for a, c in zip(whole, chunked, strict=True):
         np.testing.assert_allclose(c, a, rtol=rtol, atol=rtol * float(np.abs(a).max()))
+
+
+def test_max_pool_signed_zeros_tie_and_the_first_one_wins(xp):
+    """-0.0 == +0.0: a tie no strategy draws (tie-free data never holds two zeros); the
+    gradient goes to the first in row-major order, whichever sign it has."""
+    for first, second in ((-0.0, 0.0), (0.0, -0.0)):
+        x = xp.asarray([[[[first, second], [-1.0, -2.0]]]])
+        out, cache = max_pool2d_forward(x, 2)
+        assert float(asnumpy(out)[0, 0, 0, 0]) == 0.0
+        dx = asnumpy(max_pool2d_backward(xp.ones_like(out), cache))[0, 0]
+        np.testing.assert_array_equal(dx, [[1.0, 0.0], [0.0, 0.0]])

@@ -296,3 +296,15 @@ def test_nested_levels_and_threads_equal_the_plain_path(monkeypatch, dtype, shap
     ref, where = spp_loop(x, levels)
     np.testing.assert_array_equal(results[0][0], ref)
     np.testing.assert_array_equal(results[0][1], where)
+
+
+def test_signed_zeros_tie_and_the_first_one_wins(xp):
+    """-0.0 == +0.0 is a tie (never drawn by tie-free strategies): the first in row-major
+    order gets the gradient, in every level, nested or scanned."""
+    x = np.full((1, 1, 4, 4), -1.0)
+    x[0, 0, 1, 2], x[0, 0, 3, 0] = -0.0, 0.0  # flat 6 (first) and 12
+    out, cache = spp_forward(xp.asarray(x), levels=(2, 1))
+    # level 2: bins of -1 (first cell), -0.0 at flat 6, +0.0 at flat 12, -1 (first cell 10);
+    # level 1 (the whole map, merged from level 2): the first zero, flat 6
+    assert asnumpy(cache.argmax).tolist() == [[0, 6, 12, 10, 6]]
+    assert (asnumpy(out)[0, [1, 2, 4]] == 0).all()
