@@ -329,6 +329,12 @@ def test_corrupt_and_half_written_images_are_detected_and_recomputed(cluster_sto
         store.read(a)
     with pytest.raises(StoreError, match="not complete"):
         train_from_store(out, log=lambda *a: None)
+    # and the trunk file replaced by another trunk: workers refuse it, extract rewrites it
+    from tinyspp.scale.extract import config_token, ensure_image
+
+    make_trunk(None, WIDTHS, SEED + 1)[0].save(os.path.join(out, "trunk.npz"))
+    with pytest.raises(StoreError, match="not the trunk"):
+        ensure_image(a, out, config_token(store.config))
     summary = extract(voc, out, workers=0)
     assert summary["computed"] == summary["recomputed"] == 3
     assert summary["skipped"] == N_TRAIN - 3

@@ -97,6 +97,10 @@ def _worker_state(store_path: str, token: str):
                          f"using it (another extract with other arguments?)")
     trunk, _ = split_trunk_head(small_spp_net(2, widths=cfg["trunk"]["widths"], seed=0))
     trunk.load(os.path.join(store_path, TRUNK_FILE))
+    if trunk_digest(trunk) != cfg["trunk"]["sha256"]:
+        raise StoreError(f"extract: {os.path.join(store_path, TRUNK_FILE)!r} is not the trunk "
+                         f"this store was made with (its digest differs); run the same extract "
+                         f"command to rewrite it")
     device = cfg["device"]
     if device == "gpu":
         use_worker_gpu()
@@ -106,6 +110,19 @@ def _worker_state(store_path: str, token: str):
                             scales=tuple(f["scales"]), input_size=f["input_size"],
                             mapping=f["mapping"], mean=f["mean"], std=f["std"], device=device)
     return store, extractor
+
+
+def _stored_trunk_digest(store_path: str, widths):
+    """Digest of the trunk saved in a store, or ``None`` when it is missing or unreadable."""
+    from ..nn import small_spp_net
+    from ..nn.models import split_trunk_head
+
+    trunk, _ = split_trunk_head(small_spp_net(2, widths=widths, seed=0))
+    try:
+        trunk.load(os.path.join(store_path, TRUNK_FILE))
+    except (OSError, ValueError):
+        return None
+    return trunk_digest(trunk)
 
 
 def warm_up(store_path: str, token: str) -> int:
@@ -224,14 +241,11 @@ def extract_store(data: str, out, *, split: str | None = "trainval", weights=Non
         raise ValueError(f"{func}: {data!r} split {split!r} has no images")
     trunk, widths = make_trunk(weights, widths, seed)
     config = {"data": source, "split": split, "device": device, "proposals": props,
-              "features": feats, "trunk": {"widths": list(widths), "sha256": trunk_digest(trunk),
-                                           "weights": None if weights is None
-                                           else os.path.abspath(weights)}}
+              "features": feats, "trunk": {"widths": list(widths), "sha256": trunk_digest(trunk)}}
     store = FeatureStore.create(out, image_ids=ids, class_names=names, config=config,
                                 dtype=dtype)
-    trunk_path = os.path.join(store.path, TRUNK_FILE)
-    if not os.path.exists(trunk_path):
-        trunk.save(trunk_path)        # atomic; its digest is in the config checked above
+    if _stored_trunk_digest(store.path, widths) != config["trunk"]["sha256"]:
+        trunk.save(os.path.join(store.path, TRUNK_FILE))     # atomic (missing or damaged)
     token = config_token(store.config)
     todo = ids if verify else [i for i in ids if store.status(i, verify=False) != "complete"]
     summary = {"images": len(ids), "computed": 0, "skipped": len(ids) - len(todo),
