@@ -336,8 +336,9 @@ assert np.allclose(dlogits.sum(axis=1), 0)        # softmax sums to 1, the one-h
 #    \langle \nabla_\theta L, u \rangle , $$
 #
 # two forward passes per direction, whatever the size (`tinyspp.gradcheck.directional_check`).
-# We build the small SPP-net of notebook 03 (three conv layers, an SPP layer with levels 4, 2, 1,
-# two fully connected layers) in float64 with dropout off (evaluation mode), and check the
+# We build a small SPP-net with `small_spp_net`, the architecture notebook 03 trains, made
+# narrower (three conv layers of 4, 6 and 8 channels, an SPP layer with levels 4, 2, 1, two fully
+# connected layers), in float64 with dropout off (evaluation mode), and check the
 # gradient with respect to the input image and to every parameter tensor, at two input sizes:
 # the same weights take both, which is what the SPP layer is for.
 
@@ -382,9 +383,10 @@ assert worst < 1e-6
 #
 # Same numbers, very different costs: the naive twin runs the Python loop $N F o_h o_w$ times,
 # while im2col moves the loops into one strided copy and one matrix product (run by the BLAS
-# library, vectorised and cache-blocked). Timings are medians over repeats
-# (`tinyspp.bench.median_ms`) for one conv layer shaped like the small SPP-net's second one (16 to
-# 32 channels, 3x3, on a 32x32 map, batch of 8; quick mode shrinks it).
+# library, vectorised and cache-blocked). The library is timed as the median of several calls
+# (`tinyspp.bench.median_ms`), the naive twin once (it takes seconds), for one conv layer shaped
+# like the small SPP-net's second one (16 to 32 channels, 3x3, on a 32x32 map, batch of 8; quick
+# mode shrinks it).
 
 # %%
 N, C, F, H = (2, 4, 8, 12) if QUICK else (8, 16, 32, 32)
