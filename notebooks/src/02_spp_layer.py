@@ -145,7 +145,7 @@ plt.show()
 # overlapping bins add up instead of overwriting each other.
 
 # %%
-print(viz.source_excerpt(inspect.getsource(spp_backward), "    func =", "    return"))
+print(inspect.getsource(spp_backward).split('"""')[-1].strip("\n"))   # the body, after the docstring
 
 # %% [markdown]
 # ## 5. A numerical gradient check
