@@ -19,24 +19,20 @@ distinct RoI of every input row (None when all were distinct); ``cache.argmax`` 
 
 **The implementations** (``impl``; all give bitwise the same max pooling):
 
-==============  ===============================================  ==============================
-``impl``        what runs                                        arrays, pooling, modes
-==============  ===============================================  ==============================
-``"cpu"``       the compiled C++ kernel                          NumPy float32/64, max, any
-                ``tinyspp/kernels/region_max.cpp``: SIMD scan    mode (the fast CPU path)
-                of the finest level, coarser levels merged
-``"xp"``        array operations: sparse tables of integer keys  NumPy or CuPy, max and avg,
-                (max, ``sparse_table.py``), integral images      any mode, any float dtype
-                (avg, ``integral.py``)
-``"cuda"``      the CUDA kernel ``tinyspp/kernels/pyramid_pool.  CuPy float32/64, max and avg,
-                cu`` (one thread per output, atomicAdd scatter)  adaptive mode
-``"emulate"``   the SAME ``.cu`` compiled as C++ and run thread  NumPy float32/64, adaptive:
-                by thread on the CPU: a test harness for the     about 1000x slower than
-                GPU code                                         ``"cpu"``; never picked
-``"auto"``      ``"cuda"`` for CuPy where it applies, ``"cpu"`` for NumPy max pooling when the
-                compiled kernel is available (else a one-time warning and ``"xp"``), else
-                ``"xp"``. ``TINYSPP_CPU_KERNEL=0`` makes it skip ``"cpu"``.
-==============  ================================================================================
+* ``"cpu"``: the compiled C++ kernel ``tinyspp/kernels/region_max.cpp`` (a SIMD scan of the
+  finest level, coarser levels merged). NumPy float32/float64, max pooling, every mode: the fast
+  CPU path.
+* ``"xp"``: array operations, NumPy or CuPy: sparse tables of integer keys for max
+  (``sparse_table.py``), integral images for avg (``integral.py``). Max and avg, every mode,
+  every float dtype.
+* ``"cuda"``: the CUDA kernel ``tinyspp/kernels/pyramid_pool.cu`` (one thread per output, an
+  atomicAdd scatter backward). CuPy float32/float64, max and avg, adaptive mode.
+* ``"emulate"``: the SAME ``.cu`` compiled as C++ and run thread by thread on the CPU, a test
+  harness for the GPU code. NumPy float32/float64, adaptive mode; far slower than ``"cpu"`` and
+  never picked by ``"auto"``.
+* ``"auto"``: ``"cuda"`` for CuPy where it applies; ``"cpu"`` for NumPy max pooling when the
+  compiled kernel is available (else a one-time warning and ``"xp"``); ``"xp"`` otherwise.
+  ``TINYSPP_CPU_KERNEL=0`` makes it skip ``"cpu"``.
 
 The old name ``"kernel"`` (``"cuda"`` on CuPy, ``"emulate"`` on NumPy) still works and warns.
 
