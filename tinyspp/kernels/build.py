@@ -21,8 +21,8 @@ How a build stays safe when several processes start at once on an empty cache:
 A cached library that fails to load or lacks an entry point (a truncated file, a build from an
 older tinyspp) is removed and rebuilt, so the next process finds a good one.
 
->>> COMPILE_TIMEOUT >= 60
-True
+>>> library_path("probe", "int a;", ("-O0",), "/tmp/cache").name  # stem, hash of source + flags
+'probe_2cd740a23783c739.so'
 """
 
 from __future__ import annotations
