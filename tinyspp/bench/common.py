@@ -3,7 +3,7 @@
 Fairness. NumPy's BLAS and torch each keep a thread pool sized to the machine; run in one process
 on a 2-core machine, the idle pool of one still spins while the other works, and both get slower
 (the issue measured torch 51 ms in-process vs 34 ms alone on the same conv). So torch runs in a
-**peer process** (:class:`Peer`, ``python -m tinyspp.bench.common --serve``) that idles, blocked
+**peer process** (:class:`Peer`, ``python -m tinyspp.bench.peer``) that idles, blocked
 on a pipe, while NumPy works, and the parent idles while the peer works. Each workload alternates
 ``rounds`` times between the two sides (so slow drifts in the machine's load hit both alike),
 and the reported time is the median of all timed repeats of a side. ``--torch-in-process`` adds
@@ -105,7 +105,7 @@ class Peer:
     """
 
     def __init__(self, threads: int | None = None):
-        cmd = [sys.executable, "-m", "tinyspp.bench.common", "--serve"]
+        cmd = [sys.executable, "-m", "tinyspp.bench.peer"]
         if threads:
             cmd += ["--threads", str(threads)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -141,33 +141,6 @@ class Peer:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def serve(threads: int | None = None) -> None:
-    """The peer's loop: read one JSON request per line, answer one JSON line."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    steps = {}
-    for line in sys.stdin:
-        msg = json.loads(line)
-        try:
-            if msg["op"] == "info":
-                result = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                          "interop_threads": torch.get_num_interop_threads(), "pid": os.getpid()}
-            else:
-                key = json.dumps(msg["spec"])
-                if key not in steps:
-                    steps[key] = build(torch, msg["spec"])
-                if msg["op"] == "times":
-                    result = times_ms(steps[key], msg["repeats"], msg["warmup"])
-                else:
-                    result = steps[key]()
-        except Exception as err:  # the parent shows it; the peer keeps serving
-            print(json.dumps({"error": f"{type(err).__name__}: {err}"}), flush=True)
-            continue
-        print(json.dumps({"result": result}), flush=True)
 
 
 def side_by_side(ours, spec, opts, repeats: int | None = None, rounds: int = 3):
@@ -257,20 +230,3 @@ def format_table(rows: list[Row], markdown: bool = True) -> str:
     out = [fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [fmt(row) for row in lines]
     return "\n".join(out)
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m tinyspp.bench.common",
-                                description="the torch peer process of the benchmarks")
-    p.add_argument("--serve", action="store_true", help="serve requests on stdin")
-    p.add_argument("--threads", type=int, default=None)
-    args = p.parse_args(argv)
-    if args.serve:
-        serve(args.threads)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
