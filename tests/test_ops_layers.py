@@ -575,3 +575,61 @@ def test_max_pool_signed_zeros_tie_and_the_first_one_wins(xp):
         assert float(asnumpy(out)[0, 0, 0, 0]) == 0.0
         dx = asnumpy(max_pool2d_backward(xp.ones_like(out), cache))[0, 0]
         np.testing.assert_array_equal(dx, [[1.0, 0.0], [0.0, 0.0]])
+
+
+# ------------------------------------------------------------------- the benchmark's plumbing
+
+def test_side_by_side_alternates_ours_and_the_peer():
+    from types import SimpleNamespace
+
+    from tinyspp.bench.common import side_by_side
+
+    log = []
+
+    class FakePeer:
+        def times(self, spec, repeats, warmup=1):
+            log.append(("peer", spec, repeats, warmup))
+            return [2.0] * repeats
+
+    ours = lambda: log.append(("ours",))  # noqa: E731
+    opts = SimpleNamespace(repeats=6, peer=FakePeer(), torch_inproc=None)
+    a, b, c = side_by_side(ours, ("m", "f", [1]), opts, rounds=3)
+    assert b == 2.0 and c is None and a > 0
+    kinds = [e[0] for e in log]
+    # 3 rounds: a warm-up + 2 timed calls of ours, then the peer, then ours again...
+    assert kinds == (["ours"] * 3 + ["peer"] + ["ours"] * 2 + ["peer"]) + ["ours"] * 2 + ["peer"]
+    assert [e[3] for e in log if e[0] == "peer"] == [1, 0, 0]
+
+
+def test_bench_report_renders_targets_ideas_and_profile(tmp_path):
+    import json
+
+    from tinyspp.bench import report
+    from tinyspp.bench.common import Row, rows_to_json
+
+    def write(name, rows, **extra):
+        record = {"command": "python -m tinyspp.bench", "started": "t", "seconds": 1.0,
+                  "machine": {"cpu": "cpu", "cores": 2, "platform": "p"},
+                  "versions": {"numpy": "2"}, "threads": {"numpy": {"blas": 2}},
+                  "load_average": {"start": [0.1, 0, 0], "end": [0.2, 0, 0]},
+                  "rows": rows_to_json(rows), **extra}
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+
+    assert "Not measured yet" in report.render_targets(tmp_path)
+    conv = "conv fwd+bwd x(16, 3, 64, 64) w(32, 3, 5, 5) pad 2"
+    write("bench_before", [Row("layers", conv, 60.0, 30.0),
+                           Row("profile", "32x3x32x32: 0 Conv2d forward", 5.0)])
+    write("bench", [Row("layers", conv, 33.0, 30.0),
+                    Row("memory", "peak memory, one SGD step, 32x3x32x32", 30.0, 10.0,
+                        unit="MiB"),
+                    Row("profile", "32x3x32x32: 0 Conv2d forward", 3.0),
+                    Row("ideas", "relu: plain", 4.0), Row("ideas", "relu: fast", 1.0)],
+          note="HEAD x")
+    targets = report.render_targets(tmp_path)
+    assert "| 60.0 / 30.0 ms | 2.00 | 33.0 / 30.0 ms | 1.10 | yes |" in targets
+    assert "| 30.0 / 10.0 MiB | 3.00 | **no** |" in targets.replace("- | - | ", "")
+    assert "| relu | 4.00 | 1.00 | 4.00x |" in report.render_ideas(tmp_path)
+    assert "| 32x3x32x32: 0 Conv2d forward | 5.00 | 3.00 |" in report.render_profile(tmp_path)
+    setup = report.render_setup(tmp_path)
+    assert "HEAD x" in setup and "[0.1, 0, 0]" in setup
+    assert "ideas" not in report.render_table(tmp_path)

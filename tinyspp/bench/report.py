@@ -69,11 +69,11 @@ def render_setup(results_dir: Path) -> str:
 
 
 def render_table(results_dir: Path) -> str:
-    """``bench.table``: every timed and memory row of the current run (not the profile)."""
+    """``bench.table``: every timed and memory row of the current run (not profile, ideas)."""
     d = _load(results_dir, "bench")
     if d is None:
         return _missing("bench")
-    rows = [r for r in rows_from_json(d["rows"]) if r.section != "profile"]
+    rows = [r for r in rows_from_json(d["rows"]) if r.section not in ("profile", "ideas")]
     return format_table(rows) + "\n"
 
 
