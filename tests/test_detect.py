@@ -270,6 +270,20 @@ def test_head_trains_from_a_reiterable_store_as_from_a_list(tiny):
         DetectionHead(4).fit([])
 
 
+def test_a_class_without_positives_never_fires(tiny):
+    from tinyspp.detect.detector import SPPDetector
+
+    trunk, _, ds, props = tiny
+    labels = [np.minimum(lab, 2) for lab in ds.labels]          # no object of class 3
+    det = SPPDetector(trunk, 4, levels=(4, 2, 1), scales=(48,), input_size=24,
+                      head_options=dict(score_threshold=-5.0))
+    det.fit(ds.images, ds.boxes, labels, proposals=props)
+    assert det.head.fit_stats["positives"][3] == 0 and det.head.regressors[3] is None
+    assert (det.head.score(det.extractor.pool(ds.images[0], props[0]))[:, 3] == -10.0).all()
+    for _, _, lab in det.predict(ds.images, props):
+        assert 3 not in lab
+
+
 def test_fit_and_predict_return_valid_detections(tiny):
     from tinyspp.detect.detector import SPPDetector
     from tinyspp.detect.geometry import iou
