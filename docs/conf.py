@@ -61,7 +61,16 @@ mathjax_path = "mathjax/tex-chtml.js"
 mathjax3_config = {"options": {"enableMenu": True}}
 
 # --- API reference ---------------------------------------------------------------------------
-API = apigen.write_pages(DOCS / "api" / "generated")
+def _code_of_pages() -> dict[str, list[str]]:
+    """Code cells of the notebooks and code blocks of the guide pages, by site page."""
+    code = {f"notebooks/{p.stem}": apigen.notebook_code(p)
+            for p in sorted((ROOT / "notebooks").glob("*.ipynb"))}
+    code |= {p.stem: apigen.markdown_code(p) for p in sorted(DOCS.glob("*.md"))
+             if p.stem != "index"}
+    return code
+
+
+API = apigen.write_pages(DOCS / "api" / "generated", _code_of_pages())
 autosummary_generate = False  # apigen writes every page itself
 autodoc_typehints = "none"  # types are in the numpydoc sections
 autodoc_member_order = "bysource"
@@ -96,6 +105,8 @@ html_css_files = ["tinyspp.css"]
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
+    "collapse_navigation": True,  # the sidebar expands the current section only (faster, shorter)
+    "navigation_depth": 3,
     "header_links_before_dropdown": 6,
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
@@ -194,12 +205,21 @@ _MD_LINK = re.compile(r"(\]\()([^)\s]+)(\))")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
+# Folders of the repository that a site page stands for (a link to the folder opens the page).
+FOLDER_PAGES = {"notebooks": "docs/notebooks/index.md", "exercises": "docs/exercises.md",
+                "results": "docs/results.md"}
+
+
 def _site_path(repo_path: str) -> str | None:
     """Where a repository path lives in the site's source tree (repository-relative)."""
     if repo_path == "README.md":
         return "docs/index.md"
-    if repo_path in ("notebooks", "notebooks/README.md"):
+    if repo_path == "notebooks/README.md":
         return "docs/notebooks/index.md"
+    if repo_path in FOLDER_PAGES and (ROOT / repo_path).is_dir():
+        page = FOLDER_PAGES[repo_path]
+        if page.startswith("docs/notebooks/") or (ROOT / page).is_file():
+            return page
     if repo_path.startswith("notebooks/") and (
             repo_path.endswith(".ipynb") or repo_path.startswith("notebooks/figures/")):
         return "docs/" + repo_path

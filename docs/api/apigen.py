@@ -20,6 +20,7 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,7 +130,76 @@ def _autosummary(names: list[str], module: str | None = None) -> str:
     return f".. autosummary::\n\n{body}\n"
 
 
-def _object_page(full: str, obj, also: list[str]) -> str:
+# --- "Used in": the notebooks and guide pages whose code calls an object ----------------------
+
+def notebook_code(path: Path) -> list[str]:
+    """The code cells of a notebook, in order."""
+    import json
+
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    return ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+
+
+_FENCE = re.compile(r"^```+\s*(?:python|py|pycon|ipython3?)\s*$\n(.*?)^```+\s*$",
+                    re.MULTILINE | re.DOTALL)
+
+
+def markdown_code(path: Path) -> list[str]:
+    """The Python code blocks of a Markdown page (doctest prompts removed)."""
+    blocks = _FENCE.findall(path.read_text(encoding="utf-8"))
+    return ["\n".join(line[4:] if line.startswith((">>> ", "... ")) else line
+                      for line in block.splitlines()) for block in blocks]
+
+
+def _resolve(namespace: dict, node):
+    """The object an expression ``a.b.c`` names, if ``a`` came from an import of tinyspp."""
+    if isinstance(node, ast.Name):
+        return namespace.get(node.id)
+    if isinstance(node, ast.Attribute):
+        base = _resolve(namespace, node.value)
+        return getattr(base, node.attr, None) if base is not None else None
+    return None
+
+
+def used_objects(cells: list[str]) -> list:
+    """Objects of tinyspp that code uses: names imported from it, attributes of its modules.
+
+    Read from the syntax tree, cell after cell (an import in one cell serves the next); a cell
+    that does not parse (IPython magics) is skipped.
+    """
+    namespace: dict[str, object] = {}
+    used: dict[int, object] = {}
+    for code in cells:
+        try:
+            tree = ast.parse(code)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == PACKAGE:
+                mod = importlib.import_module(node.module)
+                for alias in node.names:
+                    obj = getattr(mod, alias.name, None)
+                    if obj is None:
+                        try:
+                            obj = importlib.import_module(f"{node.module}.{alias.name}")
+                        except ImportError:
+                            continue
+                    namespace[alias.asname or alias.name] = obj
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] == PACKAGE:
+                        target = alias.name if alias.asname else alias.name.split(".")[0]
+                        importlib.import_module(alias.name)
+                        namespace[alias.asname or target] = importlib.import_module(target)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Name, ast.Attribute)):
+                obj = _resolve(namespace, node)
+                if obj is not None and not inspect.ismodule(obj):
+                    used[id(obj)] = obj
+    return list(used.values())
+
+
+def _object_page(full: str, obj, also: list[str], used_in: list[str] = ()) -> str:
     modname, attr = full.rsplit(".", 1)
     kind = "autoclass" if inspect.isclass(obj) else "autofunction"
     lines = [_title(full), f".. currentmodule:: {modname}\n", f".. {kind}:: {attr}"]
@@ -139,6 +209,10 @@ def _object_page(full: str, obj, also: list[str]) -> str:
     if also:
         refs = ", ".join(f"``{a}``" for a in also)
         lines.append(f"Also importable as {refs}.\n")
+    if used_in:
+        lines.append(".. rubric:: Used in\n")
+        lines += [f"* :doc:`/{doc}`" for doc in used_in]
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -187,10 +261,21 @@ class Api:
         return self.canon.get(id(obj))
 
 
-def write_pages(outdir: Path) -> Api:
-    """(Re)write every page into ``outdir``; return what they document."""
+def write_pages(outdir: Path, code: dict[str, list[str]] | None = None) -> Api:
+    """(Re)write every page into ``outdir``; return what they document.
+
+    ``code`` maps a site page (docname) to its code cells or blocks: each object page lists the
+    pages whose code uses the object ("Used in").
+    """
     modules = discover()
     canon = canonical_names(modules)
+    used_in: dict[int, list[str]] = {}
+    # the notebooks first (the learning path), then the guide pages
+    for docname, cells in sorted((code or {}).items(),
+                                 key=lambda kv: (not kv[0].startswith("notebooks/"), kv[0])):
+        for obj in used_objects(cells):
+            if id(obj) in canon:
+                used_in.setdefault(id(obj), []).append(docname)
     names = {m.name for m in modules}
     also: dict[int, list[str]] = {}
     aliases: dict[str, str] = {}
@@ -211,7 +296,8 @@ def write_pages(outdir: Path) -> Api:
             full = f"{m.name}.{attr}"
             if full in names:
                 raise RuntimeError(f"apigen: {full} is both a module and an object")
-            pages[full] = _object_page(full, obj, sorted(also.get(id(obj), [])))
+            pages[full] = _object_page(full, obj, sorted(also.get(id(obj), [])),
+                                       used_in.get(id(obj), []))
     files = {f"{name}.rst": text for name, text in pages.items()}
     # the table of every module on the reference's front page (included there, not a page)
     files["modules.txt"] = _autosummary([m.name for m in modules])
