@@ -158,10 +158,10 @@ def run(opts) -> list[Row]:
     for size in SIZES:
         step = ours_step(size, gpu=opts.gpu)
         if opts.gpu:
-            import cupy
+            from ..backend import synchronize
 
             ours, theirs, inproc = median_ms(step, repeats=opts.repeats,
-                                             sync=cupy.cuda.Device().synchronize), None, None
+                                             sync=lambda: synchronize("gpu")), None, None
         else:
             ours, theirs, inproc = side_by_side(step, (__name__, "torch_step", [size]), opts)
         note = f"ours {BATCH / ours * 1e3:.0f} img/s"
