@@ -35,7 +35,8 @@ from pathlib import Path
 
 from . import reference
 from .geometry_exercises import BIN_EDGES, MAP_WINDOW, PAPER_WINDOW_STRIDE
-from .layer_exercises import CONV2D_BACKWARD, SOFTMAX_CROSS_ENTROPY, SPP_MAX, SPP_MAX_BACKWARD
+from .layer_exercises import CONV2D_BACKWARD, SPP_MAX, SPP_MAX_BACKWARD
+from .loss_exercises import SOFTMAX_CROSS_ENTROPY
 from .runner import (
     DEFAULT_EXAMPLES,
     DEFAULT_TIME_LIMIT,

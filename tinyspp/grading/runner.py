@@ -24,7 +24,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +105,6 @@ class Result:
     error: str = ""
     seconds: float = 0.0
     not_implemented: bool = False
-    log: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         """The result as JSON-ready values (the counterexample as the text :meth:`report`
