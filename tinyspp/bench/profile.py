@@ -19,7 +19,11 @@ SIZES = (32, 48)
 
 
 def _conv_pieces(layer, x, dout, repeats):
-    """Time the steps of ``conv2d_forward``/``conv2d_backward`` on ``x`` -> ``dout``."""
+    """Time the steps of ``conv2d_forward``/``conv2d_backward`` on ``x`` -> ``dout``.
+
+    The GEMMs and copies of one whole batch (the layer chunks the batch when it gathers its
+    columns again in the backward; the pieces are the same).
+    """
     from ..ops.conv import col2im, conv_output_size, im2col
 
     w, b = layer.params["w"], layer.params["b"]
@@ -40,7 +44,8 @@ def _conv_pieces(layer, x, dout, repeats):
         "bwd: dout (N,F)->(F,N) transpose": lambda: np.ascontiguousarray(
             dout.transpose(1, 0, 2, 3)),
         "bwd: db sum": lambda: dout2.sum(axis=1),
-        "bwd: GEMM dout @ cols.T (dw)": lambda: dout2 @ cols.T,
+        "bwd: GEMM (dw)": lambda: (cols @ dout2.T).T,
+        "bwd: re-gather im2col (columns not kept)": lambda: im2col(x, k, k, s, p),
         "bwd: GEMM w.T @ dout (dcols)": lambda: w.reshape(F, -1).T @ dout2,
         "bwd: col2im strided adds": lambda: col2im(dcols, x.shape, k, k, s, p),
     }
