@@ -15,7 +15,7 @@ COMMANDS = {
     "train": ("tinyspp.apps.train", "train an SPP-net or the no-SPP baseline (any schedule)"),
     "experiment": ("tinyspp.apps.experiments",
                    "experiment classify: the paper's Tables 2-4 in small"),
-    "detect": ("tinyspp.apps.detect", "SPP-net vs R-CNN object detection demo (--demo)"),
+    "detect": ("tinyspp.apps.detect", "object detection: demo, experiment, run --data voc:PATH"),
     "grade": ("tinyspp.apps.grade", "grade exercise files (FOLDER/NAME.py) with property tests"),
 }
 

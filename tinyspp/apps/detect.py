@@ -47,8 +47,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--demo", action="store_true", help="same as the `demo` subcommand")
     parser.add_argument("--quick", dest="legacy_quick", action="store_true",
                         help="with --demo: a tiny configuration (seconds)")
-    parser.add_argument("--out", dest="legacy_out", default="runs/detect")
-    parser.add_argument("--seed", dest="legacy_seed", type=int, default=0)
+    parser.add_argument("--out", dest="legacy_out", default="runs/detect", metavar="DIR",
+                        help="with --demo: output folder (default runs/detect)")
+    parser.add_argument("--seed", dest="legacy_seed", type=int, default=0, metavar="N")
     parser.add_argument("--device", dest="legacy_device", choices=("cpu", "gpu"), default="cpu")
 
 
