@@ -270,6 +270,14 @@ def test_train_and_evaluate_in_process_match_the_detector(voc, cluster_store, re
         assert np.array_equal(b, rb) and np.array_equal(s, rs) and np.array_equal(c, rc)
     again = load_head(tmp_path / "head.npz")
     assert np.array_equal(again.svm_w, head.svm_w)
+    # the same evaluation as Dask tasks (the head scattered to the workers)
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        on_cluster = evaluate_store(tmp_path / "test.zarr", again, progress=False,
+                                    scheduler=cluster.scheduler_address, log=lambda *a: None)
+    assert on_cluster["map"] == reference["map"]
 
 
 def test_real_photographs_with_difficult_objects_match_the_detector(tmp_path):

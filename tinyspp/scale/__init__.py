@@ -10,6 +10,8 @@ Modules (import the one you need; they need the ``scale`` extra: ``dask[distribu
 ``store``
     :class:`~tinyspp.scale.store.FeatureStore`: the Zarr layout (one group per image: windows,
     labels, overlaps, features), a completion marker with checksums written last.
+``sources``
+    ``voc:PATH`` data, indexed by the driver, read one image at a time by the workers.
 ``cluster``
     :func:`~tinyspp.scale.cluster.connect`: a ``distributed.LocalCluster`` sized to the machine,
     an existing scheduler, or no cluster at all (in-process).
