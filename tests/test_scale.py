@@ -377,3 +377,12 @@ def test_bad_data_and_paths_are_refused(voc, tmp_path, capsys):
     assert "no feature store" in capsys.readouterr().err
     assert main(["evaluate", "--store", str(tmp_path / "none"), "--head", "h.npz"]) == 2
     assert "no feature store" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_head_of_other_classes(cluster_store, tmp_path):
+    from tinyspp.scale.train import save_head
+
+    head, _ = train_from_store(cluster_store[0], tmp_path / "h.npz", log=lambda *a: None, **HEAD)
+    save_head(head, tmp_path / "other.npz", extra={"class_names": ["a", "b", "c", "d"]})
+    with pytest.raises(ValueError, match="trained on classes .* extract both with the same"):
+        evaluate_store(cluster_store[0], tmp_path / "other.npz", workers=0, progress=False)

@@ -66,6 +66,10 @@ def evaluate_store(store_path, head, *, workers: int | None = None, scheduler: s
     store = open_complete_store(store_path, func)
     if not hasattr(head, "detect_windows"):
         head = load_head(head)
+    trained_on = getattr(head, "saved_extra", {}).get("class_names")
+    if trained_on is not None and tuple(trained_on) != store.class_names:
+        raise ValueError(f"{func}: the head was trained on classes {tuple(trained_on)}, the "
+                         f"store has {store.class_names}; extract both with the same --classes")
     if head.n_classes != len(store.class_names):
         raise ValueError(f"{func}: the head has {head.n_classes} classes, the store "
                          f"{len(store.class_names)} ({', '.join(store.class_names)})")
