@@ -264,6 +264,11 @@ def test_head_trains_from_a_reiterable_store_as_from_a_list(tiny):
     assert 2 <= store.passes <= 3                             # 1 + at most mining_rounds
     assert a.fit_stats["positives"] == [int((np.concatenate(ds.labels) == c).sum())
                                         for c in range(4)]
+    empty = records[0]._replace(boxes=np.zeros((0, 4)), features=np.zeros((0, 0), np.float32),
+                                labels=np.zeros(0, np.int64), overlap=np.zeros((0, 4)),
+                                match=np.zeros((0, 4), np.int64), gt_boxes=np.zeros((0, 4)))
+    c = DetectionHead(4, initial_negatives=20, mining_rounds=2).fit([empty] + records + [empty])
+    np.testing.assert_array_equal(a.svm_w, c.svm_w)      # images without windows change nothing
     with pytest.raises(TypeError, match="re-iterable"):
         DetectionHead(4).fit(r for r in records)
     with pytest.raises(ValueError, match="records is empty"):

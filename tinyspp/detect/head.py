@@ -265,6 +265,8 @@ class DetectionHead:
         for i, rec in enumerate(records):
             n_images += 1
             self._check_record(rec, i, func)
+            if len(rec.boxes) == 0:
+                continue                                 # an image without windows adds nothing
             X = self.svm_input(rec.features).astype(np.float32)           # (R, D)
             if D is None and len(X):
                 D = X.shape[1]
