@@ -165,6 +165,8 @@ def ensure_image(image_id: str, store_path: str, token: str, verify: bool = True
         what the image costs on a core of its own), ``windows``, ``peak_rss_mb``, ``pid``.
     """
     store, extractor = _worker_state(os.fspath(store_path), token)
+    if extractor.device == "gpu":
+        use_worker_gpu()          # CuPy's current device is per thread: set it in this one
     before = store.status(image_id, verify=verify)
     if before == "complete":
         return {"image_id": image_id, "before": before}
