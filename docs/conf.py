@@ -25,6 +25,7 @@ import make_site  # noqa: E402
 import numpydoc.xref  # noqa: E402
 import sphinx.ext.autosummary as autosummary  # noqa: E402
 from docutils import nodes  # noqa: E402
+from sphinx import addnodes  # noqa: E402
 from sphinx.util import logging  # noqa: E402
 
 import tinyspp  # noqa: E402
@@ -74,6 +75,7 @@ API = apigen.write_pages(DOCS / "api" / "generated", _code_of_pages())
 autosummary_generate = False  # apigen writes every page itself
 autodoc_typehints = "none"  # types are in the numpydoc sections
 autodoc_member_order = "bysource"
+autodoc_preserve_defaults = True  # signatures show defaults as written (np.float32, DEFAULT_LEVELS)
 autodoc_default_options = {"exclude-members": "__init__, __new__"}
 add_module_names = False
 python_display_short_literal_types = True
@@ -427,6 +429,31 @@ _showwarning = warnings.showwarning
 warnings.showwarning = _numpydoc_warnings_fail
 
 
+_QUALIFIED = re.compile(r"^tinyspp(\.[A-Za-z_]\w*)*$")
+
+
+def _link_literals(app, doctree, docname):
+    """Code that spells a documented name in full (``tinyspp.ops.conv2d_forward``, as the
+    docstrings often do) links to its page, as a role would."""
+    if app.builder.format != "html":
+        return
+    py = app.env.get_domain("py")
+    for literal in list(doctree.findall(nodes.literal)):
+        if isinstance(literal.parent, (nodes.reference, addnodes.pending_xref)):
+            continue
+        text = literal.astext().removesuffix("()")
+        if not _QUALIFIED.match(text):
+            continue
+        name = API.aliases.get(text, text)
+        entry = py.objects.get(name) or py.modules.get(name)
+        if entry is None:
+            continue
+        uri = app.builder.get_relative_uri(docname, entry.docname) + "#" + entry.node_id
+        reference = nodes.reference("", "", internal=True, refuri=uri, reftitle=name)
+        reference += literal.deepcopy()
+        literal.replace_self(reference)
+
+
 def _always_reread(app, env, added, changed, removed):
     """The pages whose toctrees are made from what exists (pages come and go)."""
     return [name for name in ("guide/index", "notebooks/index") if name in env.found_docs]
@@ -436,4 +463,5 @@ def setup(app):
     app.connect("source-read", _source_read)
     app.connect("include-read", _include_read)
     app.connect("env-get-outdated", _always_reread)
+    app.connect("doctree-resolved", _link_literals)
     app.connect("missing-reference", _missing_reference)

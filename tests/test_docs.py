@@ -100,6 +100,12 @@ def test_notebooks_are_rendered_from_stored_outputs(site):
         assert len(shown) >= stored, f"{nb.name}: {stored} stored figures, {len(shown)} shown"
 
 
+def test_exercises_page_says_how_grading_works(site):
+    page = site / "html" / "exercises.html"
+    assert page.is_file(), "docs/exercises.md (the exercises and the grader) has no page"
+    assert "python -m tinyspp grade" in _text(page)
+
+
 def test_api_page_renders_numpydoc_sections_and_cross_links(site):
     path = site / "html" / "api" / "generated" / "tinyspp.ops.spp_forward.html"
     page = _Page.parse(path)
@@ -386,6 +392,7 @@ def test_page_works_in_chromium(site, served, browser, name):
     shots = [(shots_dir / f"{name}.png", None)]
     if name == "notebook":
         shots.append((shots_dir / f"{name}-figure.png", "div.cell_output img"))
+        shots.append((shots_dir / f"{name}-maths.png", ".math"))
     report, problems = visit(browser, served + BROWSER_PAGES[name], served, shots)
 
     assert not problems, f"{name}: " + "\n".join(problems)
