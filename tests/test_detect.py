@@ -616,3 +616,20 @@ def test_cli_detect_run_on_a_voc_folder(tmp_path, capsys):
     assert main(["detect", "run", "--data", f"voc:{root}", "--out", str(out)]) == 0
     summary = json.loads((out / "run.json").read_text())
     assert summary["n_test"] >= 1 and 0.0 <= summary["map"] <= 1.0
+
+
+def test_cli_experiment_quick_never_writes_the_published_results(monkeypatch):
+    import tinyspp.apps.detect_demo as demo
+    from tinyspp.apps.cli import main
+    from tinyspp.apps.publish import RESULTS
+
+    calls = []
+    monkeypatch.setattr(demo, "run_detection_experiment",
+                        lambda seeds, **kw: calls.append((seeds, kw)))
+    assert main(["detect", "experiment", "--quick", "--seeds", "3", "4"]) == 0
+    assert main(["detect", "experiment"]) == 0
+    (s1, quick), (s2, full) = calls
+    assert s1 == [3, 4] and quick["config"] is demo.QUICK
+    assert quick["out"] == "runs/detect-quick/detect.json"
+    assert s2 == [0, 1, 2] and full["config"] is demo.EXPERIMENT
+    assert full["out"] == str(RESULTS / "detect.json") and full["threads"] == 1

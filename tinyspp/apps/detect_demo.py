@@ -891,7 +891,13 @@ def run_demo(args) -> int:
 
 def add_experiment_arguments(parser) -> None:
     """``python -m tinyspp detect experiment [--seeds 0 1 2] [--quick] [--out FILE]``."""
-    _common(parser, "results/detect.json")
+    from .options import add_run_options
+
+    add_run_options(parser)
+    parser.add_argument("--out", default=None,
+                        help="results file (default: the checkout's results/detect.json; with "
+                             "--quick runs/detect-quick/detect.json, so a smoke test never "
+                             "replaces the published results)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true",
                         help="the QUICK configuration (a smoke test; do not publish it)")
@@ -903,9 +909,13 @@ def run_experiment(args) -> int:
 
     cmd = "python -m tinyspp detect experiment " + " ".join(sys.argv[3:]) if len(
         sys.argv) > 2 and sys.argv[1:3] == ["detect", "experiment"] else ""
+    from .publish import RESULTS
+
     threads = 1 if args.threads is None else args.threads
+    out = args.out or ("runs/detect-quick/detect.json" if args.quick
+                       else str(RESULTS / "detect.json"))
     run_detection_experiment(args.seeds, config=QUICK if args.quick else EXPERIMENT,
-                             out=args.out, device=args.device, threads=threads,
+                             out=out, device=args.device, threads=threads,
                              n_boot=args.n_boot, command=cmd.strip())
     return 0
 
