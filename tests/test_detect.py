@@ -526,9 +526,10 @@ def quick_demo(tmp_path_factory):
 
 
 # Stated floor for the quick end-to-end run (24 training, 10 test images, 15 pre-training
-# epochs; measured 0.553 for 1-scale SPP-net). Random scores on the same test windows give
-# mAP 0.09 on average and 0.22 at most over 50 draws (measured), so passing means learning.
-MAP_FLOOR = 0.25
+# epochs, selective search "single"; measured 0.447 for 1-scale SPP-net). Random scores on the
+# same test windows (NMS and the score threshold as the head's) give mAP 0.11 on average and 0.30
+# at most over 50 draws (measured), so passing means learning.
+MAP_FLOOR = 0.35
 
 
 def test_end_to_end_detection_beats_the_map_floor(quick_demo):
