@@ -100,7 +100,11 @@ def test_shrunk_counterexample_is_small():
     ("def spp_max(x, levels:\n", "could not import spp_max.py: SyntaxError"),
     ("import no_such_module_anywhere\n", "ModuleNotFoundError"),
     ("def something_else():\n    pass\n", "defines no function spp_max()"),
-    ("def spp_max(x, levels):\n    raise KeyError('boom')\n", "raised KeyError"),
+    ("def spp_max(x, levels):\n    raise KeyError('boom')\n",
+     "raised KeyError: 'boom' (at spp_max.py:2)"),
+    ("import numpy as np\ndef spp_max(x, levels):\n    return np.empty(0).max()\n",
+     "raised ValueError: zero-size array to reduction operation maximum which has no identity "
+     "(at spp_max.py:3)"),  # the student's line, not NumPy's
     ("import sys\ndef spp_max(x, levels):\n    sys.exit(3)\n", "raised SystemExit"),
 ])
 def test_broken_files_are_failures_not_crashes(tmp_path, capsys, body, message):

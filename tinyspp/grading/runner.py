@@ -51,7 +51,20 @@ class StudentError(Exception):
         super().__init__(f"{type(exc).__name__}: {exc}")
         self.exc = exc
         frames = traceback.extract_tb(exc.__traceback__)
-        self.where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+        # the innermost frame in the student's own code (not NumPy's, not the grader's)
+        own = [f for f in frames if not _library_file(f.filename)] or frames
+        self.where = f"{Path(own[-1].filename).name}:{own[-1].lineno}" if own else ""
+
+
+def _library_file(filename: str) -> bool:
+    """True for files of installed packages, the standard library or tinyspp itself."""
+    import sysconfig
+
+    path = Path(filename).resolve()
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")}
+    roots.add(str(Path(__file__).resolve().parents[1]))  # the tinyspp package
+    return "site-packages" in path.parts or any(
+        path.is_relative_to(Path(r).resolve()) for r in roots)
 
 
 class GradingTimeout(BaseException):
