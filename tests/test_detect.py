@@ -558,7 +558,8 @@ def test_experiment_writes_claims_and_statistics(tmp_path):
     res = run_detection_experiment((0, 1), config=cfg, out=out, n_boot=100, command="test",
                                    log=lambda *_: None)
     assert json.loads(out.read_text()) == json.loads(json.dumps(res))
-    for key in ("command", "seeds", "versions", "threads", "started", "seconds", "claims"):
+    for key in ("command", "seeds", "versions", "threads", "started", "seconds", "claims",
+                "commit"):
         assert key in res
     assert res["seeds"] == [0, 1] and list(res["map"]) == list(METHODS)
     for m in METHODS:

@@ -604,6 +604,21 @@ def _versions() -> dict:
             "scikit-learn": sklearn.__version__, "matplotlib": matplotlib.__version__}
 
 
+def _git_commit() -> str | None:
+    """The checkout's HEAD commit (``+dirty`` when tracked files differ), or None outside git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty.strip() else "")
+
+
 def run_detection_experiment(seeds=(0, 1, 2), *, config: DetectionConfig = EXPERIMENT,
                              out: str | os.PathLike | None = "results/detect.json",
                              device: str = "cpu", threads: int | None = 1, n_boot: int = 1000,
@@ -625,6 +640,7 @@ def run_detection_experiment(seeds=(0, 1, 2), *, config: DetectionConfig = EXPER
         raise ValueError("run_detection_experiment: seeds must not be empty")
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t_start = time.perf_counter()
+    commit = _git_commit()
     cfg = config
     with blas_threads(threads):
         test = make_detection_set(cfg.n_test, seed=(TEST_STREAM, 1), size_range=cfg.size_range)
@@ -683,7 +699,8 @@ def run_detection_experiment(seeds=(0, 1, 2), *, config: DetectionConfig = EXPER
     results = {
         "command": command or "python -m tinyspp detect experiment",
         "seeds": seeds, "versions": _versions(), "threads": threads, "device": device,
-        "started": started, "seconds": time.perf_counter() - t_start, "config": asdict(cfg),
+        "started": started, "seconds": time.perf_counter() - t_start, "commit": commit,
+        "config": asdict(cfg),
         "classes": list(test.class_names), "n_test": cfg.n_test, "n_train": cfg.n_train,
         "test_stream": TEST_STREAM, "proposals": props, "methods": list(METHODS),
         "map": summary, "comparisons": comparisons, "speed": speed_stats,
