@@ -618,6 +618,11 @@ def test_cli_detect_run_on_a_voc_folder(tmp_path, capsys):
     assert main(["detect", "run", "--data", f"voc:{root}", "--out", str(out)]) == 0
     summary = json.loads((out / "run.json").read_text())
     assert summary["n_test"] >= 1 and 0.0 <= summary["map"] <= 1.0
+    assert (summary["train_split"], summary["test_split"]) == ("trainval", "test")
+    out2 = tmp_path / "short"                    # the short spelling gives the same run
+    assert main(["detect", "--data", f"voc:{root}", "--out", str(out2)]) == 0
+    again = json.loads((out2 / "run.json").read_text())
+    assert again["map"] == summary["map"] and again["ap"] == summary["ap"]
 
 
 def test_cli_experiment_quick_never_writes_the_published_results(monkeypatch):

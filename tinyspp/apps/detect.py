@@ -43,25 +43,31 @@ def add_arguments(parser) -> None:
     for name, (_, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _target(name)[0](p)
-    # the old spelling, `detect --demo [--quick] [--out DIR] [--seed N] [--device D]`
+    # the short spellings: `detect --demo [--quick] [--out DIR] [--seed N] [--device D]` and
+    # `detect --data voc:PATH [--out DIR] [--seed N] [--device D]` (= `run --data voc:PATH`)
     parser.add_argument("--demo", action="store_true", help="same as the `demo` subcommand")
+    parser.add_argument("--data", dest="legacy_data", metavar="voc:PATH",
+                        help="same as `run --data voc:PATH` (trainval -> test)")
     parser.add_argument("--quick", dest="legacy_quick", action="store_true",
                         help="with --demo: a tiny configuration (seconds)")
-    parser.add_argument("--out", dest="legacy_out", default="runs/detect", metavar="DIR",
-                        help="with --demo: output folder (default runs/detect)")
+    parser.add_argument("--out", dest="legacy_out", default=None, metavar="DIR",
+                        help="output folder (default runs/detect, with --data runs/detect-run)")
     parser.add_argument("--seed", dest="legacy_seed", type=int, default=0, metavar="N")
     parser.add_argument("--device", dest="legacy_device", choices=("cpu", "gpu"), default="cpu")
 
 
 def run(args) -> int:
     command = getattr(args, "detect_command", None)
-    if command is None and getattr(args, "demo", False):
-        for key in ("quick", "out", "seed", "device"):
-            setattr(args, key, getattr(args, f"legacy_{key}"))
-        args.threads = 1
-        command = "demo"
+    if command is None and (getattr(args, "demo", False) or getattr(args, "legacy_data", None)):
+        command = "demo" if args.demo else "run"
+        args.seed, args.device, args.threads = args.legacy_seed, args.legacy_device, 1
+        if command == "demo":
+            args.quick, args.out = args.legacy_quick, args.legacy_out or "runs/detect"
+        else:
+            args.data, args.out = args.legacy_data, args.legacy_out or "runs/detect-run"
+            args.train_split, args.test_split, args.full = "trainval", "test", False
     if command is None:
         print("python -m tinyspp detect: choose a subcommand: "
-              + ", ".join(SUBCOMMANDS) + " (or --demo [--quick])")
+              + ", ".join(SUBCOMMANDS) + " (or --demo [--quick], or --data voc:PATH)")
         return 2
     return int(_target(command)[1](args) or 0)
