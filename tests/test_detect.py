@@ -233,6 +233,8 @@ def test_svm_negatives_follow_the_papers_two_rules():
     head = DetectionHead(1)
     assert (head.neg_iou, head.neg_overlap) == (0.3, 0.7)           # the paper's defaults
     np.testing.assert_array_equal(head.negatives(rec, 0), [1, 2, 5])
+    full = iou(rec.boxes, rec.boxes)                     # the shared per-image IoU matrix
+    np.testing.assert_array_equal(head.negatives(rec, 0, full), [1, 2, 5])
     np.testing.assert_array_equal(DetectionHead(1, neg_overlap=1.0).negatives(rec, 0),
                                   [1, 2, 4, 5])
     np.testing.assert_array_equal(DetectionHead(1, neg_iou=0.5).negatives(rec, 0),

@@ -127,13 +127,14 @@ def l2_normalise(x):
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def greedy_unique(boxes, threshold: float) -> np.ndarray:
+def greedy_unique(boxes, threshold: float, overlaps=None) -> np.ndarray:
     """Indices of ``boxes`` kept when, in order, a box overlapping an already kept one by IoU
-    more than ``threshold`` is dropped (NMS with equal scores). ``threshold >= 1`` keeps all."""
+    more than ``threshold`` is dropped (NMS with equal scores). ``threshold >= 1`` keeps all.
+    ``overlaps``: their ``(K, K)`` IoU matrix, if already computed."""
     b = check_boxes(boxes, "boxes", "greedy_unique")
     if threshold >= 1 or len(b) < 2:
         return np.arange(len(b))
-    ov = iou(b, b)
+    ov = iou(b, b) if overlaps is None else overlaps
     alive = np.ones(len(b), dtype=bool)
     keep = []
     for i in range(len(b)):
@@ -228,10 +229,19 @@ class DetectionHead:
             pooled = asnumpy(self.fc.forward(x))
         return l2_normalise(pooled)
 
-    def negatives(self, record: ImageRecord, c: int) -> np.ndarray:
-        """Row indices of the negatives of class ``c`` in one record (the paper's two rules)."""
+    def negatives(self, record: ImageRecord, c: int, overlaps=None) -> np.ndarray:
+        """Row indices of the negatives of class ``c`` in one record (the paper's two rules).
+
+        ``overlaps``: the record's ``(R, R)`` window IoU matrix, if already computed (it is the
+        same for every class of an image).
+        """
         rows = np.flatnonzero((record.overlap[:, c] <= self.neg_iou) & (record.labels != c))
-        return rows[greedy_unique(record.boxes[rows], self.neg_overlap)]
+        sub = None if overlaps is None else overlaps[np.ix_(rows, rows)]
+        return rows[greedy_unique(record.boxes[rows], self.neg_overlap, sub)]
+
+    def _window_overlaps(self, record):
+        """The ``(R, R)`` IoU of a record's windows when the 0.7 rule needs it, else None."""
+        return iou(record.boxes, record.boxes) if self.neg_overlap < 1 else None
 
     # ------------------------------------------------------------------ training
     def fit(self, records) -> DetectionHead:
@@ -270,6 +280,7 @@ class DetectionHead:
             X = self.svm_input(rec.features).astype(np.float32)           # (R, D)
             if D is None and len(X):
                 D = X.shape[1]
+            window_ov = self._window_overlaps(rec)
             for c in range(K):
                 pos[c].append(X[rec.labels == c])
                 if self.bbox_regression:
@@ -278,7 +289,7 @@ class DetectionHead:
                     if len(r):
                         reg_x[c].append(l2_normalise(rec.features[r]))
                         reg_t[c].append(encode(rec.boxes[r], rec.gt_boxes[rec.match[r, c]]))
-                rows = self.negatives(rec, c)
+                rows = self.negatives(rec, c, window_ov)
                 keys = np.concatenate([res_key[c], rng.random(len(rows))])
                 ids = np.concatenate([res_id[c], np.stack([np.full(len(rows), i), rows], 1)])
                 xs = X[rows] if res_x[c] is None else np.concatenate([res_x[c], X[rows]])
@@ -317,9 +328,13 @@ class DetectionHead:
                 if i >= n_images:
                     raise ValueError(f"{func}: records gave more images on a later pass "
                                      f"({i + 1}) than on the first ({n_images})")
-                X = None
+                X = window_ov = None
                 for c in range(K):
-                    rows = self.negatives(rec, c) if active[c] else ()
+                    if not active[c]:
+                        continue
+                    if window_ov is None:
+                        window_ov = self._window_overlaps(rec)
+                    rows = self.negatives(rec, c, window_ov)
                     if len(rows) == 0:
                         continue
                     if X is None:
