@@ -206,6 +206,7 @@ def test_site_loads_nothing_from_outside(site):
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                  "--disable-dev-shm-usage",
                   "--window-size=1280,900", "--remote-debugging-port=0"]
 
 
