@@ -65,6 +65,7 @@ def _per_image(store_path) -> dict:
     shapes = [i["image_shape"] for i in infos]
     return {"seconds_median": float(np.median([i["seconds"] for i in infos])),
             "cpu_seconds_median": float(np.median([i["cpu_seconds"] for i in infos])),
+            "cpu_seconds_sum": float(np.sum([i["cpu_seconds"] for i in infos])),
             "seconds_mean": float(np.mean([i["seconds"] for i in infos])),
             "windows_mean": float(np.mean([i["windows"] for i in infos])),
             "pixels_mean": float(np.mean([h * w for h, w in shapes])),
@@ -102,6 +103,8 @@ def measure(n_images: int = 24, n_test: int = 8, seed: int = 0, log=print) -> di
             summary.update(_per_image(out))
             summary["dtype"], summary["n_workers"] = dtype, workers
             summary["store_bytes_per_image"] = summary["store_bytes"] / n_images
+            # the share of a core each worker got while the tasks ran (other jobs took the rest)
+            summary["core_share"] = summary["cpu_seconds_sum"] / (summary["seconds"] * workers)
             summary["store_bytes_per_window"] = (summary["store_bytes_per_image"]
                                                  / summary["windows_mean"])
             summary["failed"] = len(summary["failed"])
@@ -182,18 +185,22 @@ def render(results_dir: Path) -> str:
         f"{r['config']['feature_dim']}-d pool5 (trunk widths "
         f"{tuple(r['config']['widths'])}, levels {tuple(r['config']['features']['levels'])}).",
         "",
-        "| run | images/s | median s per image (wall / CPU) | peak memory per worker "
-        "| store per image |",
-        "|---|---:|---:|---:|---:|",
+        "| run | images/s | median s per image (wall / CPU) | share of a core per worker "
+        "| peak memory per worker | store per image |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, s in runs.items():
         lines.append(f"| {name} | {s['images_per_second']:.2f} | {s['seconds_median']:.2f} / "
-                     f"{s['cpu_seconds_median']:.2f} | "
+                     f"{s['cpu_seconds_median']:.2f} | {100 * s['core_share']:.0f}% | "
                      f"{s['peak_rss_mb_max']:.0f} MiB | "
                      f"{s['store_bytes_per_image'] / 2**20:.2f} MiB |")
     lines += [
         "",
-        f"Speed-up from 1 to 2 workers: {r['speedup_2_workers']:.2f}x. Images per second count "
+        f"Speed-up from 1 to 2 workers: {r['speedup_2_workers']:.2f}x. A worker with a core of "
+        f"its own would get 100% in the share column (its tasks' CPU time over their wall "
+        f"time); the rest went to the other jobs on this machine, which is why wall times "
+        f"exceed CPU times and why this speed-up says little about scaling. Images per second "
+        f"count "
         f"the tasks only (from the first submission to the last result), not the cluster's "
         f"start; the whole 1-worker command took {runs['1 worker']['wall_seconds']:.0f} s. "
         f"`detect train` on the 2-worker store took {r['train']['seconds']:.1f} s and "
