@@ -348,11 +348,15 @@ def _unique_suffix(py, target: str, reftype: str) -> str | None:
     return matches.pop() if len(matches) == 1 else None
 
 
+# outside names that may not be importable here: the usual aliases and the optional GPU/bench deps
+_OUTSIDE_HEADS = {"np", "cp", "cupy", "cupyx", "torch", "numba"}
+
+
 def _is_outside(target: str) -> bool:
     head = target.lstrip("~.").split(".")[0]
     if head == "tinyspp" or not head:
         return False
-    if head in vars(builtins):
+    if head in vars(builtins) or head in _OUTSIDE_HEADS:
         return True
     try:
         return importlib.util.find_spec(head) is not None
