@@ -28,7 +28,8 @@ Examples
 --------
 >>> import tempfile, numpy as np
 >>> from tinyspp.detect.head import make_record
->>> path = tempfile.mkdtemp() + "/store"
+>>> tmp = tempfile.TemporaryDirectory()
+>>> path = tmp.name + "/store"
 >>> store = FeatureStore.create(path, image_ids=["a"], class_names=["cat"], config={"v": 1})
 >>> store.status("a")
 'missing'
@@ -37,6 +38,7 @@ Examples
 >>> store.write("a", rec, image_shape=(8, 8))
 >>> store.status("a"), store.read("a").record.features.tolist()
 ('complete', [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+>>> tmp.cleanup()
 """
 
 from __future__ import annotations

@@ -18,10 +18,12 @@ Examples
 ...                     np.array([[20., 20, 30, 30], [3, 3, 11, 11]]),
 ...                     rng.random((3, 5)).astype(np.float32), n_classes=1) for _ in range(3)]
 >>> head = DetectionHead(1, initial_negatives=10).fit(recs)
->>> path = tempfile.mkdtemp() + "/head.npz"
+>>> tmp = tempfile.TemporaryDirectory()
+>>> path = tmp.name + "/head.npz"
 >>> save_head(head, path)
 >>> bool((load_head(path).score(recs[0].features) == head.score(recs[0].features)).all())
 True
+>>> tmp.cleanup()
 """
 
 from __future__ import annotations
