@@ -153,3 +153,30 @@ def test_imports_flow_one_way():
     assert set(LAYERS) >= {p.stem if p.is_file() else p.name
                            for p in (ROOT / "tinyspp").iterdir()
                            if p.suffix == ".py" or (p / "__init__.py").exists()}
+
+
+def test_only_backend_imports_cupy():
+    """One guarded ``import cupy`` in one module (tinyspp/backend.py), as in Chainer/CuPy."""
+    import ast
+
+    wrong = []
+    for path in sorted((ROOT / "tinyspp").rglob("*.py")):
+        if path.relative_to(ROOT).as_posix() == "tinyspp/backend.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            wrong += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names
+                      if n.split(".")[0] in ("cupy", "cupyx")]
+    assert not wrong, wrong
+
+
+def test_gpu_helpers_without_a_device():
+    from tinyspp import backend
+
+    if backend.gpu_available():
+        pytest.skip("a CUDA device is present: the no-device answers do not apply")
+    assert backend.gpu_count() == 0
+    with pytest.raises(RuntimeError, match="use_gpu"):
+        backend.use_gpu(0)

@@ -130,3 +130,26 @@ def synchronize(device: str) -> None:
     """Wait for the device's queued work (a no-op on the CPU); for honest wall-clock timings."""
     if check_device(device, "synchronize") == "gpu":
         _cupy().cuda.Device().synchronize()
+
+
+def gpu_count() -> int:
+    """How many CUDA devices CuPy sees (0 without CuPy or without a device)."""
+    cp = _cupy()
+    if cp is None:
+        return 0
+    try:
+        return int(cp.cuda.runtime.getDeviceCount())
+    except Exception:  # CUDARuntimeError without a driver; ImportError of a broken install
+        return 0
+
+
+def use_gpu(index: int) -> None:
+    """Make CUDA device ``index`` current for this thread (CuPy's current device is per thread).
+
+    Raises
+    ------
+    RuntimeError
+        where no CUDA device answers (:func:`check_device`'s message).
+    """
+    check_device("gpu", "use_gpu")
+    _cupy().cuda.Device(int(index)).use()

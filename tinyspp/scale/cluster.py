@@ -19,15 +19,14 @@ import logging
 import os
 import sys
 
+from ..backend import gpu_count, use_gpu
 from ..validate import check_choice
 
 
 def machine_workers(device: str = "cpu") -> int:
     """Default worker count: one per CPU core this process may use, or one per GPU."""
     if device == "gpu":
-        import cupy
-
-        return int(cupy.cuda.runtime.getDeviceCount())
+        return gpu_count()
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:       # not Linux
@@ -96,8 +95,6 @@ def use_worker_gpu() -> None:
 
     A worker started by hand (``CUDA_VISIBLE_DEVICES=1 dask worker ...``) sees one GPU, device 0.
     """
-    import cupy
-
     try:
         from distributed import get_worker
 
@@ -105,7 +102,7 @@ def use_worker_gpu() -> None:
     except (ImportError, ValueError):        # not inside a Dask worker
         return
     if isinstance(name, int) or str(name).isdigit():
-        cupy.cuda.Device(int(name) % cupy.cuda.runtime.getDeviceCount()).use()
+        use_gpu(int(name) % gpu_count())
 
 
 def run_tasks(client, fn, items, *args, progress: bool = True, desc: str = "images",
