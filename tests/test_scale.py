@@ -390,3 +390,13 @@ def test_evaluate_refuses_a_head_of_other_classes(cluster_store, tmp_path):
     save_head(head, tmp_path / "other.npz", extra={"class_names": ["a", "b", "c", "d"]})
     with pytest.raises(ValueError, match="trained on classes .* extract both with the same"):
         evaluate_store(cluster_store[0], tmp_path / "other.npz", workers=0, progress=False)
+
+
+def test_a_local_gpu_cluster_without_a_device_is_refused():
+    from tinyspp.backend import gpu_available
+    from tinyspp.scale.cluster import connect
+
+    if gpu_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(RuntimeError, match="connect"), connect(device="gpu"):
+        pass

@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 
-from ..backend import gpu_count, use_gpu
+from ..backend import check_device, gpu_count, use_gpu
 from ..validate import check_choice
 
 
@@ -58,6 +58,8 @@ def connect(workers: int | None = None, scheduler: str | None = None, device: st
     """
     func = "connect"
     check_choice(device, "device", func, ("cpu", "gpu"))
+    if device == "gpu" and scheduler is None:
+        check_device("gpu", func)  # a local GPU cluster needs a device here
     if scheduler is not None and workers is not None:
         raise ValueError(f"{func}: give --scheduler (an existing cluster) or --workers (a local "
                          f"one), not both")
