@@ -458,6 +458,69 @@ def _link_literals(app, doctree, docname):
         literal.replace_self(reference)
 
 
+_FIELD_LINE = re.compile(r"^\s+(\w+)\s*:\s*[^#=]+?(?:=[^#]*)?(?:#\s?(.*))?$")
+_COMMENT_LINE = re.compile(r"^\s+#\s*(.*)$")
+
+
+def _field_comments(cls) -> dict[str, str]:
+    """``name: type  # comment`` lines of a NamedTuple's source: field -> comment (continued on
+    the ``#`` lines below it)."""
+    try:
+        source = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return {}
+    comments, last = {}, None
+    for line in source[1:]:
+        field = _FIELD_LINE.match(line)
+        more = _COMMENT_LINE.match(line)
+        if field and field[1] in getattr(cls, "_fields", ()):
+            last = field[1]
+            comments[last] = (field[2] or "").strip()
+        elif more and last:
+            comments[last] = f"{comments[last]} {more[1].strip()}".strip()
+        else:
+            last = None
+    return comments
+
+
+def _rst_escape(text: str) -> str:
+    return re.sub(r"([\\`*_|])", r"\\\1", text)
+
+
+def _namedtuple_fields(app, what, name, obj, options, lines):
+    """A NamedTuple field's docstring is "Alias for field number 0": show its annotation and the
+    comment written beside it in the source instead (``x_shape: tuple  # (N, C, H, W)``)."""
+    content = [line for line in lines if line.strip()]
+    if not (len(content) == 1 and content[0].startswith("Alias for field number")):
+        return
+    owner_name, _, field = name.rpartition(".")
+    owner = _object_named(owner_name)
+    if owner is None:
+        return
+    annotation = getattr(owner, "__annotations__", {}).get(field)
+    comment = _field_comments(owner).get(field, "")
+    if annotation is not None and not isinstance(annotation, str):
+        annotation = (getattr(annotation, "__forward_arg__", None)  # (from __future__ ...)
+                      or getattr(annotation, "__name__", str(annotation)))
+    text = f"``{annotation}``" if annotation else ""
+    if comment:
+        text = f"{text}: {_rst_escape(comment)}" if text else _rst_escape(comment)
+    lines[:] = [text or content[0], ""]
+
+
+def _object_named(dotted: str):
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr, None)
+        return obj
+    return None
+
+
 def _always_reread(app, env, added, changed, removed):
     """The pages whose toctrees are made from what exists (pages come and go)."""
     return [name for name in ("guide/index", "notebooks/index") if name in env.found_docs]
@@ -468,4 +531,5 @@ def setup(app):
     app.connect("include-read", _include_read)
     app.connect("env-get-outdated", _always_reread)
     app.connect("doctree-resolved", _link_literals)
+    app.connect("autodoc-process-docstring", _namedtuple_fields, priority=400)
     app.connect("missing-reference", _missing_reference)
