@@ -11,8 +11,8 @@ Check it with ``python -m tinyspp grade exercises/ --only bin_edges``.
 
 
 def bin_edges(size, n):
-    """The n adaptive bins of an axis of length ``size >= 1`` as ``[(start, end), ...]``."""
+    """The n adaptive bins of an axis of length ``size >= 1``: ``[(start, end), ...]``."""
     raise NotImplementedError(
-        "bin_edges: use integer arithmetic only: floor(p/q) is p // q and ceil(p/q) is "
-        "(p + q - 1) // q (a float bin width rounds some edges to the wrong side)"
+        'bin_edges: use integer arithmetic only: floor(p/q) is p // q and ceil(p/q) is (p + q'
+        ' - 1) // q (a float bin width rounds some edges to the wrong side)'
     )

@@ -15,7 +15,7 @@ Check it with ``python -m tinyspp grade exercises/ --only conv2d_backward``.
 def conv2d_backward(dout, x, w, stride, pad):
     """``(dx, dw, db)`` of the convolution ``conv2d_forward(x, w, b, stride, pad)``."""
     raise NotImplementedError(
-        "conv2d_backward: db sums dout over n, i, j; dw[f] adds dout[n, f, i, j] times the "
-        "window of xpad it saw; dxpad adds dout[n, f, i, j] * w[f] back onto that window; "
-        "finally crop the padding: dx = dxpad[:, :, pad:pad + H, pad:pad + W]"
+        'conv2d_backward: db sums dout over n, i, j; dw[f] adds dout[n, f, i, j] times the '
+        'window of xpad it saw; dxpad adds dout[n, f, i, j] * w[f] back onto that window; '
+        'finally crop the padding: dx = dxpad[:, :, pad:pad + H, pad:pad + W]'
     )

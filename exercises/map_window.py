@@ -18,6 +18,6 @@ Check it with ``python -m tinyspp grade exercises/ --only map_window``.
 def map_window(box, stride):
     """Inclusive feature cells ``(x0', y0', x1', y1')`` of the image window ``box``."""
     raise NotImplementedError(
-        "map_window: per axis, lo = x0 // S + 1 and hi = -(-x1 // S) - 1 (integer floor and "
-        "ceil); if lo > hi use the centre cell (x0 + x1 + S) // (2 * S) for both"
+        'map_window: per axis, lo = x0 // S + 1 and hi = -(-x1 // S) - 1 (integer floor and '
+        'ceil); if lo > hi use the centre cell (x0 + x1 + S) // (2 * S) for both'
     )

@@ -10,8 +10,8 @@ Check it with ``python -m tinyspp grade exercises/ --only paper_window_stride``.
 
 
 def paper_window_stride(size, n):
-    """``(window, stride)`` = ``(ceil(size/n), floor(size/n))``; ValueError for ``size < n``."""
+    """``(ceil(size/n), floor(size/n))``; a ValueError for ``size < n``."""
     raise NotImplementedError(
-        "paper_window_stride: two integer divisions, size // n and (size + n - 1) // n; "
-        "check size < n first"
+        'paper_window_stride: two integer divisions, size // n and (size + n - 1) // n; check'
+        ' size < n first'
     )

@@ -12,6 +12,6 @@ Check it with ``python -m tinyspp grade exercises/ --only softmax_cross_entropy`
 def softmax_cross_entropy(logits, labels):
     """``(loss, dlogits)`` of the mean softmax cross-entropy of a batch."""
     raise NotImplementedError(
-        "softmax_cross_entropy: subtract each row's maximum first; then "
-        "log softmax = shifted - log(sum(exp(shifted))) along each row"
+        "softmax_cross_entropy: subtract each row's maximum first; then log softmax = shifted"
+        ' - log(sum(exp(shifted))) along each row'
     )

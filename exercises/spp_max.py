@@ -13,6 +13,6 @@ Check it with ``python -m tinyspp grade exercises/ --only spp_max``.
 def spp_max(x, levels):
     """Max SPP of ``x (N, C, H, W)``: an ``(N, C * sum(n*n))`` array, dtype of ``x``."""
     raise NotImplementedError(
-        "spp_max: loop over levels and bins, take x[:, :, y0:y1, x0:x1].max(axis=(2, 3)), "
+        'spp_max: loop over levels and bins, take x[:, :, y0:y1, x0:x1].max(axis=(2, 3)), '
         "reshape each level's (N, C, n, n) result to (N, C*n*n) and concatenate"
     )

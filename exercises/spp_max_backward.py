@@ -13,6 +13,7 @@ Check it with ``python -m tinyspp grade exercises/ --only spp_max_backward``.
 def spp_max_backward(dout, x, levels):
     """``dx`` of ``spp_max(x, levels)`` for the upstream gradient ``dout``."""
     raise NotImplementedError(
-        "spp_max_backward: for each bin, np.argmax over the bin's cells flattened in row-major "
-        "order gives the first maximum; unravel it with divmod and ADD dout there (+=)"
+        "spp_max_backward: for each bin, np.argmax over the bin's cells flattened in "
+        'row-major order gives the first maximum; unravel it with divmod and ADD dout there '
+        '(+=)'
     )

@@ -201,9 +201,11 @@ def test_the_course_guide_has_a_section_per_exercise_listing_its_checks():
 
 
 def test_init_writes_the_stubs_which_equal_the_repository_exercises(tmp_path, capsys):
-    stubs = ROOT / "tinyspp" / "grading" / "stubs"
-    for name in EXERCISES:
-        assert (stubs / f"{name}.py").read_text() == (ROOT / "exercises" / f"{name}.py").read_text()
+    from tinyspp.grading.stubs import STUBS, stub_source
+
+    assert set(STUBS) == set(EXERCISES)
+    for name in EXERCISES:  # exercises/ is the rendered text, as shipped
+        assert (ROOT / "exercises" / f"{name}.py").read_text() == stub_source(name)
     (tmp_path / "bin_edges.py").write_text("mine\n")
     rc, lines = grade(capsys, tmp_path, "--init")
     assert rc == 0 and (tmp_path / "bin_edges.py").read_text() == "mine\n"   # never overwritten

@@ -47,6 +47,7 @@ from .runner import (
     grade_file,
     grade_function,
 )
+from .stubs import stub_source
 
 #: Every graded exercise by name, in the order of the learning path's notebooks.
 EXERCISES = {
@@ -78,11 +79,9 @@ def find_exercise_files(folder) -> dict:
 def write_stubs(folder) -> tuple[list, list]:
     """Write the exercise stubs (``NAME.py`` raising NotImplementedError) into ``folder``.
 
-    Existing files are never overwritten. Returns ``(written, kept)`` lists of paths. The stubs
-    are package data (``tinyspp/grading/stubs/``), equal to the repository's ``exercises/``.
+    Existing files are never overwritten. Returns ``(written, kept)`` lists of paths. The text
+    comes from :mod:`tinyspp.grading.stubs`; the repository's ``exercises/`` holds it as shipped.
     """
-    from importlib.resources import files
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written, kept = [], []
@@ -91,7 +90,7 @@ def write_stubs(folder) -> tuple[list, list]:
         if path.exists():
             kept.append(path)
             continue
-        path.write_text(files(__package__).joinpath("stubs", f"{name}.py").read_text())
+        path.write_text(stub_source(name))
         written.append(path)
     return written, kept
 
