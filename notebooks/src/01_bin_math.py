@@ -56,7 +56,8 @@ print("quick mode:", QUICK)
 # The library computes both with integers only: `floor(p/q)` is `p // q` and `ceil(p/q)` is
 # `(p + q - 1) // q`. Float arithmetic can land on the wrong side of an integer. The **naive
 # float twin** below (deliberately wrong, for comparison only) computes a bin width `a / n` once
-# and multiplies it, as several real RoI-pooling implementations did; we count the $(a, n)$ pairs
+# and multiplies it (the kind of slip behind a real bug in a major framework's RoI pooling); we
+# count the $(a, n)$ pairs
 # where its bins differ from the library's integer bins.
 
 # %%
