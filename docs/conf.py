@@ -46,6 +46,7 @@ root_doc = "index"
 nb_execution_mode = "off"
 nb_merge_streams = True
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist", "attrs_inline"]
+myst_dmath_double_inline = True  # $$...$$ right under a line of text: display maths, as in Jupyter
 myst_heading_anchors = 3
 myst_url_schemes = ["http", "https", "mailto"]
 

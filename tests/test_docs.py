@@ -38,12 +38,16 @@ import apigen  # noqa: E402  (docs/api/apigen.py: what the API reference documen
 
 pytestmark = pytest.mark.slow
 
-NOTEBOOK = "01_bin_math"  # the notebook page checked in the browser: it has figures and maths
+NOTEBOOK = "01_bin_math"  # the notebook page of the figure and maths screenshots
 BROWSER_PAGES = {
     "home": "index.html",
     "notebook": f"notebooks/{NOTEBOOK}.html",
     "api-spp_forward": "api/generated/tinyspp.ops.spp_forward.html",
+    "exercises": "exercises.html",
 }
+# every other notebook too (a second or two each): each is a page a student opens
+BROWSER_PAGES |= {f"notebook-{p.stem}": f"notebooks/{p.stem}.html"
+                  for p in sorted((ROOT / "notebooks").glob("*.ipynb")) if p.stem != NOTEBOOK}
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +275,7 @@ class Chromium:
 
 # Runs in the page once it has loaded: waits for every image, for MathJax and for the fonts, then
 # reports what a reader would see.
-PAGE_CHECK = """(async () => {
+PAGE_CHECK = r"""(async () => {
   const images = [...document.images];
   images.forEach(img => { img.loading = "eager"; });
   await Promise.all(images.map(img => img.complete ? null : new Promise(done => {
@@ -282,7 +286,16 @@ PAGE_CHECK = """(async () => {
     await MathJax.startup.promise; mathjax = MathJax.version; }
   await document.fonts.ready;
   const maths = [...document.querySelectorAll(".math")];
+  // TeX left in the text, outside code: maths that was not recognised as maths
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const rawTeX = [];
+  const tex = /\$|\\(frac|lfloor|lceil|sum|text|cdot|mathrm)\b/;  // (no prose here has a $)
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    if (node.parentElement.closest("pre, code, script, style, mjx-container, .math")) continue;
+    if (tex.test(node.textContent)) rawTeX.push(node.textContent.trim().slice(0, 80));
+  }
   return {
+    rawTeX: rawTeX,
     title: document.title,
     images: images.map(img => [img.currentSrc || img.src, img.naturalWidth]),
     maths: maths.length,
@@ -405,6 +418,7 @@ def test_page_works_in_chromium(site, served, browser, name):
     assert not undecoded, f"{name}: images that did not decode: {undecoded}"
     assert report["typeset"] == report["maths"], f"{name}: maths not typeset: {report}"
     assert report["mathErrors"] == 0, f"{name}: MathJax reported TeX errors"
+    assert not report["rawTeX"], f"{name}: TeX shown as text: {report['rawTeX'][:5]}"
     if name == "notebook":
         assert len(report["images"]) > 0 and report["maths"] > 0, report
         assert report["mathjax"], "MathJax did not load"
