@@ -163,6 +163,7 @@ def side_by_side(ours, spec, opts, repeats: int | None = None, rounds: int = 3):
             b += peer.times(spec, per, warmup=1 if r == 0 else 0)
         if inproc_step is not None:
             c += times_ms(inproc_step, per, warmup=1 if r == 0 else 0)
+            time.sleep(PAUSE_S)  # torch's threads in this process go back to sleep
     med = lambda t: statistics.median(t) if t else None
     return med(a), med(b), med(c)
 
