@@ -633,3 +633,21 @@ def test_bench_report_renders_targets_ideas_and_profile(tmp_path):
     setup = report.render_setup(tmp_path)
     assert "HEAD x" in setup and "[0.1, 0, 0]" in setup
     assert "ideas" not in report.render_table(tmp_path)
+
+
+def test_relu_on_a_0d_array_and_nested_thread_splits(threads):
+    from tinyspp.ops import dispatch
+
+    out, cache = relu_forward(np.array(-2.0))
+    assert relu_backward(np.ones(()), cache) == 0.0
+    # a split requested from inside a split runs inline instead of waiting on the pool
+    seen = []
+
+    def inner(a, b):
+        dispatch.parallel_slices(lambda c, d: seen.append((a, c, d)), 4, 10)
+
+    threads(lambda: dispatch.parallel_slices(inner, 3, 10))
+    # with 3 threads the outer slices 1 and 2 ran on pool threads: their inner splits ran
+    # inline, whole; the calling thread's slice 0 split its inner range again
+    assert sorted(e for e in seen if e[0] > 0) == [(1, 0, 4), (2, 0, 4)]
+    assert sum(d - c for a, c, d in seen if a == 0) == 4 + 4  # once per thread count (1, 3)

@@ -74,7 +74,7 @@ def relu_backward(dout, cache: ReLUCache):
             f"relu_backward: dout must have shape {tuple(cache.positive.shape)}, "
             f"got {tuple(dout.shape)}"
         )
-    if xp is np and dout.dtype.kind == "f" and dout.flags.c_contiguous:
+    if xp is np and dout.ndim and dout.dtype.kind == "f" and dout.flags.c_contiguous:
         return _masked_copy(dout, cache.positive)
     return relu_backward_plain(dout, cache)
 
@@ -98,10 +98,7 @@ def _masked_copy(dout, keep):
         np.negative(keep[a:b], out=out[a:b], casting="unsafe")  # True -> -1, False -> 0
         np.bitwise_and(bits[a:b], out[a:b], out=out[a:b])
 
-    if dout.ndim:
-        parallel_slices(mask, dout.shape[0], 2 * dout.size)
-    else:
-        mask(None, None)
+    parallel_slices(mask, dout.shape[0], 2 * dout.size)
     return out.view(dout.dtype)
 
 

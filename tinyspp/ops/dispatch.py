@@ -11,6 +11,7 @@ True
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
@@ -77,7 +78,8 @@ def parallel_slices(fn, length: int, work: int) -> None:
     cost more than it saves. ``fn`` must write only the part of its output that its slice owns.
     """
     threads = min(num_threads(), length)
-    if threads <= 1 or work < MIN_WORK:
+    nested = threading.current_thread().name.startswith("tinyspp")  # never wait on ourselves
+    if threads <= 1 or work < MIN_WORK or nested:
         fn(0, length)
         return
     global _pool
