@@ -55,12 +55,13 @@ def relu_forward(x):
     check_array(x, "x", "relu_forward")
     if xp is np and x.ndim and x.flags.c_contiguous:  # the same two passes, split over threads
         out, positive = np.empty_like(x), np.empty(x.shape, dtype=bool)
+        flat_x, flat_out, flat_pos = x.reshape(-1), out.reshape(-1), positive.reshape(-1)
 
         def relu(a, b):
-            np.maximum(x[a:b], 0, out=out[a:b])
-            np.greater(x[a:b], 0, out=positive[a:b])
+            np.maximum(flat_x[a:b], 0, out=flat_out[a:b])
+            np.greater(flat_x[a:b], 0, out=flat_pos[a:b])
 
-        parallel_slices(relu, x.shape[0], 2 * x.size)
+        parallel_slices(relu, x.size, 2 * x.size)
         return out, ReLUCache(positive)
     return xp.maximum(x, 0), ReLUCache(x > 0)
 
@@ -92,13 +93,14 @@ def _masked_copy(dout, keep):
     ``where`` has no fast loop for a scalar branch."""
     ints = np.dtype(f"i{dout.dtype.itemsize}")
     out = np.empty(dout.shape, dtype=ints)
-    keep, bits = keep.view(np.int8), dout.view(ints)
+    keep = np.ascontiguousarray(keep).view(np.int8).reshape(-1)
+    bits, flat = dout.view(ints).reshape(-1), out.reshape(-1)
 
     def mask(a, b):
-        np.negative(keep[a:b], out=out[a:b], casting="unsafe")  # True -> -1, False -> 0
-        np.bitwise_and(bits[a:b], out[a:b], out=out[a:b])
+        np.negative(keep[a:b], out=flat[a:b], casting="unsafe")  # True -> -1, False -> 0
+        np.bitwise_and(bits[a:b], flat[a:b], out=flat[a:b])
 
-    parallel_slices(mask, dout.shape[0], 2 * dout.size)
+    parallel_slices(mask, dout.size, 2 * dout.size)
     return out.view(dout.dtype)
 
 
