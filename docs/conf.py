@@ -32,6 +32,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
     "numpydoc",
+    "sphinx_codeautolink",  # names in code cells and examples link to their API pages
     "site_ext",  # docs/site_ext.py: generated sources, link rewriting, reference resolution
 ]
 
@@ -85,6 +86,10 @@ numpydoc_xref_param_type = True
 numpydoc_xref_ignore = "all"
 numpydoc_xref_aliases = {word: word for word in numpydoc.xref.DEFAULT_LINKS}
 numpydoc_xref_aliases |= apigen.xref_aliases(API.modules)
+
+# code: `from tinyspp import spp_forward` names the object documented as tinyspp.ops.spp_forward
+codeautolink_concat_default = True  # a notebook's cells are one program (imports carry over)
+codeautolink_inventory_map = API.aliases
 
 # --- strictness: -W -n (make_site), with the few targets that cannot resolve offline --------
 nitpicky = True
