@@ -263,9 +263,11 @@ def claims_table(results_dir: Path) -> str:
         return "_No results files yet: run `python -m tinyspp experiment classify`._"
     rule = ("Verdicts (computed by `tinyspp.stats.verdict`): **reproduced** = the paper's "
             "direction and p < 0.05 with every seed agreeing; **partly** = the paper's direction "
-            "without that; **not reproduced at this scale** = the opposite direction. "
-            "In the statistic, A is the arm the paper says is better and B the other; "
-            "an error difference below 0 is the paper's direction.")
+            "without that; **not reproduced at this scale** = the opposite direction (a claim "
+            "of being *comparable* is reproduced when the 95 % interval of the difference lies "
+            "above the margin its statistic states). In the classification statistics, A is "
+            "the arm the paper says is better and B the other; an error difference below 0 is "
+            "the paper's direction.")
     return "\n".join([claims_markdown(rows), "", rule, "", "Sources: " + "; ".join(sources)
                       + "."])
 
