@@ -370,8 +370,11 @@ def browser():
             chromium.close()
 
 
-def visit(chromium: Chromium, url: str, origin: str, shots: list[tuple[Path, str | None]]):
-    """Load ``url`` in a new tab; return (PAGE_CHECK's report, problems); write screenshots."""
+def visit(chromium: Chromium, url: str, origin: str, shots: list[tuple[Path, str | None]],
+          wait_until: str | None = None):
+    """Load ``url`` in a new tab; return (PAGE_CHECK's report, problems); write screenshots.
+
+    ``wait_until``: a JavaScript condition polled (up to 20 s) before the screenshots."""
     target = chromium.send("Target.createTarget", url="about:blank")["targetId"]
     session = chromium.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
     try:
@@ -385,6 +388,15 @@ def visit(chromium: Chromium, url: str, origin: str, shots: list[tuple[Path, str
                                awaitPromise=True, returnByValue=True, timeout=60000)
         if "exceptionDetails" in report:
             raise RuntimeError(f"{url}: the page check threw {report['exceptionDetails']}")
+        report = report["result"]["value"]
+        deadline = time.monotonic() + 20
+        while wait_until and time.monotonic() < deadline:
+            done = chromium.send("Runtime.evaluate", session, expression=f"!!({wait_until})",
+                                 returnByValue=True)
+            report["waited_for"] = done["result"].get("value", False)
+            if report["waited_for"]:
+                break
+            time.sleep(0.2)
         for path, scroll_to in shots:
             if scroll_to:
                 chromium.send("Runtime.evaluate", session, expression=(
@@ -395,10 +407,21 @@ def visit(chromium: Chromium, url: str, origin: str, shots: list[tuple[Path, str
             path.write_bytes(base64.b64decode(png))
         time.sleep(0.5)  # late errors (a font or a script that fails after load)
         chromium.send("Runtime.evaluate", session, expression="1")
-        return report["result"]["value"], _problems(chromium.events, session, origin)
+        return report, _problems(chromium.events, session, origin)
     finally:
         chromium.send("Target.closeTarget", targetId=target)
         chromium.events = [e for e in chromium.events if e.get("sessionId") != session]
+
+
+def test_search_works_offline(site, served, browser):
+    """The search page (Sphinx's JavaScript over searchindex.js) finds spp_forward's page."""
+    found = "document.querySelector('#search-results a[href*=\"tinyspp.ops.spp_forward\"]')"
+    shot = site / "screenshots" / "search.png"
+    shot.parent.mkdir(exist_ok=True)
+    report, problems = visit(browser, served + "search.html?q=spp_forward", served,
+                             [(shot, None)], wait_until=found)
+    assert not problems, "\n".join(problems)
+    assert report["waited_for"], "the search found no link to tinyspp.ops.spp_forward"
 
 
 @pytest.mark.parametrize("name", list(BROWSER_PAGES))
