@@ -6,8 +6,8 @@
 #
 # **Assumes** the pyramid bins of [01](01_bin_math.ipynb) (adaptive bins over any size), the SPP
 # layer of [02](02_spp_layer.ipynb) and the small SPP-net trained in
-# [03](03_multi_size_training.ipynb); NumPy and the idea of a convolutional feature map. Run time:
-# about a minute in quick mode, a few minutes in full.
+# [03](03_multi_size_training.ipynb); NumPy and the idea of a convolutional feature map. Its
+# full run time is listed in the README's learning path (measured by `notebooks/run.py`).
 #
 # **What you will learn**
 #
