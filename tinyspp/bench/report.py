@@ -13,6 +13,8 @@ from pathlib import Path
 
 from .common import Row, format_table, rows_from_json
 
+QUIET_LOAD = 1.5  # 1-minute load average below which the machine counts as quiet
+
 # the targets: (workload prefix, section, limit of ours / torch)
 TARGETS = [
     ("conv fwd+bwd x(16, 3, 64, 64)", "layers", 1.2),
@@ -54,9 +56,9 @@ def render_setup(results_dir: Path) -> str:
             continue
         np_threads = ", ".join(f"{k}: {v}" for k, v in d["threads"]["numpy"].items()) or "none"
         load = d["load_average"]
-        note = f"; {d['note']}" if d.get("note") else ""
+        code = "; ".join(v for v in (d.get("commit"), d.get("note")) if v)
         lines += [
-            f"- **{what}** (code {d.get('commit') or '?'}{note}):"
+            f"- **{what}** ({code}):"
             f" `{d['command']}`, started {d['started']}, {d['seconds']:.0f} s; "
             f"load average (1/5/15 min) {load['start']} at start, {load['end']} at the end",
             f"  - machine: {d['machine']['cpu']}, {d['machine']['cores']} cores; "
@@ -100,6 +102,15 @@ def render_targets(results_dir: Path) -> str:
         met = "-" if r.ratio is None else ("yes" if r.ratio <= limit else "**no**")
         out.append(f"| {r.workload} | <= {limit} | {' | '.join(cells(b))} | "
                    f"{' | '.join(cells(r))} | {met} |")
+    for name, d in (("now", now), ("before", before)):
+        load = (d or {}).get("load_average") or {}
+        worst = max([*(load.get("start") or [0])[:1], *(load.get("end") or [0])[:1]])
+        if worst > QUIET_LOAD:
+            out.append(f"\n*The {name} run saw a 1-minute load average of up to {worst:.2f} on "
+                       f"{d['machine']['cores']} cores (quiet: below {QUIET_LOAD}): other jobs "
+                       "shared the CPUs, which slows a library that waits for its threads at "
+                       "every barrier more than one that does not, so its ratios are indicative "
+                       "only.*")
     return "\n".join(out) + "\n"
 
 
