@@ -73,6 +73,31 @@ def times_ms(fn, repeats: int = 7, warmup: int = 1, sync=None) -> list[float]:
     return times
 
 
+class one_thread:
+    """Context manager: BLAS and tinyspp's element-wise passes on one thread (then restored).
+
+    For the profile and the plain-vs-fast comparisons: on one thread a piece's time is its own
+    work, not a wait for a second thread that another job holds off its core."""
+
+    def __enter__(self):
+        from threadpoolctl import threadpool_limits
+
+        from ..ops import dispatch
+
+        self.limits = threadpool_limits(1)
+        self.saved = getattr(dispatch, "_threads", None)
+        if hasattr(dispatch, "set_num_threads"):  # (older code had no threads of its own)
+            dispatch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        from ..ops import dispatch
+
+        if hasattr(dispatch, "set_num_threads"):
+            dispatch._threads = self.saved
+        self.limits.restore_original_limits()
+
+
 def try_torch():
     """The torch module when installed (the optional ``bench`` extra), else None."""
     try:

@@ -3,16 +3,19 @@
 Every fast path in the ops keeps the plain code it replaced (the tests compare the two bit for
 bit); this section times both on the shapes of the small SPP-net's training step (batch 32,
 48 x 48 images), alternating rounds, so ``docs/performance.md`` can say what each idea bought.
+All but the threads idea run on one thread (``common.one_thread``): the change of work, not the
+machine's scheduling, is what they measure.
 Rows come in pairs, ``"<idea>: plain"`` and ``"<idea>: fast"``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 
 import numpy as np
 
-from .common import Row, times_ms
+from .common import Row, one_thread, times_ms
 from .layers import data
 from .training import ours_step
 
@@ -116,9 +119,10 @@ def run(opts) -> list[Row]:
         else:
             steps = [build(False), build(True)]
         times = [[], []]
-        for r in range(rounds):
-            for t, fn in zip(times, steps):
-                t += times_ms(fn, per, warmup=1 if r == 0 else 0)
+        with contextlib.nullcontext() if build is _threads else one_thread():
+            for r in range(rounds):
+                for t, fn in zip(times, steps):
+                    t += times_ms(fn, per, warmup=1 if r == 0 else 0)
         plain, fast = (statistics.median(t) for t in times)
         rows.append(Row("ideas", f"{label}: plain", plain))
         rows.append(Row("ideas", f"{label}: fast", fast, note=f"{plain / fast:.2f}x"))

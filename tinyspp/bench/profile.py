@@ -5,14 +5,16 @@ layer's forward and backward timed on the activations the step really sees, the 
 the loss, and, inside the convolutions, the pieces of ``conv2d_forward`` / ``conv2d_backward``
 (padding + the im2col copy, the GEMMs, the layout transposes, ``col2im``'s strided adds).
 Each piece is timed alone (median of repeats), so the pieces of a layer need not add up exactly
-to its total. No torch here: this is a map of our own time.
+to its total. Everything runs on ONE thread (BLAS and tinyspp's element-wise passes): a piece's
+time is then its own work, not a wait for a second thread that another job on a shared machine
+holds off its core. No torch here: this is a map of our own time.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .common import Row, median_ms
+from .common import Row, median_ms, one_thread
 from .training import BATCH, LEVELS, NUM_CLASSES, batch
 
 SIZES = (32, 48)
@@ -100,7 +102,9 @@ def profile_step(size: int, repeats: int) -> list[tuple[str, float]]:
 
 def run(opts) -> list[Row]:
     rows = []
-    for size in SIZES:
-        for what, ms in profile_step(size, opts.repeats):
-            rows.append(Row("profile", f"{BATCH}x3x{size}x{size}: {what}", ms))
+    with one_thread():  # each piece's own work (see the module docstring)
+        for size in SIZES:
+            for what, ms in profile_step(size, opts.repeats):
+                rows.append(Row("profile", f"{BATCH}x3x{size}x{size}: {what}", ms,
+                                note="1 thread"))
     return rows
