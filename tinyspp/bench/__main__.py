@@ -45,6 +45,10 @@ def parse(argv=None):
                    help="results file (default: results/bench.json for a full, non-quick run)")
     p.add_argument("--no-save", action="store_true", help="write no results file")
     p.add_argument("--note", default="", help="recorded in the results file (e.g. which code)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for BOTH sides: NumPy's BLAS and tinyspp's element-wise passes "
+                        "here, torch's intra-op threads in its process (default: each library's "
+                        "own default)")
     return p.parse_args(argv)
 
 
@@ -55,7 +59,14 @@ def main(argv=None) -> int:
     started, t0, load_start = datetime.now(UTC), time.perf_counter(), load_average()
     use_torch = not opts.no_torch and torch_available()
     sections = [s for s in (opts.only or SECTIONS) if s != "gpu" or opts.gpu]
-    opts.peer = Peer() if use_torch else None
+    limits = None
+    if opts.threads:
+        from threadpoolctl import threadpool_limits
+
+        limits = threadpool_limits(opts.threads)
+        if hasattr(dispatch, "set_num_threads"):
+            dispatch.set_num_threads(opts.threads)
+    opts.peer = Peer(threads=opts.threads) if use_torch else None
     # sections not yet moved to the peer (pyramid's per-RoI loop) still get torch in-process
     opts.torch = try_torch() if use_torch and ("pyramid" in sections
                                                or opts.torch_in_process) else None
@@ -73,6 +84,10 @@ def main(argv=None) -> int:
     finally:
         if opts.peer:
             opts.peer.close()
+        record_threads = {"numpy": numpy_threads(),
+                          "tinyspp": getattr(dispatch, "num_threads", lambda: 1)()}
+        if limits is not None:
+            limits.restore_original_limits()
     print(format_table(rows))
     out = opts.out or (None if opts.quick or opts.only else RESULTS)
     if out and not opts.no_save:
@@ -87,8 +102,7 @@ def main(argv=None) -> int:
             "versions": {"python": platform.python_version(), "numpy": np.__version__,
                          "torch": peer_info["torch"] if peer_info else None,
                          "tinyspp": tinyspp.__version__},
-            "threads": {"numpy": numpy_threads(),
-                        "tinyspp": getattr(dispatch, "num_threads", lambda: 1)(),
+            "threads": {**record_threads, "requested": opts.threads,
                         "torch_peer": peer_info["threads"] if peer_info else None,
                         "env": {k: os.environ.get(k) for k in
                                 ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}},

@@ -49,7 +49,9 @@ def _find(rows: list[Row], prefix: str, section: str) -> Row | None:
 def render_setup(results_dir: Path) -> str:
     """``bench.setup``: how and where the current numbers were measured (and the old ones)."""
     lines = []
-    for name, what in (("bench", "now"), ("bench_before", "before")):
+    for name, what in (("bench", "now"), ("bench_before", "before"),
+                       ("bench_1thread", "now, one thread each"),
+                       ("bench_before_1thread", "before, one thread each")):
         d = _load(results_dir, name)
         if d is None:
             lines.append(f"- {what}: " + _missing(name).strip())
@@ -79,11 +81,11 @@ def render_table(results_dir: Path) -> str:
     return format_table(rows) + "\n"
 
 
-def render_targets(results_dir: Path) -> str:
+def render_targets(results_dir: Path, name: str = "bench", before_name: str = "bench_before"):
     """``bench.targets``: each target of issue 14, before and now, and whether it is met."""
-    now, before = _load(results_dir, "bench"), _load(results_dir, "bench_before")
+    now, before = _load(results_dir, name), _load(results_dir, before_name)
     if now is None:
-        return _missing("bench")
+        return _missing(name)
     rows_now = rows_from_json(now["rows"])
     rows_before = rows_from_json(before["rows"]) if before else []
     head = ("| workload | target (ours/torch) | before: ours / torch | ratio | "
@@ -112,6 +114,12 @@ def render_targets(results_dir: Path) -> str:
                        "every barrier more than one that does not, so its ratios are indicative "
                        "only.*")
     return "\n".join(out) + "\n"
+
+
+def render_targets_1thread(results_dir: Path) -> str:
+    """``bench.targets_1thread``: the targets with both libraries on one thread
+    (``python -m tinyspp.bench --threads 1``): a comparison a busy machine cannot distort."""
+    return render_targets(results_dir, "bench_1thread", "bench_before_1thread")
 
 
 def render_profile(results_dir: Path) -> str:
