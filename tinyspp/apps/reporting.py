@@ -175,9 +175,12 @@ def _svm_stack(ds: dict, name: str) -> np.ndarray:
     return np.stack([unbits(s["svm"][name]["correct"]) for s in ds["seeds"]])
 
 
-def classify_claims(res: dict, dataset: str = "synthetic") -> list[dict]:
-    """The classification claims of the paper, measured on ``dataset`` of an experiment's
-    results (the dict written to ``classify.json``)."""
+def classify_claims(res: dict, dataset: str | None = None) -> list[dict]:
+    """The classification claims of the paper, measured on ``dataset`` (default: "synthetic"
+    when it was run, else the first data set) of an experiment's results (the dict written to
+    ``classify.json``)."""
+    if dataset is None:
+        dataset = "synthetic" if "synthetic" in res["datasets"] else next(iter(res["datasets"]))
     ds = res["datasets"][dataset]
     S, N = len(ds["seeds"]), ds["setup"]["n_test"]
     on = f"({S} seed{'s' if S > 1 else ''}, {N} test images)"
@@ -334,12 +337,10 @@ def classify_summary(res: dict, dataset: str = "synthetic") -> str:
 
 def write_classify_report(res: dict, out: str) -> str:
     """``out/classify.md`` with the claims, the detailed tables and figures; returns its path."""
-    ds = res["datasets"]["synthetic"] if "synthetic" in res["datasets"] else None
     lines = ["# Classification experiment (tinyspp)", ""]
     if res.get("quick"):
         lines += ["**Quick mode: tiny data and nets, the numbers mean nothing.**", ""]
-    if ds is not None:
-        lines += ["## Claims", "", claims_markdown(res["claims"]), ""]
+    lines += ["## Claims", "", claims_markdown(res["claims"]), ""]
     for name, d in res["datasets"].items():
         lc = plot_seed_curves(d, os.path.join(out, f"classify_{name}_curves.png"),
                               title=f"{name}: validation error per epoch")
