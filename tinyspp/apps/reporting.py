@@ -304,8 +304,8 @@ def classify_summary(res: dict, dataset: str = "synthetic") -> str:
     lines = [
         f"`{res['command']}`: seeds {', '.join(map(str, res['seeds']))}; "
         f"{res['seconds'] / 60:.1f} min wall-clock"
-        + (f" and {res['cpu_seconds'] / 60:.1f} min of CPU time (the wall time on a free core;"
-           f" the machine was shared, load average {res['load_average'][0]:.1f} at the end)"
+        + (f" and {res['cpu_seconds'] / 60:.1f} min of CPU time (about the wall time on a free "
+           f"core; the machine was shared, load average {res['load_average'][0]:.1f} at the end)"
            if res.get("cpu_seconds") and res.get("load_average") else "")
         + f", {res.get('threads') or 'all'} BLAS thread(s), started {res['started']} (numpy "
         f"{res['versions']['numpy']}, Python {res['versions']['python']}).", "",
@@ -313,8 +313,9 @@ def classify_summary(res: dict, dataset: str = "synthetic") -> str:
         f"images of the source classes {', '.join(su['source_classes'])}; the test images are "
         f"the same for every seed. Schedule, the same for every network: {st['epochs']} epochs, "
         f"batch {st['batch_size']}, SGD momentum {st['momentum']}, weight decay "
-        f"{st['weight_decay']}, lr {st['lr']} times {st['lr_drop']} from epochs "
-        f"{', '.join(str(e + 1) for e in st['lr_steps'])} on.", "",
+        f"{st['weight_decay']}, lr {st['lr']}"
+        + (f" times {st['lr_drop']} from epochs {', '.join(str(e + 1) for e in st['lr_steps'])}"
+           " on." if st["lr_steps"] else " throughout."), "",
         f"Top-1 test error (%), mean ± sd over {S} seeds:", "",
         markdown_table(["network", "centre crop", "10 views", "full image", "warped",
                         "train CPU s / seed"], error_rows(ds)), "",
