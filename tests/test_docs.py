@@ -1,5 +1,6 @@
 """The documentation site (``make docs``): it builds with warnings as errors, it holds every page it
-should, its links resolve, and three pages work in a real browser.
+should, its links resolve, and its pages work in a real browser (the home page, every notebook,
+the API page of ``tinyspp.ops.spp_forward``, the exercises, the search).
 
 The site is built once per session (``docs/make_site.py``, the command ``make docs`` runs) into a
 temporary folder, or into ``$TINYSPP_DOCS_OUT`` when set (to look at the result). The browser is
@@ -96,21 +97,30 @@ def test_home_page_is_the_readme(site):
         set(headings) - set(page.headings))
 
 
+def _page_text(path: Path) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", _text(path)))  # (code is split into spans)
+
+
 def test_notebooks_are_rendered_from_stored_outputs(site):
-    """Every stored figure of a notebook is on its page (nothing is re-executed to make it)."""
+    """Every stored figure and printed line of a notebook is on its page, as stored."""
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        stored = sum("image/png" in out.get("data", {})
-                     for cell in json.loads(_text(nb))["cells"] for out in cell.get("outputs", []))
-        page = _Page.parse(site / "html" / "notebooks" / f"{nb.stem}.html")
+        outputs = [out for cell in json.loads(_text(nb))["cells"]
+                   for out in cell.get("outputs", [])]
+        path = site / "html" / "notebooks" / f"{nb.stem}.html"
+        page, text = _Page.parse(path), _page_text(path)
+        stored = sum("image/png" in out.get("data", {}) for out in outputs)
         shown = [src for src in page.images if "_images/" in src]
         assert len(shown) >= stored, f"{nb.name}: {stored} stored figures, {len(shown)} shown"
+        printed = [line.strip() for out in outputs if out["output_type"] == "stream"
+                   for line in "".join(out["text"]).splitlines() if line.strip()]
+        missing = [line for line in printed if line not in text]
+        assert not missing, f"{nb.name}: stored output not on the page: {missing[:3]}"
 
 
 def test_exercises_page_says_how_grading_works(site):
     page = site / "html" / "exercises.html"
     assert page.is_file(), "docs/exercises.md (the exercises and the grader) has no page"
-    text = html.unescape(re.sub(r"<[^>]+>", "", _text(page)))  # (code is split into spans)
-    assert "python -m tinyspp grade" in text
+    assert "python -m tinyspp grade" in _page_text(page)
 
 
 def test_api_page_renders_numpydoc_sections_and_cross_links(site):
@@ -122,6 +132,10 @@ def test_api_page_renders_numpydoc_sections_and_cross_links(site):
     assert "tinyspp.ops.SPPCache.html" in " ".join(page.links), "no link to the cache's page"
     assert "tinyspp.ops.spp_backward.html" in " ".join(_Page.parse(
         site / "html" / "api" / "generated" / "tinyspp.ops.html").links)
+    # notebooks <-> API: the page lists the notebooks using the function, and their code links it
+    assert f"../../notebooks/{NOTEBOOK}.html" in page.links, "no 'Used in' link to the notebook"
+    notebook = _Page.parse(site / "html" / "notebooks" / f"{NOTEBOOK}.html")
+    assert any("tinyspp.ops.spp_forward.html" in link for link in notebook.links)
 
 
 # --- links --------------------------------------------------------------------------------------
