@@ -68,7 +68,7 @@ def _threads(fast: bool):
 
     def run():
         saved = dispatch._threads
-        dispatch.set_num_threads(None if fast else 1)
+        dispatch.set_num_threads(dispatch.cpu_count() if fast else 1)
         try:
             step()
         finally:

@@ -48,12 +48,23 @@ MIN_WORK = 1 << 18  # elements below which a pass stays in the calling thread (t
 
 def num_threads() -> int:
     """Threads ``parallel_slices`` uses: ``set_num_threads``, else ``$TINYSPP_NUM_THREADS``,
-    else the CPUs this process may run on (at most 4: beyond that the passes are memory-bound)."""
+    else 1.
+
+    One by default, because measuring said so: on the 2-core benchmark machine, splitting the
+    passes made a training step about 10% *slower* (``python -m tinyspp.bench --only ideas``),
+    as OpenBLAS's own threads still spin on the cores after each GEMM. Where BLAS is limited to
+    one thread (``threadpoolctl``) or cores are plentiful, ``set_num_threads(n)`` may pay.
+    """
     if _threads is not None:
         return _threads
     env = os.environ.get("TINYSPP_NUM_THREADS")
     if env:
         return max(1, int(env))
+    return 1
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (at most 4: beyond that the passes are memory-bound)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
