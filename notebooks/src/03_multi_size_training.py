@@ -423,7 +423,8 @@ plt.show()
 #   mean ± sd and the verdict its statistic earns at this scale. The printed list says which
 #   reproduce here and which do not.
 # * One run of `make demo` is one seed: its report prints its numbers beside these.
-#
+
+# %% [markdown]
 # ## Exercises
 #
 # 1. **Paired vs unpaired.** For the multi- vs single-size comparison above, compute a
