@@ -13,7 +13,7 @@ trunk on each) as the extractor: :class:`Detector` composes any extractor with t
 Training (:meth:`Detector.fit`) goes through per-image :class:`~tinyspp.detect.head.ImageRecord`
 s (ground truth + proposals, their pool5 features and overlaps): :meth:`Detector.iter_records`
 yields them one image at a time (images may be a lazy sequence such as
-:class:`tinyspp.detect.data.VOCDataset`), so a caller can store them (``tinyspp.scale``) and
+:class:`tinyspp.detect.voc.VOCDataset`), so a caller can store them (``tinyspp.scale``) and
 train the head from the store with :meth:`Detector.fit_records`.
 
 Images at the public entries (:meth:`Detector.detect`, :meth:`Detector.records`, the

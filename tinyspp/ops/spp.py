@@ -89,7 +89,7 @@ def pyramid_table(height, width, levels, mode, channels, func):
 
 
 def spp_forward(x, levels=DEFAULT_LEVELS, mode="adaptive", pool="max", impl="auto"):
-    """Spatial pyramid pooling: any ``(N, C, H, W)`` map to a fixed ``(N, C * sum(n*n))`` vector.
+    r"""Spatial pyramid pooling: any ``(N, C, H, W)`` map to a fixed ``(N, C * sum(n*n))`` vector.
 
     Parameters
     ----------
@@ -112,6 +112,19 @@ def spp_forward(x, levels=DEFAULT_LEVELS, mode="adaptive", pool="max", impl="aut
         Level by level; within a level ``out[:, off + (c*n + by)*n + bx]``.
     cache : SPPCache
         ``cache.argmax`` is an int32 array of shape (N, D): flat ``h*W + w`` of each maximum.
+
+    Notes
+    -----
+    A level of :math:`n` bins per side gives :math:`n^2` bins per channel, whatever :math:`H` and
+    :math:`W` are, so the output length is fixed by the levels alone (Sec. 2.3):
+
+    .. math::
+
+        D = C \sum_{\ell} n_\ell^2,
+        \qquad C = 256,\ (n_\ell) = (6, 3, 2, 1):\ D = 256 \cdot 50 = 12800.
+
+    With ``mode="adaptive"`` bin :math:`i` of an axis of length :math:`a` is the half-open range
+    :math:`[\lfloor i a / n \rfloor, \lceil (i + 1) a / n \rceil)` (the paper's Appendix).
     """
     func = "spp_forward"
     N, C, H, W = check_nchw(x, "x", func)
