@@ -457,7 +457,8 @@ def test_page_works_in_chromium(site, served, browser, name):
     assert report["mathErrors"] == 0, f"{name}: MathJax reported TeX errors"
     assert not report["rawTeX"], f"{name}: TeX shown as text: {report['rawTeX'][:5]}"
     if name == "notebook":
-        assert len(report["images"]) > 0 and report["maths"] > 0, report
-        assert report["mathjax"], "MathJax did not load"
+        assert len(report["images"]) > 0, report
+    if name in ("notebook", "api-spp_forward"):  # (spp_forward's Notes hold the output length)
+        assert report["maths"] > 0 and report["mathjax"], f"{name}: no maths typeset: {report}"
     for path, _ in shots:
         assert path.stat().st_size > 10_000, f"{path.name}: screenshot looks empty"
