@@ -120,8 +120,9 @@ def spp_forward(x, levels=DEFAULT_LEVELS, mode="adaptive", pool="max", impl="aut
 
     .. math::
 
-        D = C \sum_{\ell} n_\ell^2,
-        \qquad C = 256,\ (n_\ell) = (6, 3, 2, 1):\ D = 256 \cdot 50 = 12800.
+        D = C \sum_{\ell} n_\ell^2
+
+    (:math:`C = 256` channels and levels 6, 3, 2, 1: :math:`D = 256 \cdot 50 = 12800`).
 
     With ``mode="adaptive"`` bin :math:`i` of an axis of length :math:`a` is the half-open range
     :math:`[\lfloor i a / n \rfloor, \lceil (i + 1) a / n \rceil)` (the paper's Appendix).
