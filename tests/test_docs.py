@@ -446,7 +446,9 @@ def test_page_works_in_chromium(site, served, browser, name):
     shots = [(shots_dir / f"{name}.png", None)]
     if name == "notebook":
         shots.append((shots_dir / f"{name}-figure.png", "div.cell_output img"))
+    if name in ("notebook", "api-spp_forward"):
         shots.append((shots_dir / f"{name}-maths.png", ".math"))
+
     report, problems = visit(browser, served + BROWSER_PAGES[name], served, shots)
 
     assert not problems, f"{name}: " + "\n".join(problems)
