@@ -173,7 +173,9 @@ def test_cluster_features_equal_in_memory_detector_bitwise(cluster_store, refere
     out, summary, killed = cluster_store
     assert killed, "the watcher found no worker process to kill"
     assert summary["workers"] == 2 and summary["failed"] == {}
-    assert summary["computed"] == N_TRAIN and summary["skipped"] == 0
+    # The killed worker (one thread) may have marked its image complete before it died, so that
+    # Dask's retry finds the marker and skips it: at most one image, never a lost or double one.
+    assert summary["computed"] + summary["skipped"] == N_TRAIN and summary["skipped"] <= 1
     store = FeatureStore(out)
     assert store.incomplete() == []
     for rec, ref in zip(store.records(), reference["records"], strict=True):
