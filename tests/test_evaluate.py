@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+from checks import raises_exactly
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -391,18 +392,6 @@ def test_pr_curve_is_a_valid_curve(problem):
 
 
 # ---------------------------------------------------------------- bad input, exact errors
-def raises_exactly(exc, message):
-    class _Ctx:
-        def __enter__(self):
-            self.ctx = pytest.raises(exc)
-            self.info = self.ctx.__enter__()
-            return self.info
-
-        def __exit__(self, *args):
-            handled = self.ctx.__exit__(*args)
-            assert str(self.info.value) == message, str(self.info.value)
-            return handled
-    return _Ctx()
 
 
 def test_average_precision_bad_input():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from checks import raises_exactly
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,19 +26,6 @@ from tinyspp.detect.voc import (
 FIXTURE = Path(__file__).parent / "fixtures" / "voc"
 
 
-def raises_exactly(exc, message):
-    """pytest.raises that also checks the whole message."""
-    class _Ctx:
-        def __enter__(self):
-            self.ctx = pytest.raises(exc)
-            self.info = self.ctx.__enter__()
-            return self.info
-
-        def __exit__(self, *args):
-            handled = self.ctx.__exit__(*args)
-            assert str(self.info.value) == message, str(self.info.value)
-            return handled
-    return _Ctx()
 
 
 # ---------------------------------------------------------------- images in any encoding
