@@ -12,6 +12,7 @@ from tinyspp.ops import (
     col2im,
     conv2d_backward,
     conv2d_forward,
+    conv2d_forward_naive,
     dropout_backward,
     dropout_forward,
     im2col,
@@ -43,21 +44,6 @@ def assert_grad_close(numeric, analytic, what):
 
 # ---------------------------------------------------------------- loop references (NumPy only)
 
-def conv2d_naive(x, w, b, stride, pad):
-    """Direct convolution: one dot product per output element."""
-    N, C, H, W = x.shape
-    F, _, kh, kw = w.shape
-    xpad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    oh = (H + 2 * pad - kh) // stride + 1
-    ow = (W + 2 * pad - kw) // stride + 1
-    out = np.zeros((N, F, oh, ow))
-    for n in range(N):
-        for f in range(F):
-            for i in range(oh):
-                for j in range(ow):
-                    patch = xpad[n, :, i * stride:i * stride + kh, j * stride:j * stride + kw]
-                    out[n, f, i, j] = np.sum(patch * w[f]) + b[f]
-    return out
 
 
 def max_pool2d_naive(x, k, stride, pad, ceil_mode):
@@ -119,7 +105,8 @@ def test_conv_matches_direct_loop(case):
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     b = rng.standard_normal(w_shape[0])
     out, _ = conv2d_forward(x, w, b, stride=stride, pad=pad)
-    np.testing.assert_allclose(out, conv2d_naive(x, w, b, stride, pad), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out, conv2d_forward_naive(x, w, b, stride, pad),
+                               rtol=1e-12, atol=1e-12)
 
 
 @given(conv_cases())

@@ -32,7 +32,7 @@ from tinyspp.bench import median_ms
 from tinyspp.gradcheck import directional_check, numerical_grad, numerical_grad_of_output, rel_error
 from tinyspp.nn import small_spp_net
 from tinyspp.ops import (
-    col2im, conv2d_backward, conv2d_forward, im2col, linear_backward, linear_forward,
+    col2im, conv2d_backward, conv2d_forward, conv2d_forward_naive, im2col, linear_backward, linear_forward,
     max_pool2d_backward, max_pool2d_forward, relu_backward, relu_forward, softmax_cross_entropy,
 )
 
@@ -66,26 +66,13 @@ assert cols[:, 0].tolist() == [0, 1, 3, 4] and cols[:, 3].tolist() == [4, 5, 7, 
 
 # %% [markdown]
 # The **naive twin** below is deliberately slow and written only to be read: one output number at
-# a time, straight from the formula. It is *not* the library's code: that is `conv2d_forward` in
-# [`tinyspp/ops/conv.py`](../tinyspp/ops/conv.py), which gathers with `im2col` and does the one
-# GEMM (in chunks of images, to bound the memory of the columns). The twin is the oracle the fast
-# version must equal.
+# a time, straight from the formula. It ships with the library as `conv2d_forward_naive`, beside
+# the real `conv2d_forward` in [`tinyspp/ops/conv.py`](../tinyspp/ops/conv.py), which gathers with
+# `im2col` and does the one GEMM (in chunks of images, to bound the memory of the columns). The
+# twin is the oracle the fast version must equal, here and in the test suite.
 
 # %%
-def conv2d_forward_naive(x, w, b, stride=1, pad=0):
-    """NAIVE TWIN (for teaching and timing only): the convolution formula, loop by loop."""
-    N, C, H, W = x.shape
-    F, _, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    oh, ow = (H + 2 * pad - kh) // stride + 1, (W + 2 * pad - kw) // stride + 1
-    out = np.empty((N, F, oh, ow))
-    for n in range(N):
-        for f in range(F):
-            for i in range(oh):
-                for j in range(ow):
-                    window = xp[n, :, i * stride:i * stride + kh, j * stride:j * stride + kw]
-                    out[n, f, i, j] = np.sum(window * w[f]) + b[f]
-    return out
+print(inspect.getsource(conv2d_forward_naive))
 
 
 # %%

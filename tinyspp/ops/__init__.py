@@ -15,7 +15,15 @@ from .basic import (
     relu_backward,
     relu_forward,
 )
-from .conv import Conv2dCache, col2im, conv2d_backward, conv2d_forward, conv_output_size, im2col
+from .conv import (
+    Conv2dCache,
+    col2im,
+    conv2d_backward,
+    conv2d_forward,
+    conv2d_forward_naive,
+    conv_output_size,
+    im2col,
+)
 from .loss import softmax_cross_entropy
 from .pool import MaxPool2dCache, max_pool2d_backward, max_pool2d_forward, pool_output_size
 from .roi import RoISPPCache, roi_spp_backward, roi_spp_forward
@@ -26,7 +34,8 @@ __all__ = [
     "DropoutCache", "LinearCache", "ReLUCache", "dropout_backward", "dropout_forward",
     "linear_backward", "linear_forward", "relu_backward", "relu_forward",
     # conv
-    "Conv2dCache", "col2im", "conv2d_backward", "conv2d_forward", "conv_output_size", "im2col",
+    "Conv2dCache", "col2im", "conv2d_backward", "conv2d_forward", "conv2d_forward_naive",
+    "conv_output_size", "im2col",
     # loss
     "softmax_cross_entropy",
     # pool

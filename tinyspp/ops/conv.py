@@ -226,6 +226,47 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0, workspace=None,
     return out, Conv2dCache((N, C, H, W), None, w, stride, pad, x)
 
 
+def conv2d_forward_naive(x, w, b, stride: int = 1, pad: int = 0):
+    """The convolution formula loop by loop: the naive twin of :func:`conv2d_forward`.
+
+    One dot product per output element, for teaching (notebook 00 shows it beside im2col + GEMM)
+    and as the tests' oracle; far too slow for real use. Same arguments (without the buffer
+    options), same output; no argument checks beyond what NumPy does.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W)
+    w : ndarray of shape (F, C, kh, kw)
+    b : ndarray of shape (F,)
+    stride : int, default 1
+    pad : int, default 0
+
+    Returns
+    -------
+    out : ndarray of shape (N, F, oh, ow)
+        In ``x``'s dtype (the sums are taken in float64).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x, w, b = np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)), np.zeros(1)
+    >>> conv2d_forward_naive(x, w, b).tolist()
+    [[[[4.0, 4.0], [4.0, 4.0]]]]
+    """
+    N, C, H, W = x.shape
+    F, _, kh, kw = w.shape
+    xpad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh, ow = conv_output_size(H, kh, stride, pad), conv_output_size(W, kw, stride, pad)
+    out = np.empty((N, F, oh, ow))
+    for n in range(N):
+        for f in range(F):
+            for i in range(oh):
+                for j in range(ow):
+                    window = xpad[n, :, i * stride:i * stride + kh, j * stride:j * stride + kw]
+                    out[n, f, i, j] = np.sum(window * w[f]) + b[f]
+    return out.astype(x.dtype, copy=False)
+
+
 CHUNK_ELEMENTS = 1 << 21  # im2col columns gathered at once when they are not kept (8 MiB f32)
 
 
