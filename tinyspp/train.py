@@ -65,16 +65,26 @@ def step_lr(lr: float, epoch: int, steps=(), drop: float = 0.1) -> float:
 
 
 def blas_threads(n: int | None):
-    """Context manager limiting the BLAS thread pool to ``n`` threads (None: leave it alone).
+    """Context manager limiting the BLAS thread pool AND tinyspp's own threads
+    (``tinyspp.ops.dispatch``) to ``n`` each (None: leave both alone); both are restored after.
 
-    On a busy machine with few cores, OpenBLAS threads spinning against other processes can make
-    the small matrix products of these nets several times slower; ``n=1`` avoids that.
+    On a busy machine with few cores, threads spinning against other processes can make the
+    small matrix products of these nets several times slower; ``n=1`` avoids that. Results do
+    not depend on ``n``: the ops split their work the same way for any number of threads.
     """
     if n is None:
         return contextlib.nullcontext()
     from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
-    return threadpool_limits(limits=check_int(n, "threads", "blas_threads"), user_api="blas")
+    from .ops import dispatch
+
+    n = check_int(n, "threads", "blas_threads", minimum=1)
+    stack = contextlib.ExitStack()
+    stack.enter_context(threadpool_limits(limits=n, user_api="blas"))
+    saved = dispatch._threads
+    dispatch.set_num_threads(n)
+    stack.callback(dispatch.set_num_threads, saved)
+    return stack
 
 
 class PlateauRule:

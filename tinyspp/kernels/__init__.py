@@ -1,4 +1,5 @@
-"""Hand-written kernels for pyramid pooling: one CUDA source, its CPU emulation, a CPU kernel.
+"""Hand-written kernels: pyramid pooling (one CUDA source, its CPU emulation, a CPU kernel) and
+the convolution's im2col / col2im on the CPU.
 
 This package face only hands names on. What lives where:
 
@@ -13,6 +14,8 @@ This package face only hands names on. What lives where:
                            thread by thread (a test harness: about 1000x slower than ``cpu``)
 ``region_max.cpp``         the compiled CPU kernel of region max pooling (the fast NumPy path)
 ``cpu.py``                 its glue: plan, bin edges, checks, the ctypes calls
+``columns.cpp``            the compiled im2col / col2im of ``tinyspp.ops.conv`` (NumPy path)
+``columns.py``             its glue: checks and the ctypes calls (the GIL is released)
 ``build.py``               compile once per source version, cache safely, load (ctypes)
 ``common.py``              sources, entry points, launch sizes, the shared argument checks
 =========================  ===================================================================

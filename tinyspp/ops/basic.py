@@ -17,13 +17,14 @@ array([[3., 4., 5., 6.],
 from __future__ import annotations
 
 import numbers
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import numpy as np
 
 from ..backend import get_array_module
 from ..validate import check_array
-from .dispatch import array_module, parallel_slices
+from .dispatch import array_module, blas_for_ops, parallel_slices
 
 
 class ReLUCache(NamedTuple):
@@ -121,7 +122,7 @@ def linear_forward(x, w, b):
     cache : LinearCache
     """
     func = "linear_forward"
-    array_module(func, x=x, w=w, b=b)
+    xp = array_module(func, x=x, w=w, b=b)
     N, D_in = check_array(x, "x", func, ndim=2, layout="(N, D_in)")
     Dw, D_out = check_array(w, "w", func, ndim=2, layout="(D_in, D_out)")
     check_array(b, "b", func, ndim=1, layout="(D_out,)")
@@ -131,7 +132,8 @@ def linear_forward(x, w, b):
         raise ValueError(f"{func}: w must have shape (D_in={D_in}, D_out >= 1), got {(Dw, D_out)}")
     if b.shape != (D_out,):
         raise ValueError(f"{func}: b must have shape (D_out,) = ({D_out},), got {tuple(b.shape)}")
-    return x @ w + b, LinearCache(x, w)
+    with blas_for_ops(N * w.size) if xp is np else nullcontext():
+        return x @ w + b, LinearCache(x, w)
 
 
 def linear_backward(dout, cache: LinearCache, need_dx: bool = True):
@@ -150,13 +152,14 @@ def linear_backward(dout, cache: LinearCache, need_dx: bool = True):
     dw : ndarray of shape (D_in, D_out)
     db : ndarray of shape (D_out,)
     """
-    array_module("linear_backward", dout=dout, w=cache.w)
+    xp = array_module("linear_backward", dout=dout, w=cache.w)
     check_array(dout, "dout", "linear_backward", ndim=2, layout="(N, D_out)")
     expected = (cache.x.shape[0], cache.w.shape[1])
     if dout.shape != expected:
         raise ValueError(f"linear_backward: dout must have shape {expected}, got {dout.shape}")
-    dx = dout @ cache.w.T if need_dx else None
-    return dx, cache.x.T @ dout, dout.sum(axis=0)
+    with blas_for_ops(dout.shape[0] * cache.w.size) if xp is np else nullcontext():
+        dx = dout @ cache.w.T if need_dx else None
+        return dx, cache.x.T @ dout, dout.sum(axis=0)
 
 
 def dropout_forward(x, p: float, rng, training: bool = True):

@@ -1,11 +1,26 @@
 """2-D convolution (cross-correlation, as in every deep-learning library) by im2col + one GEMM.
 
 The forward pass gathers every receptive field into the columns of one matrix ``cols`` of shape
-``(C*kh*kw, N*oh*ow)`` and multiplies it by the filters reshaped to ``(F, C*kh*kw)``: a single
-matrix product for the whole batch. The gather is a strided *view* of the padded input
-(``as_strided``, no Python loop over positions) copied once. Backward is two more products
-(``dw = dout @ cols.T``, ``dcols = w.T @ dout``) and ``col2im``, which adds the columns back into
-the image with one strided add per kernel offset (``kh*kw`` adds, never a loop over positions).
+``(C*kh*kw, N*oh*ow)`` and multiplies it by the filters reshaped to ``(F, C*kh*kw)``: one
+matrix product for the whole batch (CuPy runs exactly that). The gather is a strided *view* of
+the padded input (``as_strided``, no Python loop over positions) copied once. Backward is two
+more products (``dw = dout @ cols.T``, ``dcols = w.T @ dout``) and ``col2im``, which adds the
+columns back into the image with one strided add per kernel offset (``kh*kw`` adds, never a loop
+over positions).
+
+How the NumPy path runs it fast (issue 14; ``docs/performance.md`` has the measurements), with
+the same algorithm:
+
+* ``im2col`` and ``col2im`` run a compiled loop (``tinyspp/kernels/columns.cpp``) where it
+  builds, the same numbers bit for bit as the NumPy code below (``impl="xp"``), which stays the
+  readable version;
+* the batch is cut into at most ``BLOCKS`` image blocks, and each block into pieces whose
+  columns stay in the cache (``image_blocks``); a piece is gathered and multiplied at once. The
+  GEMM is one per image (a stacked ``matmul``), straight into that image's plane of ``out``, as
+  Caffe does;
+* big convolutions run their blocks on tinyspp's threads, with BLAS held at one thread
+  (``tinyspp.ops.dispatch``): one thread pool, not two. The blocks do not depend on the number
+  of threads, so neither does any result, bit for bit.
 
 Memory: ``cols`` is ``kh*kw`` times the size of the input (25x for a 5x5 kernel). The forward can
 keep it for the backward (``keep_cols=True``, the default of the op: the fastest) or keep only
@@ -38,7 +53,16 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..validate import check_array, check_int, check_nchw
-from .dispatch import array_module, parallel_slices, split_copyto
+from . import dispatch
+from .dispatch import (
+    array_module,
+    num_threads,
+    one_blas_thread,
+    parallel_map,
+    parallel_slices,
+    scratch,
+    split_copyto,
+)
 
 
 class Conv2dCache(NamedTuple):
@@ -71,7 +95,37 @@ def _strided_view(x, shape, strides):
     return xp.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
 
 
-def im2col(x, kh: int, kw: int, stride: int = 1, pad: int = 0, out=None):
+IMPLS = ("auto", "xp", "cpu")
+COLUMNS_IMPL = "auto"  # what conv2d_forward/backward ask im2col and col2im for (tests patch it)
+
+
+def _use_kernel(impl: str, func: str, *arrays) -> bool:
+    """Whether ``impl`` means the compiled kernel (``tinyspp/kernels/columns.cpp``) here.
+
+    ``"xp"``: the NumPy/CuPy code of this module; ``"cpu"``: the compiled kernel (errors when it
+    cannot run); ``"auto"``: the kernel for C-contiguous NumPy float32/float64 arrays when it
+    builds, else the ``"xp"`` code.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"{func}: impl must be one of {IMPLS}, got {impl!r}")
+    if impl == "xp":
+        return False
+    from ..kernels import columns
+
+    fits = all(columns.fits(a) and a.dtype == arrays[0].dtype for a in arrays)
+    if impl == "auto":
+        return fits and columns.available()
+    if not fits:
+        got = ", ".join(f"{type(a).__name__} {getattr(a, 'dtype', '')}" for a in arrays)
+        raise TypeError(f"{func}: impl='cpu' takes NumPy float32 or float64 arrays of one "
+                        f"dtype, got {got}")
+    if not columns.available():
+        raise RuntimeError(f"{func}: impl='cpu' needs the compiled kernel, which is unavailable "
+                           f"here ({columns.why_unavailable()}); use impl='xp'")
+    return True
+
+
+def im2col(x, kh: int, kw: int, stride: int = 1, pad: int = 0, out=None, impl: str = "auto"):
     """Gather every ``kh x kw`` receptive field of ``x`` into one column.
 
     Parameters
@@ -82,9 +136,14 @@ def im2col(x, kh: int, kw: int, stride: int = 1, pad: int = 0, out=None):
     stride, pad : int
         Step between windows and zero padding on every side.
     out : ndarray of shape (C*kh*kw, N*oh*ow), optional
-        A C-contiguous buffer of ``x``'s dtype to gather into (it is overwritten and returned):
-        a layer running batch after batch reuses its last ``cols`` instead of allocating (and
-        page-faulting in) a fresh one.
+        A buffer of ``x``'s dtype to gather into (it is overwritten and returned), e.g. a block
+        of whole columns of a larger row-major matrix (some images' columns of the batch's;
+        the compiled loop takes only such row-major blocks). A layer running batch after
+        batch reuses its last ``cols`` instead of allocating (and page-faulting in) a fresh one.
+    impl : {"auto", "xp", "cpu"}, default "auto"
+        ``"xp"`` runs the code below (a strided view copied once, NumPy or CuPy); ``"cpu"`` the
+        compiled loop of ``tinyspp/kernels/columns.cpp`` (NumPy float32/float64: no padded
+        copy, the same numbers); ``"auto"`` the compiled loop where it runs, else ``"xp"``.
 
     Returns
     -------
@@ -103,6 +162,14 @@ def im2col(x, kh: int, kw: int, stride: int = 1, pad: int = 0, out=None):
     N, C, H, W = x.shape
     oh = conv_output_size(H, kh, stride, pad)
     ow = conv_output_size(W, kw, stride, pad)
+    rows_ok = out is None or out.ndim < 2 or out.strides[-1] == out.itemsize
+    if (impl != "auto" or rows_ok) and _use_kernel(impl, "im2col", x):
+        if out is None:
+            out = xp.empty((C * kh * kw, N * oh * ow), dtype=x.dtype)
+        from ..kernels import columns
+
+        columns.im2col(xp.ascontiguousarray(x), kh, kw, stride, pad, oh, ow, out)
+        return out
     xpad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else xp.ascontiguousarray(x)
     sN, sC, sH, sW = xpad.strides
     # view (C, kh, kw, N, oh, ow): element [c, i, j, n, oy, ox] = xpad[n, c, oy*s + i, ox*s + j]
@@ -111,14 +178,16 @@ def im2col(x, kh: int, kw: int, stride: int = 1, pad: int = 0, out=None):
     )
     if out is None:
         out = xp.empty((C * kh * kw, N * oh * ow), dtype=x.dtype)
+    out6 = out.reshape(C, kh, kw, N, oh, ow)  # splits axes only: always a view of out
     if xp is np:  # the one copy, split over images between threads (bitwise the same)
-        split_copyto(out.reshape(C, kh, kw, N, oh, ow), view, axis=3)
+        split_copyto(out6, view, axis=3)
     else:
-        xp.copyto(out.reshape(C, kh, kw, N, oh, ow), view)
+        xp.copyto(out6, view)
     return out
 
 
-def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, pad: int = 0, out=None):
+def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, pad: int = 0, out=None,
+           impl: str = "auto"):
     """The adjoint of ``im2col``: add every column back where it was gathered from.
 
     Parameters
@@ -128,6 +197,9 @@ def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, pad: int = 0, out=N
         ``(N, C, H, W)`` of the image ``cols`` was gathered from.
     out : ndarray of shape (N, C, H, W), optional
         Where to write ``dx`` (e.g. a slice of a larger batch's gradient).
+    impl : {"auto", "xp", "cpu"}, default "auto"
+        As for :func:`im2col`. The compiled loop adds every pixel's contributions in the same
+        order as the strided adds below, so the sums are the same bit for bit.
 
     Returns
     -------
@@ -144,10 +216,17 @@ def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, pad: int = 0, out=N
     N, C, H, W = x_shape
     oh = conv_output_size(H, kh, stride, pad)
     ow = conv_output_size(W, kw, stride, pad)
+    dx = xp.empty((N, C, H, W), dtype=cols.dtype) if out is None else out
+    readable = dx.flags.c_contiguous and getattr(cols, "ndim", 0) == 2 and all(
+        st > 0 and st % cols.itemsize == 0 for st in cols.strides)
+    if (impl != "auto" or readable) and _use_kernel(impl, "col2im", cols, dx):
+        from ..kernels import columns
+
+        columns.col2im(cols, kh, kw, stride, pad, oh, ow, dx)
+        return dx
     cols6 = cols.reshape(C, kh, kw, N, oh, ow)
     # accumulate as (C, N, Hp, Wp) so each offset's block cols6[:, i, j] adds without transposing
     dxpad = xp.zeros((C, N, H + 2 * pad, W + 2 * pad), dtype=cols.dtype)
-    dx = xp.empty((N, C, H, W), dtype=cols.dtype) if out is None else out
 
     def add_back(n0, n1):  # images n0..n1-1 (each thread owns its images' pixels)
         for i in range(kh):
@@ -218,9 +297,25 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0, workspace=None,
              and tuple(workspace.shape) == shape and workspace.dtype == x.dtype
              and workspace.flags.c_contiguous)
     out = xp.empty((N, F, oh, ow), dtype=x.dtype)
-    for n0, n1 in image_chunks(N, C * kh * kw * oh * ow, keep_cols):
-        cols = im2col(x[n0:n1], kh, kw, stride, pad, out=workspace if reuse else None)
-        _gemm_bias(w.reshape(F, -1), cols, b, out[n0:n1])  # the one GEMM (per chunk)
+    cols = None
+    if keep_cols:
+        cols = workspace if reuse else xp.empty(shape, dtype=x.dtype)
+    w2, P, bias = w.reshape(F, -1), oh * ow, b.reshape(F, 1)
+
+    def convolve(block):  # im2col + GEMM (+ bias) for the images of one block
+        for n0, n1 in block:  # pieces of the block (NumPy: small enough to stay in cache)
+            c = im2col(x[n0:n1], kh, kw, stride, pad, impl=COLUMNS_IMPL,
+                       out=cols[:, n0 * P:n1 * P] if keep_cols else _temp("cols", xp, (
+                           C * kh * kw, (n1 - n0) * P), x.dtype))
+            if xp is np:  # one GEMM per image, straight into its (F, oh*ow) plane of out:
+                m = n1 - n0  # one stacked matmul call (NumPy loops over the images in C)
+                planes = out[n0:n1].reshape(m, F, P)
+                np.matmul(w2, c.reshape(-1, m, P).transpose(1, 0, 2), out=planes)
+                planes += bias
+            else:  # one GEMM for the chunk, then one transposing pass
+                _gemm_bias(w2, c, b, out[n0:n1])
+
+    _over_blocks(convolve, xp, N, C * kh * kw * P, keep_cols, F)
     if keep_cols:
         return out, Conv2dCache((N, C, H, W), cols, w, stride, pad)
     return out, Conv2dCache((N, C, H, W), None, w, stride, pad, x)
@@ -267,16 +362,62 @@ def conv2d_forward_naive(x, w, b, stride: int = 1, pad: int = 0):
     return out.astype(x.dtype, copy=False)
 
 
-CHUNK_ELEMENTS = 1 << 21  # im2col columns gathered at once when they are not kept (8 MiB f32)
+CHUNK_ELEMENTS = 1 << 21  # CuPy: im2col columns gathered at once when not kept (8 MiB f32)
+BLOCKS = 4  # a NumPy batch is convolved in at most this many image blocks (threads take blocks)
+PIECE_ELEMENTS = 1 << 19  # NumPy: columns gathered at once, at most (2 MiB f32: in cache)
 
 
 def image_chunks(N: int, per_image: int, whole: bool):
     """``(n0, n1)`` ranges of images whose columns (``per_image`` elements each) are gathered at
-    once: the whole batch when ``whole`` (the columns are kept), else chunks of at most
+    once on CuPy: the whole batch when ``whole`` (the columns are kept), else chunks of at most
     ``CHUNK_ELEMENTS`` (at least one image): Caffe gathers one image at a time for the same
     reason, the columns of a batch can be far larger than the batch."""
     step = N if whole else max(1, CHUNK_ELEMENTS // max(per_image, 1))
     return [(n0, min(n0 + step, N)) for n0 in range(0, N, step)]
+
+
+def image_blocks(N: int, per_image: int):
+    """The work of a NumPy convolution: the batch cut into ``min(N, BLOCKS)`` nearly equal
+    blocks, each a list of pieces ``(n0, n1)`` of at most ``PIECE_ELEMENTS`` columns (at least
+    one image). A piece is gathered, multiplied and (backward) scattered while its columns are
+    still in the cache. Threads take whole blocks; the pieces, and the order in which their
+    weight gradients are summed, never depend on the number of threads or on whether the
+    columns were kept, so every result is the same bit for bit on 1 thread or 4."""
+    n = min(N, BLOCKS)
+    step = max(1, PIECE_ELEMENTS // max(per_image, 1))
+    blocks = []
+    for k in range(n):
+        a, b = N * k // n, N * (k + 1) // n
+        blocks.append([(m, min(m + step, b)) for m in range(a, b, step)])
+    return blocks
+
+
+def _temp(name, xp, shape, dtype):
+    """A temporary of the op: NumPy, a reused per-thread buffer (``dispatch.scratch``: no fresh
+    pages, no page faults); CuPy, a fresh array (CuPy's memory pool already reuses)."""
+    return scratch(name, shape, dtype) if xp is np else xp.empty(shape, dtype=dtype)
+
+
+SPLIT_MACS = 64  # split a convolution over threads from 64 * dispatch.MIN_WORK multiply-adds
+
+
+def _over_blocks(fn, xp, N: int, per_image: int, whole: bool, F: int) -> list:
+    """``fn(block)`` for every block (a list of ``(n0, n1)`` pieces).
+
+    NumPy: the blocks of :func:`image_blocks`. A convolution of at least ``SPLIT_MACS *
+    dispatch.MIN_WORK`` multiply-adds (about 0.7 ms of GEMM on one core) runs its blocks in
+    parallel over tinyspp's threads, with BLAS held at one thread meanwhile (one thread pool,
+    not two); a smaller one runs them in turn, its GEMMs on BLAS's own threads (a thread
+    hand-off per block would cost more than it saves). CuPy: one block of :func:`image_chunks`.
+    """
+    if xp is not np:
+        return [fn(image_chunks(N, per_image, whole))]
+    blocks = image_blocks(N, per_image)
+    macs = F * N * per_image
+    if num_threads() > 1 and len(blocks) > 1 and macs >= SPLIT_MACS * dispatch.MIN_WORK:
+        with one_blas_thread():
+            return parallel_map(fn, blocks, macs)
+    return [fn(block) for block in blocks]
 
 
 def _gemm_bias(w2, cols, b, out):
@@ -322,29 +463,42 @@ def conv2d_backward(dout, cache: Conv2dCache, need_dx: bool = True):
             f"conv2d_backward: dout must have shape {(N, F, oh, ow)}, got {tuple(dout.shape)}"
         )
     db = dout.sum(axis=(0, 2, 3))
-    dw = xp.zeros((F, C * kh * kw), dtype=dout.dtype)
     dx = xp.empty(cache.x_shape, dtype=dout.dtype) if need_dx else None
-    w2 = w.reshape(F, -1)
-    for n0, n1 in image_chunks(N, C * kh * kw * oh * ow, cache.cols is not None):
-        dout2 = _to_gemm_layout(dout[n0:n1])  # (F, n*oh*ow)
-        cols = cache.cols if cache.cols is not None else im2col(
-            cache.x[n0:n1], kh, kw, cache.stride, cache.pad)
-        dw += (cols @ dout2.T).T  # = dout2 @ cols.T; OpenBLAS is faster with the long axis inside
-        del cols  # a re-gathered copy is freed before dx's GEMM allocates its own columns
-        if need_dx:
-            dcols = w2.T @ dout2  # (C*kh*kw, n*oh*ow)
-            col2im(dcols, (n1 - n0, C, *cache.x_shape[2:]), kh, kw, cache.stride, cache.pad,
-                   out=dx[n0:n1])
+    w2, P = w.reshape(F, -1), oh * ow
+
+    def grad(block):  # the images of one block: their part of dw, and their dx
+        dw = None
+        for n0, n1 in block:
+            d = _to_gemm_layout(dout[n0:n1])  # (n*oh*ow, F): a row per output position
+            cols = cache.cols[:, n0 * P:n1 * P] if cache.cols is not None else im2col(
+                cache.x[n0:n1], kh, kw, cache.stride, cache.pad, impl=COLUMNS_IMPL,
+                out=_temp("cols", xp, (C * kh * kw, (n1 - n0) * P), cache.x.dtype))
+            part = (cols @ d).T  # dw = dout2 @ cols.T, with dout2 = d.T: (F, C*kh*kw)
+            dw = part if dw is None else dw + part
+            if need_dx:  # dcols = w2.T @ dout2: (C*kh*kw, n*oh*ow), row-major for col2im
+                dcols = w2.T @ d.T if xp is not np else np.matmul(
+                    w2.T, d.T, out=_temp("dcols", xp, (C * kh * kw, (n1 - n0) * P), d.dtype))
+                col2im(dcols, (n1 - n0, C, *cache.x_shape[2:]), kh, kw, cache.stride,
+                       cache.pad, out=dx[n0:n1], impl=COLUMNS_IMPL)
+        return dw
+
+    parts = _over_blocks(grad, xp, N, C * kh * kw * P, cache.cols is not None, F)
+    dw = xp.ascontiguousarray(parts[0])
+    for part in parts[1:]:  # summed in block order: the same for any number of threads
+        dw += part
     return dx, dw.reshape(w.shape), db
 
 
 def _to_gemm_layout(dout):
-    """``dout (n, F, oh, ow)`` as the (F, n*oh*ow) matrix of the GEMMs: one transposing copy."""
+    """``dout (n, F, oh, ow)`` as the (n*oh*ow, F) matrix of the GEMMs (channel-last: a row per
+    output position): one transposing copy. With F, the short axis, inside, OpenBLAS computes
+    ``dw`` faster than from the (F, n*oh*ow) layout (up to 1.3x on the small SPP-net's shapes);
+    ``dcols`` reads the same matrix transposed, with no copy."""
     xp = get_array_module(dout)
     n, F, oh, ow = dout.shape
-    dout2 = xp.empty((F, n, oh, ow), dtype=dout.dtype)
+    d = xp.empty((n, oh, ow, F), dtype=dout.dtype)
     if xp is np:
-        split_copyto(dout2, dout.transpose(1, 0, 2, 3), axis=1)
+        split_copyto(d, dout.transpose(0, 2, 3, 1), axis=0)
     else:
-        xp.copyto(dout2, dout.transpose(1, 0, 2, 3))
-    return dout2.reshape(F, n * oh * ow)
+        xp.copyto(d, dout.transpose(0, 2, 3, 1))
+    return d.reshape(n * oh * ow, F)

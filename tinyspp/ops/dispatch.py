@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
@@ -33,34 +34,40 @@ def array_module(func: str, **arrays):
         ) from None
 
 
-# --- threads for NumPy's element-wise passes --------------------------------------------------
+# --- threads for NumPy's element-wise passes, and one thread pool ----------------------------
 #
-# NumPy runs a ufunc, a copy or a reduction on one core, but releases the GIL inside its loops,
-# so a pass over a big array split into independent slices runs on several cores from Python
-# threads. ``parallel_slices`` is that split: every slice writes only its own part of the output,
-# so the result is bit for bit the one-thread result (tests run both). BLAS already threads the
-# GEMMs; this is for the passes around them (im2col's copy, col2im's adds, pooling).
+# NumPy runs a ufunc, a copy or a reduction on one core, but releases the GIL inside its loops
+# (BLAS calls included), so a pass over a big array split into independent slices runs on
+# several cores from Python threads. ``parallel_slices`` is that split: every slice writes only
+# its own part of the output, so the result is bit for bit the one-thread result (tests run
+# both). ``parallel_map`` hands whole work items (a convolution's image blocks) to the threads.
+#
+# One thread pool: while a split runs, BLAS is held at one thread (``one_blas_thread``), so each
+# of our threads runs its own GEMMs on its own core. Two pools on the same cores (OpenBLAS's
+# workers spin for a while after each GEMM, waiting for the next) slow each other down.
 
 _pool = None
 _threads = None
-MIN_WORK = 1 << 18  # elements below which a pass stays in the calling thread (tests set 0)
+_local = threading.local()  # .inside: this thread is running a slice of a split
+MIN_WORK = 1 << 20  # elements below which a pass stays in the calling thread (tests set 0)
 
 
 def num_threads() -> int:
     """Threads ``parallel_slices`` uses: ``set_num_threads``, else ``$TINYSPP_NUM_THREADS``,
-    else 1.
-
-    One by default, because measuring said so: on the 2-core benchmark machine, splitting the
-    passes made a training step about 10% *slower* (``python -m tinyspp.bench --only ideas``),
-    as OpenBLAS's own threads still spin on the cores after each GEMM. Where BLAS is limited to
-    one thread (``threadpoolctl``) or cores are plentiful, ``set_num_threads(n)`` may pay.
+    else :func:`cpu_count` (at most 4).
     """
     if _threads is not None:
         return _threads
     env = os.environ.get("TINYSPP_NUM_THREADS")
     if env:
-        return max(1, int(env))
-    return 1
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"TINYSPP_NUM_THREADS must be a positive integer, got {env!r}")
+        return n
+    return cpu_count()
 
 
 def cpu_count() -> int:
@@ -73,24 +80,96 @@ def cpu_count() -> int:
 
 
 def set_num_threads(n: int | None) -> None:
-    """Use ``n`` threads for the element-wise passes (1: all in the calling thread; None: the
-    default of :func:`num_threads`)."""
+    """Use ``n`` threads for the ops' passes (1: all in the calling thread, BLAS left to its own
+    threads; None: the default of :func:`num_threads`)."""
     global _threads
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"set_num_threads: n must be a positive int or None, got {n!r}")
     _threads = n
 
 
+_blas_lock = threading.Lock()
+_blas_depth = 0
+_blas_saved: list = []
+_blas_libs = None
+
+
+def _blas_libraries() -> list:
+    """threadpoolctl's controllers of the BLAS libraries loaded in this process (found once)."""
+    global _blas_libs
+    if _blas_libs is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _blas_libs = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+        except Exception:  # no threadpoolctl, or a BLAS it cannot drive: leave BLAS alone
+            _blas_libs = []
+    return _blas_libs
+
+
+@contextmanager
+def one_blas_thread():
+    """Hold every loaded BLAS at one thread inside the block, then restore its setting.
+
+    Re-entrant and shared between threads: the first to enter sets one thread, the last to
+    leave restores (a few microseconds each way).
+    """
+    global _blas_depth, _blas_saved
+    with _blas_lock:
+        if _blas_depth == 0:
+            libs = _blas_libraries()
+            _blas_saved = [lib.get_num_threads() for lib in libs]
+            for lib in libs:
+                lib.set_num_threads(1)
+        _blas_depth += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_depth -= 1
+            if _blas_depth == 0:
+                for lib, n in zip(_blas_libraries(), _blas_saved):
+                    lib.set_num_threads(n)
+
+
+SMALL_GEMM = 1 << 24  # multiply-adds below which a GEMM runs on one BLAS thread (see below)
+
+
+def blas_for_ops(work: int | None = None):
+    """The BLAS setting an op's GEMMs run under: one thread when tinyspp runs its own threads
+    (``num_threads() > 1``) and the GEMMs are split over them, or are small (``work``
+    multiply-adds below ``SMALL_GEMM``: a one-thread GEMM of that size takes well under a
+    millisecond); BLAS's own setting otherwise (``work=None`` means "split by the caller").
+
+    Why small GEMMs too: a GEMM on two BLAS threads wakes OpenBLAS's worker, which then spins
+    on its core for a long while waiting for more work, and so competes with our second
+    thread through the passes that follow.
+    """
+    if num_threads() > 1 and (work is None or work < SMALL_GEMM):
+        return one_blas_thread()
+    return nullcontext()
+
+
+def _as_slice(fn, a, b):
+    """Run ``fn(a, b)`` as a slice of a split: any split it asks for runs inline."""
+    outer = getattr(_local, "inside", False)
+    _local.inside = True
+    try:
+        fn(a, b)
+    finally:
+        _local.inside = outer
+
+
 def parallel_slices(fn, length: int, work: int) -> None:
     """Call ``fn(start, stop)`` over contiguous slices of ``range(length)``, in parallel.
 
     ``work`` is the number of elements the whole pass touches: below ``MIN_WORK`` (or with one
-    thread, or one slice) everything runs in the calling thread, where a thread hand-off would
-    cost more than it saves. ``fn`` must write only the part of its output that its slice owns.
+    thread, or one slice, or from inside another split) everything runs in the calling thread,
+    where a thread hand-off would cost more than it saves. ``fn`` must write only the part of
+    its output that its slice owns. While the slices run, BLAS is held at one thread.
     """
     threads = min(num_threads(), length)
-    nested = threading.current_thread().name.startswith("tinyspp")  # never wait on ourselves
-    if threads <= 1 or work < MIN_WORK or nested:
+    if threads <= 1 or work < MIN_WORK or getattr(_local, "inside", False):
         fn(0, length)
         return
     global _pool
@@ -100,10 +179,33 @@ def parallel_slices(fn, length: int, work: int) -> None:
         _pool = ThreadPoolExecutor(max_workers=max(threads - 1, 1),
                                    thread_name_prefix="tinyspp")
     bounds = [length * i // threads for i in range(threads + 1)]
-    futures = [_pool.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, threads)]
-    fn(bounds[0], bounds[1])  # the calling thread takes the first slice
-    for f in futures:
-        f.result()
+    with one_blas_thread():
+        futures = [_pool.submit(_as_slice, fn, bounds[i], bounds[i + 1])
+                   for i in range(1, threads)]
+        try:
+            _as_slice(fn, bounds[0], bounds[1])  # the calling thread takes the first slice
+        finally:
+            errors = [f.exception() for f in futures]  # wait for every slice, even on error
+        for err in errors:
+            if err is not None:
+                raise err
+
+
+def parallel_map(fn, items, work: int) -> list:
+    """``[fn(item) for item in items]``, the items split over threads in contiguous runs.
+
+    Which item an element of work belongs to never depends on the number of threads, so a
+    result assembled from the items in order is the same bit for bit for any thread count.
+    ``work`` as for :func:`parallel_slices`.
+    """
+    results = [None] * len(items)
+
+    def run(a, b):
+        for i in range(a, b):
+            results[i] = fn(items[i])
+
+    parallel_slices(run, len(items), work)
+    return results
 
 
 def split_copyto(dst, src, axis: int = 0) -> None:
@@ -114,3 +216,32 @@ def split_copyto(dst, src, axis: int = 0) -> None:
         np.copyto(dst[index], src[index])
 
     parallel_slices(copy, dst.shape[axis], dst.size)
+
+
+# --- scratch buffers -------------------------------------------------------------------------
+#
+# A convolution's pieces need temporaries of the same few sizes step after step (the columns of
+# a piece, their gradient). Allocating them afresh maps fresh pages from the OS, whose first
+# touch costs a page fault each (about 2000 per training step of the small SPP-net); a buffer
+# kept per thread and reused costs none. Only temporaries that never leave the op use it.
+
+SCRATCH_MAX_BYTES = 1 << 23  # per thread and name (8 MiB); a bigger request is allocated fresh
+
+
+def scratch(name: str, shape, dtype):
+    """An uninitialised C-contiguous NumPy array of ``shape`` and ``dtype``, from a buffer this
+    thread keeps under ``name`` and hands out again on the next call with that name (so the
+    array must not outlive its use: never return or store it). Requests above
+    ``SCRATCH_MAX_BYTES`` get a fresh array."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64))
+    nbytes = size * dtype.itemsize
+    if nbytes > SCRATCH_MAX_BYTES:
+        return np.empty(shape, dtype=dtype)
+    buffers = getattr(_local, "scratch", None)
+    if buffers is None:
+        buffers = _local.scratch = {}
+    buf = buffers.get(name)
+    if buf is None or buf.nbytes < nbytes:
+        buf = buffers[name] = np.empty(max(nbytes, 1 << 16), dtype=np.uint8)
+    return buf[:nbytes].view(dtype).reshape(shape)

@@ -324,7 +324,7 @@ def _max_forward(x, table, mode="adaptive"):
                 _merge_level(values[parent][:, :, c0:c1], argmax[parent][:, :, c0:c1], v, a)
 
     if xp is np:
-        parallel_slices(pool, NC, 4 * H * W * NC * len(plan))
+        parallel_slices(pool, NC, H * W * NC)  # the elements scanned
     else:
         pool(0, NC)
     levels = table.levels

@@ -1,0 +1,267 @@
+"""The convolution's fast paths against their plain twins (issue 14).
+
+* the compiled im2col / col2im (``tinyspp/kernels/columns.cpp``, ``impl="cpu"``) against the
+  NumPy code (``impl="xp"``), bit for bit, on data with NaN, infinities and -0.0;
+* the image blocks and pieces of ``conv2d_forward`` / ``conv2d_backward``: the result does not
+  depend on the number of threads, on kept or re-gathered columns, or on which im2col ran;
+* the one thread pool of ``tinyspp.ops.dispatch``: BLAS held at one thread while our threads
+  split the work, and restored after.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tinyspp.kernels import columns
+from tinyspp.ops import conv, dispatch
+from tinyspp.ops.conv import col2im, conv2d_backward, conv2d_forward, conv_output_size, im2col
+
+needs_kernel = pytest.mark.skipif(not columns.available(),
+                                  reason=f"no compiled kernel: {columns.why_unavailable()}")
+
+
+def awkward(shape, seed, dtype):
+    """Normals with a NaN, +-inf and -0.0 planted, in ``dtype``."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    flat = x.reshape(-1)
+    for i, v in zip(rng.choice(flat.size, size=min(4, flat.size), replace=False),
+                    (np.nan, np.inf, -np.inf, -0.0)):
+        flat[i] = v
+    return x.astype(dtype)
+
+
+def same_bits(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(np.ascontiguousarray(a).view(np.uint8),
+                                  np.ascontiguousarray(b).view(np.uint8))
+
+
+geometry = st.tuples(
+    st.integers(1, 3), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9),  # N C H W
+    st.integers(1, 5), st.integers(1, 5), st.integers(1, 3), st.integers(0, 4),  # kh kw s pad
+).filter(lambda g: g[2] + 2 * g[7] >= g[4] and g[3] + 2 * g[7] >= g[5])
+
+
+@needs_kernel
+@given(g=geometry, seed=st.integers(0, 2**16), double=st.booleans())
+def test_compiled_im2col_and_col2im_equal_numpy_bit_for_bit(g, seed, double):
+    N, C, H, W, kh, kw, s, pad = g
+    dtype = np.float64 if double else np.float32
+    x = awkward((N, C, H, W), seed, dtype)
+    same_bits(im2col(x, kh, kw, s, pad, impl="cpu"), im2col(x, kh, kw, s, pad, impl="xp"))
+    oh, ow = conv_output_size(H, kh, s, pad), conv_output_size(W, kw, s, pad)
+    cols = awkward((C * kh * kw, N * oh * ow), seed + 1, dtype)
+    # every pixel sums its terms in the same order: the same floats, NaN and -0.0 included
+    with np.errstate(invalid="ignore"):  # inf + -inf: NumPy warns, C++ does not
+        same_bits(col2im(cols, x.shape, kh, kw, s, pad, impl="cpu"),
+                  col2im(cols, x.shape, kh, kw, s, pad, impl="xp"))
+
+
+@needs_kernel
+@pytest.mark.parametrize("impl", ["cpu", "xp"])
+def test_im2col_and_col2im_work_on_a_block_of_columns_of_a_larger_matrix(impl):
+    """What a convolution's image blocks do: gather into, and scatter from, the columns of some
+    images of the batch's matrix, leaving every other column alone."""
+    x = awkward((5, 3, 7, 6), 1, np.float32)
+    whole = im2col(x, 3, 3, 1, 1, impl="xp")
+    P = 7 * 6
+    big = np.full_like(whole, 9.0)
+    im2col(x[1:3], 3, 3, 1, 1, out=big[:, 1 * P:3 * P], impl=impl)
+    same_bits(big[:, P:3 * P], whole[:, P:3 * P])
+    assert (big[:, :P] == 9).all() and (big[:, 3 * P:] == 9).all()
+    dx = np.empty((2, 3, 7, 6), np.float32)
+    col2im(whole[:, P:3 * P], dx.shape, 3, 3, 1, 1, out=dx, impl=impl)
+    same_bits(dx, col2im(np.ascontiguousarray(whole[:, P:3 * P]), dx.shape, 3, 3, 1, 1,
+                         impl="xp"))
+
+
+def test_impl_errors_name_the_argument(monkeypatch):
+    x = np.ones((1, 1, 4, 4), np.float32)
+    with pytest.raises(ValueError, match=r"im2col: impl must be one of \('auto', 'xp', 'cpu'\)"):
+        im2col(x, 3, 3, impl="gpu")
+    with pytest.raises(ValueError, match="col2im: impl must be one of"):
+        col2im(np.ones((9, 4), np.float32), x.shape, 3, 3, pad=1, impl="fast")
+    with pytest.raises(TypeError, match="im2col: impl='cpu' takes NumPy float32 or float64"):
+        im2col(x.astype(np.float16), 3, 3, impl="cpu")
+    monkeypatch.setattr(columns, "available", lambda: False)
+    monkeypatch.setattr(columns, "why_unavailable", lambda: "RuntimeError: no compiler")
+    with pytest.raises(RuntimeError, match="impl='cpu' needs the compiled kernel.*no compiler"):
+        im2col(x, 3, 3, impl="cpu")
+    # "auto" without the kernel is the NumPy code, with the same numbers
+    same_bits(im2col(x, 3, 3, pad=1), im2col(x, 3, 3, pad=1, impl="xp"))
+
+
+def test_im2col_into_a_column_major_buffer(monkeypatch):
+    """The NumPy code writes through any (C*kh*kw, N*oh*ow) buffer; the compiled loop takes
+    row-major blocks only, so "auto" gives a column-major one to the NumPy code."""
+    x = awkward((2, 2, 4, 3), 4, np.float64)
+    want = im2col(x, 2, 2, pad=1, impl="xp")
+    for impl in ("xp", "auto"):
+        column_major = np.zeros(want.shape, order="F")
+        assert im2col(x, 2, 2, pad=1, out=column_major, impl=impl) is column_major
+        same_bits(np.ascontiguousarray(column_major), want)
+    if columns.available():
+        with pytest.raises(TypeError, match="out must be a float64 block of whole columns"):
+            im2col(x, 2, 2, pad=1, out=np.zeros(want.shape, order="F"), impl="cpu")
+
+
+@pytest.fixture
+def split_everything(monkeypatch):
+    monkeypatch.setattr(dispatch, "MIN_WORK", 0)
+    yield
+    dispatch.set_num_threads(None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,F,k,stride,pad", [((9, 3, 8, 7), 4, 3, 1, 1),
+                                                   ((6, 2, 11, 9), 3, 5, 2, 2),
+                                                   ((5, 4, 5, 5), 2, 1, 1, 0)])
+def test_conv_result_is_the_same_for_any_threads_pieces_columns_and_impl(
+        split_everything, monkeypatch, dtype, shape, F, k, stride, pad):
+    """The image blocks and the pieces inside them are fixed by the shapes alone, so the
+    output and all three gradients are the same bit for bit whatever runs them."""
+    rng = np.random.default_rng(2)
+    x = awkward(shape, 3, dtype)
+    x[np.isnan(x) | np.isinf(x)] = 0.5  # keep the GEMMs' sums finite, compare all bits
+    w = rng.standard_normal((F, shape[1], k, k)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+
+    def run(threads, keep, impl="auto"):
+        dispatch.set_num_threads(threads)
+        monkeypatch.setattr(conv, "COLUMNS_IMPL", impl)
+        out, cache = conv2d_forward(x, w, b, stride=stride, pad=pad, keep_cols=keep)
+        return (out,) + conv2d_backward(np.cos(out), cache)
+
+    monkeypatch.setattr(conv, "PIECE_ELEMENTS", 2 * shape[1] * k * k * 9)  # several pieces
+    reference = run(1, True, "xp")
+    for threads, keep, impl in [(1, False, "xp"), (3, True, "auto"), (3, False, "auto"),
+                                (2, False, "auto"), (4, True, "xp")]:
+        for got, want in zip(run(threads, keep, impl), reference, strict=True):
+            same_bits(got, want)
+
+
+def test_image_blocks_cover_the_batch_in_small_pieces(monkeypatch):
+    monkeypatch.setattr(conv, "PIECE_ELEMENTS", 100)
+    blocks = conv.image_blocks(10, 30)  # 3 images per piece
+    assert len(blocks) == conv.BLOCKS
+    pieces = [p for block in blocks for p in block]
+    assert [n for a, b in pieces for n in range(a, b)] == list(range(10))
+    assert all(b - a <= 3 for a, b in pieces)
+    assert conv.image_blocks(2, 10**9) == [[(0, 1)], [(1, 2)]]  # huge images: one per piece
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float32, 2e-5), (np.float64, 1e-12)])
+def test_conv_in_small_pieces_matches_one_piece_to_rounding(monkeypatch, dtype, rtol):
+    """Pieces of a few images sum dw in another order than one piece per block: the
+    gradients agree to rounding (not bit for bit)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 3, 8, 9)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    out, cache = conv2d_forward(x, w, b, pad=1)
+    whole = (out,) + conv2d_backward(np.sin(out), cache)
+    monkeypatch.setattr(conv, "PIECE_ELEMENTS", 27 * 72)  # one image per piece
+    assert sum(len(block) for block in conv.image_blocks(7, 27 * 72)) == 7
+    out, cache = conv2d_forward(x, w, b, pad=1, keep_cols=False)
+    pieces = (out,) + conv2d_backward(np.sin(out), cache)
+    for a, c in zip(whole, pieces, strict=True):
+        np.testing.assert_allclose(c, a, rtol=rtol, atol=rtol * float(np.abs(a).max()))
+
+
+# ------------------------------------------------------------------------ one thread pool
+
+def blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_one_blas_thread_holds_blas_at_one_and_restores_it():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        assert before and all(n == 2 for n in before)
+        with dispatch.one_blas_thread():
+            assert all(n == 1 for n in blas_threads())
+            with dispatch.one_blas_thread():  # re-entrant
+                assert all(n == 1 for n in blas_threads())
+            assert all(n == 1 for n in blas_threads())
+        assert blas_threads() == before
+
+
+def test_blas_for_ops_only_when_our_threads_split_the_work():
+    from contextlib import nullcontext
+
+    try:
+        dispatch.set_num_threads(1)
+        assert isinstance(dispatch.blas_for_ops(), nullcontext)
+        dispatch.set_num_threads(2)
+        assert not isinstance(dispatch.blas_for_ops(), nullcontext)
+        assert not isinstance(dispatch.blas_for_ops(dispatch.SMALL_GEMM - 1), nullcontext)
+        assert isinstance(dispatch.blas_for_ops(dispatch.SMALL_GEMM), nullcontext)  # big GEMM
+    finally:
+        dispatch.set_num_threads(None)
+
+
+def test_a_split_runs_blas_on_one_thread_and_waits_for_every_slice(split_everything):
+    from threadpoolctl import threadpool_limits
+
+    dispatch.set_num_threads(3)
+    seen, done = [], []
+
+    def work(a, b):
+        seen.append(blas_threads())
+        done.append((a, b))
+        if a == 0:
+            raise KeyError("slice 0 failed")
+
+    with threadpool_limits(2, user_api="blas"):
+        with pytest.raises(KeyError, match="slice 0 failed"):
+            dispatch.parallel_slices(work, 6, 10)
+        assert sorted(done) == [(0, 2), (2, 4), (4, 6)]  # the other slices still finished
+        assert all(n == 1 for threads in seen for n in threads)
+        assert all(n == 2 for n in blas_threads())  # restored after the error
+    assert dispatch.parallel_map(lambda i: i * i, list(range(7)), 10) == [i * i for i in range(7)]
+
+
+def test_thread_count_default_and_a_bad_environment_value(monkeypatch):
+    dispatch.set_num_threads(None)
+    monkeypatch.delenv("TINYSPP_NUM_THREADS", raising=False)
+    assert dispatch.num_threads() == dispatch.cpu_count()
+    monkeypatch.setenv("TINYSPP_NUM_THREADS", "3")
+    assert dispatch.num_threads() == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("TINYSPP_NUM_THREADS", bad)
+        with pytest.raises(ValueError, match="TINYSPP_NUM_THREADS must be a positive integer"):
+            dispatch.num_threads()
+
+
+def test_training_steps_do_not_depend_on_the_number_of_threads():
+    """Three SGD steps of the small SPP-net at 48 px (big enough for every convolution to be
+    split over threads) end with the same weights, bit for bit, on 1 thread and on 2."""
+    from tinyspp.bench.training import batch
+    from tinyspp.nn import SGD, small_spp_net
+    from tinyspp.ops import softmax_cross_entropy
+    from tinyspp.train import blas_threads
+
+    x, y = batch(48)
+
+    def train(threads):
+        net = small_spp_net(10, 3, levels=(4, 2, 1), seed=0).train()
+        opt = SGD(net, lr=0.01, momentum=0.9, weight_decay=5e-4)
+        with blas_threads(threads):
+            for _ in range(3):
+                _, dlogits = softmax_cross_entropy(net.forward(x), y)
+                net.backward(dlogits, input_grad=False)
+                opt.step()
+        return [p.copy() for layer in net for p in getattr(layer, "params", {}).values()]
+
+    saved = dispatch._threads
+    one, two = train(1), train(2)
+    assert dispatch._threads == saved  # blas_threads restored tinyspp's setting
+    assert len(one) == 10
+    for a, b in zip(one, two, strict=True):
+        same_bits(a, b)

@@ -1,0 +1,128 @@
+"""The compiled im2col and col2im of ``tinyspp.ops.conv``: ``columns.cpp`` and its glue.
+
+``tinyspp.ops.im2col`` and ``col2im`` call :func:`im2col` and :func:`col2im` here for NumPy
+float32/float64 arrays when the library builds (``impl="auto"``, or ``impl="cpu"``); the NumPy
+code in ``tinyspp/ops/conv.py`` is the readable twin, and the tests check that the two agree
+bit for bit. The ``.cpp`` file says why the loops are faster. The library is compiled once per
+machine and cached (:mod:`tinyspp.kernels.build`), with the same flags as ``region_max.cpp``.
+The calls release the GIL (ctypes does), so the image blocks of a convolution gather and
+scatter on several threads at once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import numpy as np
+
+from .build import cache_dir, find_compiler, shared_library
+from .common import kernel_source
+from .cpu import flags
+
+SOURCE_NAME = "columns.cpp"
+VALUE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+# pointer, then 64-bit integers, in the order of the C signatures
+_ARGS = {"im2col": "pqqqqqqqqqqpq", "col2im": "pqqqqqqqqqqqqp"}
+
+
+def symbols() -> list[str]:
+    """The entry points a good build exports."""
+    return [f"{name}_{suffix}" for name in _ARGS for suffix in ("f32", "f64")]
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> ctypes.CDLL:
+    """The compiled kernels (RuntimeError without a C++ compiler); built once per machine."""
+    lib = shared_library("columns", kernel_source(SOURCE_NAME), flags(), cache_dir(),
+                         find=lambda: find_compiler(), who="tinyspp.kernels.columns",
+                         why="the CPU im2col/col2im kernels are C++ compiled on first use",
+                         symbols=symbols())
+    ctype = {"p": ctypes.c_void_p, "q": ctypes.c_longlong}
+    for name, signature in _ARGS.items():
+        for suffix in ("f32", "f64"):
+            fn = getattr(lib, f"{name}_{suffix}")
+            fn.restype = None
+            fn.argtypes = [ctype[k] for k in signature]
+    return lib
+
+
+_UNAVAILABLE = []
+
+
+@functools.lru_cache(maxsize=1)
+def available() -> bool:
+    """Whether the kernels can run here (compiles them on the first call; cached). Any failure
+    answers False and the NumPy versions run; :func:`why_unavailable` says why."""
+    try:
+        library()
+    except Exception as err:  # noqa: BLE001 -- every failure means: use the NumPy path
+        _UNAVAILABLE[:] = [f"{type(err).__name__}: {str(err).splitlines()[0]}"]
+        return False
+    return True
+
+
+def why_unavailable() -> str:
+    """Why :func:`available` answered False ("" when it has not)."""
+    return _UNAVAILABLE[0] if _UNAVAILABLE else ""
+
+
+def fits(x) -> bool:
+    """Whether the kernels take this array: NumPy, float32 or float64."""
+    return isinstance(x, np.ndarray) and x.dtype in VALUE_DTYPES
+
+
+def strided_ok(a) -> bool:
+    """Whether the kernels can read the 2-D array ``a`` through its strides (all positive
+    multiples of the element size)."""
+    return a.ndim == 2 and all(st > 0 and st % a.itemsize == 0 for st in a.strides)
+
+
+def _block(cols, rows: int, ncols: int, dtype, name: str, rows_major: bool = True):
+    """``(ld, cs)``: the element strides of ``cols``, a (rows, ncols) matrix of ``dtype`` whose
+    element (r, q) is at ``r*ld + q*cs``; with ``rows_major``, a block of whole columns of a
+    row-major matrix (``cs == 1``). TypeError otherwise (e.g. negative or odd strides)."""
+    ok = (isinstance(cols, np.ndarray) and cols.dtype == dtype and cols.shape == (rows, ncols)
+          and all(st > 0 and st % cols.itemsize == 0 for st in cols.strides))
+    ld, cs = (cols.strides[0] // cols.itemsize, cols.strides[1] // cols.itemsize) if ok else (0, 0)
+    if ok and rows_major:
+        ok = (cs == 1 or ncols <= 1) and (ld >= ncols or rows <= 1)
+        ld, cs = (ld if rows > 1 else ncols), 1
+    if not ok:
+        got = (f"{type(cols).__name__} {getattr(cols, 'dtype', '')} {getattr(cols, 'shape', '')}"
+               f" strides {getattr(cols, 'strides', '')}")
+        what = "block of whole columns, shape" if rows_major else "matrix of shape"
+        raise TypeError(f"tinyspp.kernels.columns: {name} must be a {np.dtype(dtype)} {what} "
+                        f"({rows}, {ncols}) with positive strides" + (
+                            " of a row-major matrix" if rows_major else "") + f"; got {got}")
+    return ld, cs
+
+
+def _checked_image(a, name: str, dtype, shape=None):
+    if not (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous
+            and a.ndim == 4 and (shape is None or a.shape == tuple(shape))):
+        want = f" of shape {tuple(shape)}" if shape is not None else " (N, C, H, W)"
+        raise TypeError(f"tinyspp.kernels.columns: {name} must be a C-contiguous "
+                        f"{np.dtype(dtype)} NumPy array{want}, got "
+                        f"{type(a).__name__} {getattr(a, 'dtype', '')} {getattr(a, 'shape', '')}")
+
+
+def im2col(x, kh: int, kw: int, stride: int, pad: int, oh: int, ow: int, out) -> None:
+    """Fill ``out (C*kh*kw, N*oh*ow)`` with the columns of ``x (N, C, H, W)`` (C-contiguous);
+    ``out`` may be a block of whole columns of a larger row-major matrix."""
+    _checked_image(x, "x", x.dtype if fits(x) else np.float64)
+    N, C, H, W = x.shape
+    ld, _ = _block(out, C * kh * kw, N * oh * ow, x.dtype, "out")
+    getattr(library(), f"im2col_{_SUFFIX[x.dtype]}")(
+        x.ctypes.data, N, C, H, W, kh, kw, stride, pad, oh, ow, out.ctypes.data, ld)
+
+
+def col2im(cols, kh: int, kw: int, stride: int, pad: int, oh: int, ow: int, dx) -> None:
+    """Overwrite ``dx (N, C, H, W)`` (C-contiguous) with the sums of ``cols (C*kh*kw, N*oh*ow)``
+    (any matrix with positive strides: a block of whole columns, or a transposed array)."""
+    _checked_image(dx, "dx", dx.dtype if fits(dx) else np.float64)
+    N, C, H, W = dx.shape
+    ld, cs = _block(cols, C * kh * kw, N * oh * ow, dx.dtype, "cols", rows_major=False)
+    getattr(library(), f"col2im_{_SUFFIX[dx.dtype]}")(
+        cols.ctypes.data, ld, cs, N, C, H, W, kh, kw, stride, pad, oh, ow, dx.ctypes.data)
