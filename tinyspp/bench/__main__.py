@@ -29,7 +29,8 @@ from tinyspp.ops import dispatch
 
 RESULTS = Path(__file__).resolve().parents[2] / "results" / "bench.json"
 TIMING = ("medians of all timed repeats; each workload alternates 3 rounds between tinyspp "
-          "(this process) and torch (a process of its own, idle while tinyspp runs)")
+          "(this process) and torch (a process of its own, idle while tinyspp runs), each "
+          "round one untimed call then the timed ones, 50 ms pauses between sides")
 
 
 def parse(argv=None):

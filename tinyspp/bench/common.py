@@ -171,8 +171,9 @@ class Peer:
 def side_by_side(ours, spec, opts, repeats: int | None = None, rounds: int = 3):
     """Median ms of ``ours`` and of torch workload ``spec``: ``(ours, torch, torch_inproc)``.
 
-    The sides alternate for ``rounds`` rounds of ``repeats // rounds`` timed calls each: our
-    step in this process, torch's in the peer process (``opts.peer``; None: not measured) and,
+    The sides alternate for ``rounds`` rounds of one untimed and ``repeats // rounds`` timed
+    calls each, with a pause between sides: our step in this process, torch's in the peer
+    process (``opts.peer``; None: not measured) and,
     when ``opts.torch_inproc`` is set, torch in this process too. Medians are over all timed
     calls of a side.
     """
@@ -181,13 +182,14 @@ def side_by_side(ours, spec, opts, repeats: int | None = None, rounds: int = 3):
     peer, inproc = getattr(opts, "peer", None), getattr(opts, "torch_inproc", None)
     inproc_step = build(inproc, spec) if inproc is not None else None
     a, b, c = [], [], []
-    for r in range(rounds):
-        a += times_ms(ours, per, warmup=1 if r == 0 else 0)
+    for _ in range(rounds):  # every round starts with one untimed call on each side (its
+        a += times_ms(ours, per, warmup=1)  # caches and pages are cold after the other's turn)
         if peer is not None:
             time.sleep(PAUSE_S)
-            b += peer.times(spec, per, warmup=1 if r == 0 else 0)
+            b += peer.times(spec, per, warmup=1)
+            time.sleep(PAUSE_S)  # and torch's threads in the peer go back to sleep
         if inproc_step is not None:
-            c += times_ms(inproc_step, per, warmup=1 if r == 0 else 0)
+            c += times_ms(inproc_step, per, warmup=1)
             time.sleep(PAUSE_S)  # torch's threads in this process go back to sleep
     med = lambda t: statistics.median(t) if t else None
     return med(a), med(b), med(c)

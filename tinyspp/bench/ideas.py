@@ -61,6 +61,22 @@ def _spp(fast: bool):
     return step
 
 
+def _columns(which: str):
+    """im2col or col2im of the training step's second convolution (16 -> 32 channels, 3x3,
+    24 x 24 maps, batch 32): the NumPy code (plain) or the compiled loop (fast)."""
+    def build(fast: bool):
+        from ..ops.conv import col2im, im2col
+
+        impl = "cpu" if fast else "xp"
+        x = data((32, 16, 24, 24), 9)
+        if which == "im2col":
+            return lambda: im2col(x, 3, 3, 1, 1, impl=impl)
+        cols = im2col(x, 3, 3, 1, 1)
+        return lambda: col2im(cols, x.shape, 3, 3, 1, 1, impl=impl)
+
+    return build
+
+
 def _threads(fast: bool):
     from ..ops import dispatch
 
@@ -103,7 +119,12 @@ IDEAS = [
     ("max-pool 2/2 fwd+bwd x(32, 16, 48, 48): padded phase copy -> views of x", _pool),
     ("SPP (6, 3, 2, 1) fwd x(32, 256, 13, 13): every level scanned -> nested levels merged",
      _spp),
-    ("SGD step 32x3x48x48: element-wise passes on 1 thread -> split over threads", _threads),
+    ("im2col x(32, 16, 24, 24) 3x3 pad 1: padded copy + strided view -> compiled loop",
+     _columns("im2col")),
+    ("col2im x(32, 16, 24, 24) 3x3 pad 1: 9 strided adds -> compiled loop",
+     _columns("col2im")),
+    ("SGD step 32x3x48x48: 1 thread + BLAS's own threads -> our threads, BLAS on 1 (one pool)",
+     _threads),
 ]
 
 

@@ -53,6 +53,26 @@ def conv_ours(x_shape, w_shape, pad):
     return step
 
 
+def conv_gemms_ours(x_shape, w_shape, pad):
+    """The three GEMMs of one conv forward + backward alone, whole batch, BLAS's own threads:
+    what im2col + GEMM cannot go below (``dw`` and ``dcols`` as ``conv2d_backward`` forms them)."""
+    from ..ops.conv import conv2d_forward, im2col
+
+    x, w, b = conv_data(x_shape, w_shape)
+    F, _, k, _ = w_shape
+    out, _ = conv2d_forward(x, w, b, pad=pad)
+    cols = im2col(x, k, k, 1, pad)
+    w2 = w.reshape(F, -1)
+    d = np.ascontiguousarray(np.ones_like(out).transpose(0, 2, 3, 1)).reshape(-1, F)
+
+    def step():
+        w2 @ cols
+        cols @ d
+        w2.T @ d.T
+
+    return step
+
+
 def pool_ours(x_shape, k, s):
     from ..ops import max_pool2d_backward, max_pool2d_forward
 
@@ -124,7 +144,14 @@ def run(opts) -> list[Row]:
         t = side_by_side(conv_ours(x_shape, w_shape, pad),
                          _spec("conv_torch", x_shape, w_shape, pad), opts)
         rows.append(Row("layers", f"conv fwd+bwd x{x_shape} w{tuple(w_shape)} pad {pad}", t[0],
-                        t[1], "im2col + 1 GEMM", torch_inproc_ms=t[2]))
+                        t[1], "im2col + GEMM", torch_inproc_ms=t[2]))
+    for x_shape, w_shape, pad in CONV:  # the bound: the same GEMMs with nothing around them
+        x_shape = _shape(x_shape, opts.quick)
+        t = side_by_side(conv_gemms_ours(x_shape, w_shape, pad),
+                         _spec("conv_torch", x_shape, w_shape, pad), opts)
+        rows.append(Row("layers", f"conv x{x_shape} w{tuple(w_shape)}: its 3 GEMMs alone", t[0],
+                        t[1], "OpenBLAS, whole batch; torch: its whole conv fwd+bwd",
+                        torch_inproc_ms=t[2]))
     for x_shape, k, s in POOL:
         x_shape = _shape(x_shape, opts.quick)
         t = side_by_side(pool_ours(x_shape, k, s), _spec("pool_torch", x_shape, k, s), opts)

@@ -3,7 +3,7 @@
 The step of :mod:`tinyspp.bench.training` (batch 32, 3x32x32 and 3x48x48), taken apart: every
 layer's forward and backward timed on the activations the step really sees, the SGD update and
 the loss, and, inside the convolutions, the pieces of ``conv2d_forward`` / ``conv2d_backward``
-(padding + the im2col copy, the GEMMs, the layout transposes, ``col2im``'s strided adds).
+(im2col, compiled and in NumPy; the GEMMs; the layout transpose; col2im, both ways).
 Each piece is timed alone (median of repeats), so the pieces of a layer need not add up exactly
 to its total. Everything runs on ONE thread (BLAS and tinyspp's element-wise passes): a piece's
 time is then its own work, not a wait for a second thread that another job on a shared machine
@@ -23,8 +23,9 @@ SIZES = (32, 48)
 def _conv_pieces(layer, x, dout, repeats):
     """Time the steps of ``conv2d_forward``/``conv2d_backward`` on ``x`` -> ``dout``.
 
-    The GEMMs and copies of one whole batch (the layer chunks the batch when it gathers its
-    columns again in the backward; the pieces are the same).
+    The GEMMs and copies of one whole batch (the layer works in image blocks and pieces, see
+    ``tinyspp.ops.conv.image_blocks``; the work is the same), and both versions of im2col and
+    col2im: the compiled loop the layer runs and the NumPy twin.
     """
     from ..ops.conv import col2im, conv_output_size, im2col
 
@@ -34,22 +35,30 @@ def _conv_pieces(layer, x, dout, repeats):
     p, s = layer.pad, layer.stride
     oh, ow = conv_output_size(H, k, s, p), conv_output_size(W, k, s, p)
     cols = im2col(x, k, k, s, p)
-    out_fn = w.reshape(F, -1) @ cols
     dout2 = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(F, -1)
     dcols = w.reshape(F, -1).T @ dout2
     out = np.empty((N, F, oh, ow), dtype=x.dtype)
+    w2, P = w.reshape(F, -1), oh * ow
+
+    per_image = [np.ascontiguousarray(cols[:, n * P:(n + 1) * P]) for n in range(N)]
+
+    def gemms_into_out():  # as the layer runs them: each image's own (cached) columns
+        for n in range(N):
+            np.matmul(w2, per_image[n], out=out[n].reshape(F, P))
+
     pieces = {
-        "fwd: pad + im2col copy": lambda: im2col(x, k, k, s, p),
-        "fwd: GEMM w @ cols": lambda: w.reshape(F, -1) @ cols,
-        "fwd: (F,N)->(N,F) transpose + bias": lambda: np.add(
-            out_fn.reshape(F, N, oh, ow).transpose(1, 0, 2, 3), b.reshape(F, 1, 1), out=out),
+        "fwd: im2col (compiled loop)": lambda: im2col(x, k, k, s, p, impl="cpu"),
+        "fwd: im2col (NumPy: pad + strided copy)": lambda: im2col(x, k, k, s, p, impl="xp"),
+        "fwd: GEMMs w @ cols, one per image, into out": gemms_into_out,
+        "fwd: bias": lambda: np.add(out, b.reshape(F, 1, 1), out=out),
         "bwd: dout (N,F)->(F,N) transpose": lambda: np.ascontiguousarray(
             dout.transpose(1, 0, 2, 3)),
         "bwd: db sum": lambda: dout2.sum(axis=1),
         "bwd: GEMM (dw)": lambda: (cols @ dout2.T).T,
-        "bwd: re-gather im2col (columns not kept)": lambda: im2col(x, k, k, s, p),
-        "bwd: GEMM w.T @ dout (dcols)": lambda: w.reshape(F, -1).T @ dout2,
-        "bwd: col2im strided adds": lambda: col2im(dcols, x.shape, k, k, s, p),
+        "bwd: GEMM w.T @ dout (dcols)": lambda: w2.T @ dout2,
+        "bwd: col2im (compiled loop)": lambda: col2im(dcols, x.shape, k, k, s, p, impl="cpu"),
+        "bwd: col2im (NumPy: strided adds)": lambda: col2im(dcols, x.shape, k, k, s, p,
+                                                            impl="xp"),
     }
     return {name: median_ms(fn, repeats) for name, fn in pieces.items()}
 
@@ -91,8 +100,8 @@ def profile_step(size: int, repeats: int) -> list[tuple[str, float]]:
         if isinstance(layer, Conv2d):
             pieces = _conv_pieces(layer, inputs[i], douts[i], repeats)
             if i == 0:
-                pieces.pop("bwd: GEMM w.T @ dout (dcols)")
-                pieces.pop("bwd: col2im strided adds")
+                for piece in [k for k in pieces if "dcols" in k or "col2im" in k]:
+                    pieces.pop(piece)
             out += [(f"{name}   {k}", v) for k, v in pieces.items()]
     out.append(("loss softmax_cross_entropy", median_ms(lambda: softmax_cross_entropy(h, y),
                                                         repeats)))
