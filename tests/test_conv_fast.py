@@ -135,6 +135,7 @@ def test_conv_result_is_the_same_for_any_threads_pieces_columns_and_impl(
         return (out,) + conv2d_backward(np.cos(out), cache)
 
     monkeypatch.setattr(conv, "PIECE_ELEMENTS", 2 * shape[1] * k * k * 9)  # several pieces
+    monkeypatch.setattr(conv, "BLOCKS", 4)  # as on a 4-CPU machine: up to 4 threads at work
     reference = run(1, True, "xp")
     for threads, keep, impl in [(1, False, "xp"), (3, True, "auto"), (3, False, "auto"),
                                 (2, False, "auto"), (4, True, "xp")]:
@@ -143,9 +144,12 @@ def test_conv_result_is_the_same_for_any_threads_pieces_columns_and_impl(
 
 
 def test_image_blocks_cover_the_batch_in_small_pieces(monkeypatch):
+    monkeypatch.setattr(conv, "BLOCKS", None)
+    assert len(conv.image_blocks(10, 30)) == dispatch.cpu_count()  # the default: one per CPU
+    monkeypatch.setattr(conv, "BLOCKS", 4)
     monkeypatch.setattr(conv, "PIECE_ELEMENTS", 100)
     blocks = conv.image_blocks(10, 30)  # 3 images per piece
-    assert len(blocks) == conv.BLOCKS
+    assert len(blocks) == 4
     pieces = [p for block in blocks for p in block]
     assert [n for a, b in pieces for n in range(a, b)] == list(range(10))
     assert all(b - a <= 3 for a, b in pieces)

@@ -363,7 +363,8 @@ def conv2d_forward_naive(x, w, b, stride: int = 1, pad: int = 0):
 
 
 CHUNK_ELEMENTS = 1 << 21  # CuPy: im2col columns gathered at once when not kept (8 MiB f32)
-BLOCKS = 4  # a NumPy batch is convolved in at most this many image blocks (threads take blocks)
+BLOCKS = None  # image blocks of a NumPy batch, at most (threads take blocks); None: the CPUs
+# this process may use (dispatch.cpu_count(), at most 4), which never depends on the thread setting
 PIECE_ELEMENTS = 1 << 19  # NumPy: columns gathered at once, at most (2 MiB f32: in cache)
 
 
@@ -378,12 +379,14 @@ def image_chunks(N: int, per_image: int, whole: bool):
 
 def image_blocks(N: int, per_image: int):
     """The work of a NumPy convolution: the batch cut into ``min(N, BLOCKS)`` nearly equal
-    blocks, each a list of pieces ``(n0, n1)`` of at most ``PIECE_ELEMENTS`` columns (at least
-    one image). A piece is gathered, multiplied and (backward) scattered while its columns are
-    still in the cache. Threads take whole blocks; the pieces, and the order in which their
-    weight gradients are summed, never depend on the number of threads or on whether the
-    columns were kept, so every result is the same bit for bit on 1 thread or 4."""
-    n = min(N, BLOCKS)
+    blocks (``BLOCKS`` None: as many as this process has CPUs, at most 4), each a list of
+    pieces ``(n0, n1)`` of at most ``PIECE_ELEMENTS`` columns (at least one image). A piece is
+    gathered, multiplied and (backward) scattered while its columns are still in the cache.
+    Threads take whole blocks; the pieces, and the order in which their weight gradients are
+    summed, never depend on the number of threads or on whether the columns were kept, so on
+    one machine every result is the same bit for bit on 1 thread or 4 (a machine with another
+    number of CPUs, like another BLAS, may round differently)."""
+    n = min(N, BLOCKS or dispatch.cpu_count())
     step = max(1, PIECE_ELEMENTS // max(per_image, 1))
     blocks = []
     for k in range(n):
