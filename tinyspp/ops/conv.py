@@ -401,14 +401,14 @@ def _temp(name, xp, shape, dtype):
     return scratch(name, shape, dtype) if xp is np else xp.empty(shape, dtype=dtype)
 
 
-SPLIT_MACS = 64  # split a convolution over threads from 64 * dispatch.MIN_WORK multiply-adds
+SPLIT_MACS = 8  # split a convolution over threads from 8 * dispatch.MIN_WORK multiply-adds
 
 
 def _over_blocks(fn, xp, N: int, per_image: int, whole: bool, F: int) -> list:
     """``fn(block)`` for every block (a list of ``(n0, n1)`` pieces).
 
     NumPy: the blocks of :func:`image_blocks`. A convolution of at least ``SPLIT_MACS *
-    dispatch.MIN_WORK`` multiply-adds (about 0.7 ms of GEMM on one core) runs its blocks in
+    dispatch.MIN_WORK`` multiply-adds (about 0.1 ms of GEMM on one core) runs its blocks in
     parallel over tinyspp's threads, with BLAS held at one thread meanwhile (one thread pool,
     not two); a smaller one runs them in turn, its GEMMs on BLAS's own threads (a thread
     hand-off per block would cost more than it saves). CuPy: one block of :func:`image_chunks`.
