@@ -28,6 +28,7 @@ older tinyspp) is removed and rebuilt, so the next process finds a good one.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -173,3 +174,27 @@ def shared_library(stem, source, flags, folder, find, who, why, symbols=()) -> c
         os.replace(out_path, lib_path)  # atomic: readers see no file or the whole good one
     return lib
 
+
+class Availability:
+    """``available()`` and ``why_unavailable()`` for a compiled library: ``load()`` is tried once
+    (cached; ``available.cache_clear()`` tries again) and ANY failure to build or load it (no
+    compiler, a compiler error, an unusable library, an unsafe cache folder) answers False, so
+    the caller runs its NumPy path; ``reasons`` keeps why."""
+
+    def __init__(self, load):
+        self.reasons: list[str] = []
+
+        @functools.lru_cache(maxsize=1)
+        def available() -> bool:
+            try:
+                load()
+            except Exception as err:  # noqa: BLE001 -- every failure means: use the NumPy path
+                self.reasons[:] = [f"{type(err).__name__}: {str(err).splitlines()[0]}"]
+                return False
+            return True
+
+        self.available = available
+
+    def why_unavailable(self) -> str:
+        """Why ``available()`` answered False ("" when it has not)."""
+        return self.reasons[0] if self.reasons else ""

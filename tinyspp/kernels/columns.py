@@ -16,7 +16,7 @@ import functools
 
 import numpy as np
 
-from .build import cache_dir, find_compiler, shared_library
+from .build import Availability, cache_dir, find_compiler, shared_library
 from .common import kernel_source
 from .cpu import flags
 
@@ -48,24 +48,10 @@ def library() -> ctypes.CDLL:
     return lib
 
 
-_UNAVAILABLE = []
-
-
-@functools.lru_cache(maxsize=1)
-def available() -> bool:
-    """Whether the kernels can run here (compiles them on the first call; cached). Any failure
-    answers False and the NumPy versions run; :func:`why_unavailable` says why."""
-    try:
-        library()
-    except Exception as err:  # noqa: BLE001 -- every failure means: use the NumPy path
-        _UNAVAILABLE[:] = [f"{type(err).__name__}: {str(err).splitlines()[0]}"]
-        return False
-    return True
-
-
-def why_unavailable() -> str:
-    """Why :func:`available` answered False ("" when it has not)."""
-    return _UNAVAILABLE[0] if _UNAVAILABLE else ""
+_STATE = Availability(lambda: library())  # looked up when called (tests patch library)
+available = _STATE.available  # () -> bool: builds on the first call; False: use NumPy
+why_unavailable = _STATE.why_unavailable  # () -> str: why available() answered False
+_UNAVAILABLE = _STATE.reasons
 
 
 def fits(x) -> bool:
