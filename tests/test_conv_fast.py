@@ -135,6 +135,7 @@ def test_conv_result_is_the_same_for_any_threads_pieces_columns_and_impl(
         return (out,) + conv2d_backward(np.cos(out), cache)
 
     monkeypatch.setattr(conv, "PIECE_ELEMENTS", 2 * shape[1] * k * k * 9)  # several pieces
+    monkeypatch.setattr(conv, "PIECE_COLUMNS", 1)  # (small maps would merge them again)
     monkeypatch.setattr(conv, "BLOCKS", 4)  # as on a 4-CPU machine: up to 4 threads at work
     reference = run(1, True, "xp")
     for threads, keep, impl in [(1, False, "xp"), (3, True, "auto"), (3, False, "auto"),
@@ -154,6 +155,11 @@ def test_image_blocks_cover_the_batch_in_small_pieces(monkeypatch):
     assert [n for a, b in pieces for n in range(a, b)] == list(range(10))
     assert all(b - a <= 3 for a, b in pieces)
     assert conv.image_blocks(2, 10**9) == [[(0, 1)], [(1, 2)]]  # huge images: one per piece
+    # small maps: enough images per piece for PIECE_COLUMNS output positions
+    monkeypatch.setattr(conv, "PIECE_ELEMENTS", 30)  # one image per piece by size ...
+    assert conv.image_blocks(10, 30)[0] == [(0, 1), (1, 2)]
+    monkeypatch.setattr(conv, "PIECE_COLUMNS", 8)  # ... but 2 positions each: 4 per piece
+    assert conv.image_blocks(10, 30, positions=2) == [[(0, 2)], [(2, 5)], [(5, 7)], [(7, 10)]]
 
 
 @pytest.mark.parametrize("dtype,rtol", [(np.float32, 2e-5), (np.float64, 1e-12)])
@@ -167,6 +173,7 @@ def test_conv_in_small_pieces_matches_one_piece_to_rounding(monkeypatch, dtype, 
     out, cache = conv2d_forward(x, w, b, pad=1)
     whole = (out,) + conv2d_backward(np.sin(out), cache)
     monkeypatch.setattr(conv, "PIECE_ELEMENTS", 27 * 72)  # one image per piece
+    monkeypatch.setattr(conv, "PIECE_COLUMNS", 1)
     assert sum(len(block) for block in conv.image_blocks(7, 27 * 72)) == 7
     out, cache = conv2d_forward(x, w, b, pad=1, keep_cols=False)
     pieces = (out,) + conv2d_backward(np.sin(out), cache)

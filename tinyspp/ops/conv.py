@@ -315,7 +315,7 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0, workspace=None,
             else:  # one GEMM for the chunk, then one transposing pass
                 _gemm_bias(w2, c, b, out[n0:n1])
 
-    _over_blocks(convolve, xp, N, C * kh * kw * P, keep_cols, F)
+    _over_blocks(convolve, xp, N, C * kh * kw * P, keep_cols, F, P)
     if keep_cols:
         return out, Conv2dCache((N, C, H, W), cols, w, stride, pad)
     return out, Conv2dCache((N, C, H, W), None, w, stride, pad, x)
@@ -365,7 +365,8 @@ def conv2d_forward_naive(x, w, b, stride: int = 1, pad: int = 0):
 CHUNK_ELEMENTS = 1 << 21  # CuPy: im2col columns gathered at once when not kept (8 MiB f32)
 BLOCKS = None  # image blocks of a NumPy batch, at most (threads take blocks); None: the CPUs
 # this process may use (dispatch.cpu_count(), at most 4), which never depends on the thread setting
-PIECE_ELEMENTS = 1 << 19  # NumPy: columns gathered at once, at most (2 MiB f32: in cache)
+PIECE_ELEMENTS = 1 << 19  # NumPy: columns gathered at once, at most (2 MiB f32: in cache) ...
+PIECE_COLUMNS = 1024  # ... unless fewer images than this many columns need more (small maps)
 
 
 def image_chunks(N: int, per_image: int, whole: bool):
@@ -377,17 +378,21 @@ def image_chunks(N: int, per_image: int, whole: bool):
     return [(n0, min(n0 + step, N)) for n0 in range(0, N, step)]
 
 
-def image_blocks(N: int, per_image: int):
+def image_blocks(N: int, per_image: int, positions: int | None = None):
     """The work of a NumPy convolution: the batch cut into ``min(N, BLOCKS)`` nearly equal
     blocks (``BLOCKS`` None: as many as this process has CPUs, at most 4), each a list of
-    pieces ``(n0, n1)`` of at most ``PIECE_ELEMENTS`` columns (at least one image). A piece is
-    gathered, multiplied and (backward) scattered while its columns are still in the cache.
+    pieces ``(n0, n1)`` of at most ``PIECE_ELEMENTS`` elements of columns (``per_image`` per
+    image), or of enough images for ``PIECE_COLUMNS`` output positions (``positions`` per
+    image: small maps, whose GEMMs are too short one image at a time). A piece is gathered,
+    multiplied and (backward) scattered while its columns are still in the cache.
     Threads take whole blocks; the pieces, and the order in which their weight gradients are
     summed, never depend on the number of threads or on whether the columns were kept, so on
     one machine every result is the same bit for bit on 1 thread or 4 (a machine with another
     number of CPUs, like another BLAS, may round differently)."""
     n = min(N, BLOCKS or dispatch.cpu_count())
     step = max(1, PIECE_ELEMENTS // max(per_image, 1))
+    if positions:
+        step = max(step, -(-PIECE_COLUMNS // positions))
     blocks = []
     for k in range(n):
         a, b = N * k // n, N * (k + 1) // n
@@ -404,7 +409,7 @@ def _temp(name, xp, shape, dtype):
 SPLIT_MACS = 8  # split a convolution over threads from 8 * dispatch.MIN_WORK multiply-adds
 
 
-def _over_blocks(fn, xp, N: int, per_image: int, whole: bool, F: int) -> list:
+def _over_blocks(fn, xp, N: int, per_image: int, whole: bool, F: int, P: int) -> list:
     """``fn(block)`` for every block (a list of ``(n0, n1)`` pieces).
 
     NumPy: the blocks of :func:`image_blocks`. A convolution of at least ``SPLIT_MACS *
@@ -415,7 +420,7 @@ def _over_blocks(fn, xp, N: int, per_image: int, whole: bool, F: int) -> list:
     """
     if xp is not np:
         return [fn(image_chunks(N, per_image, whole))]
-    blocks = image_blocks(N, per_image)
+    blocks = image_blocks(N, per_image, P)
     macs = F * N * per_image
     if num_threads() > 1 and len(blocks) > 1 and macs >= SPLIT_MACS * dispatch.MIN_WORK:
         with one_blas_thread():
@@ -485,7 +490,7 @@ def conv2d_backward(dout, cache: Conv2dCache, need_dx: bool = True):
                        cache.pad, out=dx[n0:n1], impl=COLUMNS_IMPL)
         return dw
 
-    parts = _over_blocks(grad, xp, N, C * kh * kw * P, cache.cols is not None, F)
+    parts = _over_blocks(grad, xp, N, C * kh * kw * P, cache.cols is not None, F, P)
     dw = xp.ascontiguousarray(parts[0])
     for part in parts[1:]:  # summed in block order: the same for any number of threads
         dw += part
