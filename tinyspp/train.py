@@ -81,9 +81,7 @@ def blas_threads(n: int | None):
     n = check_int(n, "threads", "blas_threads", minimum=1)
     stack = contextlib.ExitStack()
     stack.enter_context(threadpool_limits(limits=n, user_api="blas"))
-    saved = dispatch._threads
-    dispatch.set_num_threads(n)
-    stack.callback(dispatch.set_num_threads, saved)
+    stack.enter_context(dispatch.using_threads(n))
     return stack
 
 

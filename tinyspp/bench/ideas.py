@@ -83,12 +83,8 @@ def _threads(fast: bool):
     step = ours_step(48)
 
     def run():
-        saved = dispatch._threads
-        dispatch.set_num_threads(dispatch.cpu_count() if fast else 1)
-        try:
+        with dispatch.using_threads(dispatch.cpu_count() if fast else 1):
             step()
-        finally:
-            dispatch._threads = saved
 
     return run
 

@@ -198,3 +198,15 @@ class Availability:
     def why_unavailable(self) -> str:
         """Why ``available()`` answered False ("" when it has not)."""
         return self.reasons[0] if self.reasons else ""
+
+
+def bind(lib: ctypes.CDLL, signatures: dict) -> ctypes.CDLL:
+    """Declare every entry point ``name -> signature`` of ``lib`` for ctypes (``p`` a pointer,
+    ``q`` a 64-bit integer, no return value), so each call converts and checks its arguments;
+    returns ``lib``."""
+    ctype = {"p": ctypes.c_void_p, "q": ctypes.c_longlong}
+    for name, signature in signatures.items():
+        fn = getattr(lib, name)
+        fn.restype = None
+        fn.argtypes = [ctype[k] for k in signature]
+    return lib

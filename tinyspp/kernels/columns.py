@@ -16,7 +16,7 @@ import functools
 
 import numpy as np
 
-from .build import Availability, cache_dir, find_compiler, shared_library
+from .build import Availability, bind, cache_dir, find_compiler, shared_library
 from .common import kernel_source
 from .cpu import flags
 
@@ -27,9 +27,10 @@ _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _ARGS = {"im2col": "pqqqqqqqqqqpq", "col2im": "pqqqqqqqqqqqqp"}
 
 
-def symbols() -> list[str]:
-    """The entry points a good build exports."""
-    return [f"{name}_{suffix}" for name in _ARGS for suffix in ("f32", "f64")]
+def entry_points() -> dict[str, str]:
+    """Every entry point a good build exports, with its ctypes signature."""
+    return {f"{name}_{suffix}": signature for name, signature in _ARGS.items()
+            for suffix in ("f32", "f64")}
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,14 +39,8 @@ def library() -> ctypes.CDLL:
     lib = shared_library("columns", kernel_source(SOURCE_NAME), flags(), cache_dir(),
                          find=lambda: find_compiler(), who="tinyspp.kernels.columns",
                          why="the CPU im2col/col2im kernels are C++ compiled on first use",
-                         symbols=symbols())
-    ctype = {"p": ctypes.c_void_p, "q": ctypes.c_longlong}
-    for name, signature in _ARGS.items():
-        for suffix in ("f32", "f64"):
-            fn = getattr(lib, f"{name}_{suffix}")
-            fn.restype = None
-            fn.argtypes = [ctype[k] for k in signature]
-    return lib
+                         symbols=list(entry_points()))
+    return bind(lib, entry_points())
 
 
 _STATE = Availability(lambda: library())  # looked up when called (tests patch library)
@@ -59,30 +54,32 @@ def fits(x) -> bool:
     return isinstance(x, np.ndarray) and x.dtype in VALUE_DTYPES
 
 
-def strided_ok(a) -> bool:
-    """Whether the kernels can read the 2-D array ``a`` through its strides (all positive
-    multiples of the element size)."""
-    return a.ndim == 2 and all(st > 0 and st % a.itemsize == 0 for st in a.strides)
+def strided_ok(a, rows_major: bool = False) -> bool:
+    """Whether the kernels can read (or, ``rows_major``, write) the 2-D NumPy array ``a``
+    through its strides: all positive multiples of the element size, and for ``rows_major``
+    unit-stride rows (a block of whole columns of a row-major matrix)."""
+    if not (isinstance(a, np.ndarray) and a.ndim == 2
+            and all(st > 0 and st % a.itemsize == 0 for st in a.strides)):
+        return False
+    rows, ncols = a.shape
+    return not rows_major or ((a.strides[1] == a.itemsize or ncols <= 1)
+                              and (a.strides[0] >= ncols * a.itemsize or rows <= 1))
 
 
 def _block(cols, rows: int, ncols: int, dtype, name: str, rows_major: bool = True):
     """``(ld, cs)``: the element strides of ``cols``, a (rows, ncols) matrix of ``dtype`` whose
-    element (r, q) is at ``r*ld + q*cs``; with ``rows_major``, a block of whole columns of a
-    row-major matrix (``cs == 1``). TypeError otherwise (e.g. negative or odd strides)."""
-    ok = (isinstance(cols, np.ndarray) and cols.dtype == dtype and cols.shape == (rows, ncols)
-          and all(st > 0 and st % cols.itemsize == 0 for st in cols.strides))
-    ld, cs = (cols.strides[0] // cols.itemsize, cols.strides[1] // cols.itemsize) if ok else (0, 0)
-    if ok and rows_major:
-        ok = (cs == 1 or ncols <= 1) and (ld >= ncols or rows <= 1)
-        ld, cs = (ld if rows > 1 else ncols), 1
-    if not ok:
+    element (r, q) is at ``r*ld + q*cs`` (:func:`strided_ok`); TypeError otherwise."""
+    if not (isinstance(cols, np.ndarray) and cols.dtype == dtype
+            and cols.shape == (rows, ncols) and strided_ok(cols, rows_major)):
         got = (f"{type(cols).__name__} {getattr(cols, 'dtype', '')} {getattr(cols, 'shape', '')}"
                f" strides {getattr(cols, 'strides', '')}")
         what = "block of whole columns, shape" if rows_major else "matrix of shape"
         raise TypeError(f"tinyspp.kernels.columns: {name} must be a {np.dtype(dtype)} {what} "
                         f"({rows}, {ncols}) with positive strides" + (
                             " of a row-major matrix" if rows_major else "") + f"; got {got}")
-    return ld, cs
+    if rows_major:
+        return (cols.strides[0] // cols.itemsize if rows > 1 else ncols), 1
+    return cols.strides[0] // cols.itemsize, cols.strides[1] // cols.itemsize
 
 
 def _checked_image(a, name: str, dtype, shape=None):

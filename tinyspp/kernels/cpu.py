@@ -23,7 +23,7 @@ import functools
 import numpy as np
 
 from ..bins import level_plan, many_bin_edges
-from .build import Availability, cache_dir, find_compiler, shared_library
+from .build import Availability, bind, cache_dir, find_compiler, shared_library
 from .common import kernel_source
 
 SOURCE_NAME = "region_max.cpp"
@@ -58,10 +58,15 @@ def flags() -> tuple[str, ...]:
     return FLAGS + (("-mavx2",) if features.get("AVX2") else ())
 
 
+def entry_points() -> dict[str, str]:
+    """Every entry point a good build exports, with its ctypes signature."""
+    return {f"{name}_{value}_{arg}": signature for value in ("f32", "f64")
+            for name, signature in SIGNATURES.items() for arg in ("u16", "i32")}
+
+
 def symbols() -> list[str]:
     """The entry points a good build exports."""
-    return [f"{name}_{value}_{arg}" for value in ("f32", "f64") for name in SIGNATURES
-            for arg in ("u16", "i32")]
+    return list(entry_points())
 
 
 @functools.lru_cache(maxsize=1)
@@ -72,14 +77,7 @@ def library() -> ctypes.CDLL:
                          who="tinyspp.kernels.cpu",
                          why="the CPU region-pooling kernel is C++ compiled on first use",
                          symbols=symbols())
-    ctype = {"p": ctypes.c_void_p, "q": ctypes.c_longlong}
-    for value in ("f32", "f64"):
-        for name, signature in SIGNATURES.items():
-            for arg in ("u16", "i32"):
-                fn = getattr(lib, f"{name}_{value}_{arg}")
-                fn.restype = None
-                fn.argtypes = [ctype[k] for k in signature]
-    return lib
+    return bind(lib, entry_points())
 
 
 _STATE = Availability(lambda: library())  # looked up when called (tests patch library)

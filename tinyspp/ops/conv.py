@@ -162,12 +162,13 @@ def im2col(x, kh: int, kw: int, stride: int = 1, pad: int = 0, out=None, impl: s
     N, C, H, W = x.shape
     oh = conv_output_size(H, kh, stride, pad)
     ow = conv_output_size(W, kw, stride, pad)
-    rows_ok = out is None or out.ndim < 2 or out.strides[-1] == out.itemsize
-    if (impl != "auto" or rows_ok) and _use_kernel(impl, "im2col", x):
+    from ..kernels import columns
+
+    # "auto" leaves a buffer the loop cannot write (column-major, say) to the code below
+    if (impl != "auto" or out is None or columns.strided_ok(out, rows_major=True)) and \
+            _use_kernel(impl, "im2col", x):
         if out is None:
             out = xp.empty((C * kh * kw, N * oh * ow), dtype=x.dtype)
-        from ..kernels import columns
-
         columns.im2col(xp.ascontiguousarray(x), kh, kw, stride, pad, oh, ow, out)
         return out
     xpad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else xp.ascontiguousarray(x)
@@ -217,11 +218,10 @@ def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, pad: int = 0, out=N
     oh = conv_output_size(H, kh, stride, pad)
     ow = conv_output_size(W, kw, stride, pad)
     dx = xp.empty((N, C, H, W), dtype=cols.dtype) if out is None else out
-    readable = dx.flags.c_contiguous and getattr(cols, "ndim", 0) == 2 and all(
-        st > 0 and st % cols.itemsize == 0 for st in cols.strides)
-    if (impl != "auto" or readable) and _use_kernel(impl, "col2im", cols, dx):
-        from ..kernels import columns
+    from ..kernels import columns
 
+    readable = dx.flags.c_contiguous and columns.strided_ok(cols)
+    if (impl != "auto" or readable) and _use_kernel(impl, "col2im", cols, dx):
         columns.col2im(cols, kh, kw, stride, pad, oh, ow, dx)
         return dx
     cols6 = cols.reshape(C, kh, kw, N, oh, ow)
@@ -429,16 +429,11 @@ def _over_blocks(fn, xp, N: int, per_image: int, whole: bool, F: int, P: int) ->
 
 
 def _gemm_bias(w2, cols, b, out):
-    """``out (n, F, oh, ow) = w2 @ cols + b``: the GEMM gives (F, n*oh*ow); one pass does both
-    the (F, n) -> (n, F) transpose to NCHW and the bias."""
+    """``out (n, F, oh, ow) = w2 @ cols + b`` (the CuPy path): the GEMM gives (F, n*oh*ow); one
+    pass does both the (F, n) -> (n, F) transpose to NCHW and the bias."""
     xp = get_array_module(cols)
     n, F, oh, ow = out.shape
-    out_fn = (w2 @ cols).reshape(F, n, oh, ow).transpose(1, 0, 2, 3)
-    bias = b.reshape(F, 1, 1)
-    if xp is np:
-        parallel_slices(lambda a, c: np.add(out_fn[a:c], bias, out=out[a:c]), n, out.size)
-    else:
-        xp.add(out_fn, bias, out=out)
+    xp.add((w2 @ cols).reshape(F, n, oh, ow).transpose(1, 0, 2, 3), b.reshape(F, 1, 1), out=out)
 
 
 def conv2d_backward(dout, cache: Conv2dCache, need_dx: bool = True):

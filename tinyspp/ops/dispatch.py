@@ -88,6 +88,18 @@ def set_num_threads(n: int | None) -> None:
     _threads = n
 
 
+@contextmanager
+def using_threads(n: int | None):
+    """``set_num_threads(n)`` inside the block, then the setting before it (None included)."""
+    global _threads
+    saved = _threads
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        _threads = saved
+
+
 _blas_lock = threading.Lock()
 _blas_depth = 0
 _blas_saved: list = []
