@@ -28,7 +28,7 @@ from tinyspp.bench.common import (
 from tinyspp.ops import dispatch
 
 RESULTS = Path(__file__).resolve().parents[2] / "results" / "bench.json"
-TIMING = ("medians of all timed repeats; each workload alternates 3 rounds between tinyspp "
+TIMING = ("medians of all timed repeats; each workload alternates --rounds rounds between tinyspp "
           "(this process) and torch (a process of its own, idle while tinyspp runs), each "
           "round one untimed call then the timed ones, 50 ms pauses between sides")
 
@@ -37,6 +37,9 @@ def parse(argv=None):
     p = argparse.ArgumentParser(prog="python -m tinyspp.bench", description=__doc__)
     p.add_argument("--only", action="append", choices=SECTIONS, help="run only these sections")
     p.add_argument("--repeats", type=int, default=9, help="timed repeats per workload (median)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternating rounds per workload (the timed repeats are spread over "
+                        "them; more rounds average a noisy machine's slow drifts better)")
     p.add_argument("--quick", action="store_true", help="fewer repeats, smaller workloads")
     p.add_argument("--gpu", action="store_true", help="also run the CuPy/CUDA benchmarks")
     p.add_argument("--no-torch", action="store_true", help="skip the torch comparison")
@@ -108,7 +111,7 @@ def main(argv=None) -> int:
                         "env": {k: os.environ.get(k) for k in
                                 ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}},
             "load_average": {"start": load_start, "end": load_average()},
-            "timing": TIMING + f"; {opts.repeats} repeats per side",
+            "timing": TIMING + f"; {opts.rounds} rounds, {opts.repeats} repeats per side",
             "repeats": opts.repeats,
             "sections": sections,
             "note": opts.note,

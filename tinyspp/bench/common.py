@@ -168,7 +168,7 @@ class Peer:
         self.close()
 
 
-def side_by_side(ours, spec, opts, repeats: int | None = None, rounds: int = 3):
+def side_by_side(ours, spec, opts, repeats: int | None = None, rounds: int | None = None):
     """Median ms of ``ours`` and of torch workload ``spec``: ``(ours, torch, torch_inproc)``.
 
     The sides alternate for ``rounds`` rounds of one untimed and ``repeats // rounds`` timed
@@ -178,6 +178,7 @@ def side_by_side(ours, spec, opts, repeats: int | None = None, rounds: int = 3):
     calls of a side.
     """
     repeats = repeats or opts.repeats
+    rounds = rounds or getattr(opts, "rounds", None) or 3
     per = max(1, repeats // rounds)
     peer, inproc = getattr(opts, "peer", None), getattr(opts, "torch_inproc", None)
     inproc_step = build(inproc, spec) if inproc is not None else None

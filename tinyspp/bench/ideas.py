@@ -126,7 +126,7 @@ IDEAS = [
 
 def run(opts) -> list[Row]:
     rows = []
-    rounds = 3
+    rounds = getattr(opts, "rounds", None) or 3
     per = max(1, opts.repeats // rounds)
     cases = IDEAS + [("SGD step 32x3x48x48: conv columns kept -> re-gathered (memory)",
                       _with_keep_cols)]
