@@ -16,9 +16,11 @@ import numpy as np
 
 from tinyspp.bench import SECTIONS
 from tinyspp.bench.common import (
+    HEAPS,
     Peer,
     cpu_model,
     format_table,
+    heap_status,
     load_average,
     numpy_threads,
     rows_to_json,
@@ -53,6 +55,9 @@ def parse(argv=None):
                    help="threads for BOTH sides: NumPy's BLAS and tinyspp's element-wise passes "
                         "here, torch's intra-op threads in its process (default: each library's "
                         "own default)")
+    p.add_argument("--torch-heap", choices=HEAPS, default="default",
+                   help="glibc's heap settings in torch's process: its defaults (torch as "
+                        "shipped) or the ones tinyspp sets at import (tinyspp.ops.heap)")
     return p.parse_args(argv)
 
 
@@ -70,7 +75,7 @@ def main(argv=None) -> int:
         limits = threadpool_limits(opts.threads)
         if hasattr(dispatch, "set_num_threads"):
             dispatch.set_num_threads(opts.threads)
-    opts.peer = Peer(threads=opts.threads) if use_torch else None
+    opts.peer = Peer(threads=opts.threads, heap=opts.torch_heap) if use_torch else None
     # sections not yet moved to the peer (pyramid's per-RoI loop) still get torch in-process
     opts.torch = try_torch() if use_torch and ("pyramid" in sections
                                                or opts.torch_in_process) else None
@@ -110,6 +115,8 @@ def main(argv=None) -> int:
                         "torch_peer": peer_info["threads"] if peer_info else None,
                         "env": {k: os.environ.get(k) for k in
                                 ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}},
+            "heap": {"tinyspp": heap_status(),
+                     "torch_peer": peer_info.get("heap") if peer_info else None},
             "load_average": {"start": load_start, "end": load_average()},
             "timing": TIMING + f"; {opts.rounds} rounds, {opts.repeats} repeats per side",
             "repeats": opts.repeats,

@@ -35,7 +35,7 @@ class Row:
     """One benchmark line: our median, torch's (peer process; None when not measured), a note.
 
     ``torch_inproc_ms`` is torch timed inside this process (``--torch-in-process``), ``unit`` is
-    ``"ms"`` for times and ``"MiB"`` for memory rows.
+    ``"ms"`` for times, ``"MiB"`` for memory rows and ``"faults"`` for page-fault counts.
     """
 
     section: str
@@ -49,7 +49,7 @@ class Row:
     @property
     def ratio(self) -> float | None:
         """ours / torch: below 1 means tinyspp is faster (or smaller)."""
-        return None if self.torch_ms is None else self.ours_ms / self.torch_ms
+        return None if not self.torch_ms else self.ours_ms / self.torch_ms
 
 
 def median_ms(fn, repeats: int = 7, warmup: int = 1, sync=None) -> float:
@@ -120,6 +120,9 @@ def build(torch, spec):
     return getattr(importlib.import_module(module), builder)(torch, *args)
 
 
+HEAPS = ("default", "tinyspp")  # the torch peer's glibc heap: its defaults, or tinyspp's settings
+
+
 class Peer:
     """torch in a child process, driven over a pipe; one request at a time.
 
@@ -129,12 +132,17 @@ class Peer:
     waits on its pipe between requests, so it never runs while this process times NumPy.
     """
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, heap: str = "default"):
         cmd = [sys.executable, "-m", "tinyspp.bench.peer"]
         if threads:
             cmd += ["--threads", str(threads)]
+        if heap not in HEAPS:
+            raise ValueError(f"Peer: heap must be one of {HEAPS}, got {heap!r}")
+        # the peer imports tinyspp, whose import sets glibc's heap thresholds (tinyspp.ops.heap)
+        # unless told not to: torch runs as shipped ("default") unless asked otherwise
+        env = {**os.environ, "TINYSPP_KEEP_FREED": "0" if heap == "default" else "1"}
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, bufsize=1)
+                                     text=True, bufsize=1, env=env)
         self.info = self._request({"op": "info"})
 
     def _request(self, msg: dict):
@@ -209,6 +217,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def heap_status() -> str:
+    """What ``tinyspp.ops.heap`` did to glibc's heap in this process ("glibc's defaults" for
+    code from before that module existed)."""
+    try:
+        from tinyspp.ops import heap
+    except ImportError:
+        return "glibc's defaults (this tinyspp has no tinyspp.ops.heap)"
+    return heap.status()
+
+
 def numpy_threads() -> dict:
     """Thread pools NumPy's process uses (``threadpoolctl``): ``{"blas": n, ...}``."""
     from threadpoolctl import threadpool_info
@@ -236,6 +254,8 @@ def rows_from_json(items: list[dict]) -> list[Row]:
 def _fmt(v, unit="ms"):
     if v is None:
         return "-"
+    if unit == "faults":
+        return f"{v:.0f}"
     return f"{v:.1f}" if unit == "MiB" or v >= 100 else f"{v:.2f}"
 
 

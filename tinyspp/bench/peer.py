@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from .common import build, times_ms
+from .common import build, heap_status, times_ms
 
 
 def serve(threads: int | None = None) -> None:
@@ -27,7 +27,8 @@ def serve(threads: int | None = None) -> None:
         try:
             if msg["op"] == "info":
                 result = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                          "interop_threads": torch.get_num_interop_threads(), "pid": os.getpid()}
+                          "interop_threads": torch.get_num_interop_threads(), "pid": os.getpid(),
+                          "heap": heap_status()}
             else:
                 key = json.dumps(msg["spec"])
                 if key not in steps:

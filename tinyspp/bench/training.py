@@ -53,9 +53,16 @@ def ours_step(size: int, gpu: bool = False):
 
 
 def ours_peak_bytes(size: int) -> int:
-    """Peak traced bytes during one step (after a warm-up step), counting the whole training."""
+    """Peak traced bytes during one step (after a warm-up step), counting the whole training.
+
+    Meant for a fresh process (:func:`ours_peak_bytes_fresh`): memory a step keeps from one step
+    to the next -- the per-thread scratch buffers of ``tinyspp.ops.dispatch``, allocated in the
+    first step -- is traced only if it is allocated after ``tracemalloc.start()``. The modules a
+    step imports on first use are imported before, so their objects are not counted.
+    """
     import tracemalloc
 
+    _import_what_a_step_imports()
     tracemalloc.start()
     try:
         step = ours_step(size)
@@ -153,6 +160,33 @@ def torch_peak_bytes(torch, size: int):
     return measure
 
 
+FAULT_STEPS = 10  # steps whose page faults are counted (after 3 warm-up steps)
+
+
+def faults_per_step(step) -> float:
+    """Minor page faults of this process per call of ``step`` (``resource.getrusage``), after
+    three warm-up calls: memory mapped in afresh on first touch, see ``tinyspp.ops.heap``."""
+    import resource
+
+    for _ in range(3):
+        step()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(FAULT_STEPS):
+        step()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / FAULT_STEPS
+
+
+def _short(status: str) -> str:
+    """``tinyspp.ops.heap``'s status in a few words, for a row's note."""
+    return "thresholds set (tinyspp.ops.heap)" if status.startswith("applied") else "defaults"
+
+
+def torch_faults(torch, size: int):
+    """A function returning torch's page faults per SGD step in its process."""
+    step = _torch_training(torch, size)[-1]
+    return lambda: faults_per_step(step)
+
+
 def run(opts) -> list[Row]:
     rows = []
     for size in SIZES:
@@ -172,14 +206,51 @@ def run(opts) -> list[Row]:
     return rows
 
 
+def _import_what_a_step_imports() -> None:
+    """The modules building the net and a training step import on first use (numpy.random,
+    the thread pool, threadpoolctl, the compiled columns kernel): imported, and the kernel
+    loaded, outside the measurement."""
+    import concurrent.futures  # noqa: F401  (dispatch's thread pool)
+
+    import numpy.random  # noqa: F401  (NumPy imports it on first use: the net's initialisation)
+
+    from ..kernels import columns
+    from ..ops import dispatch
+
+    dispatch._blas_libraries()
+    columns.available()
+
+
+def ours_peak_bytes_fresh(size: int) -> int:
+    """:func:`ours_peak_bytes` in a fresh Python process (nothing allocated before it starts)."""
+    import subprocess
+    import sys
+
+    code = f"from tinyspp.bench.training import ours_peak_bytes as f; print(f({int(size)}))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, timeout=600)
+    if proc.returncode:
+        raise RuntimeError(f"ours_peak_bytes_fresh({size}): the child failed:\n{proc.stderr}")
+    return int(proc.stdout.split()[-1])
+
+
 def memory_rows(opts) -> list[Row]:
     """Peak memory of one SGD step at each size, ours and torch's (section ``memory``)."""
     peer = getattr(opts, "peer", None)
     rows = []
     for size in SIZES:
-        ours = ours_peak_bytes(size) / MIB
+        ours = ours_peak_bytes_fresh(size) / MIB
         theirs = peer.call((__name__, "torch_peak_bytes", [size])) / MIB if peer else None
         rows.append(Row("memory", f"peak memory, one SGD step, {BATCH}x3x{size}x{size}", ours,
                         theirs, "tracemalloc vs torch.profiler; model state included",
                         unit="MiB"))
+    from .common import heap_status
+
+    for size in SIZES:
+        ours = faults_per_step(ours_step(size))
+        theirs = peer.call((__name__, "torch_faults", [size])) if peer else None
+        torch_heap = peer.info.get("heap", "") if peer else ""
+        rows.append(Row("memory", f"page faults per SGD step, {BATCH}x3x{size}x{size}", ours,
+                        theirs, f"glibc heap: tinyspp {_short(heap_status())}, torch "
+                        f"{_short(torch_heap)}", unit="faults"))
     return rows
