@@ -9,7 +9,6 @@ defaults).
 """
 
 from . import heap
-
 from .basic import (
     DropoutCache,
     LinearCache,
