@@ -54,6 +54,14 @@ def relu_forward(x):
     """
     xp = get_array_module(x)
     check_array(x, "x", "relu_forward")
+    if _compiled(x):  # one compiled pass (tinyspp/kernels/passes.cpp), split over threads
+        from ..kernels import passes
+
+        out, positive = np.empty_like(x), np.empty(x.shape, dtype=bool)
+        flat_x, flat_out, flat_pos = x.reshape(-1), out.reshape(-1), positive.reshape(-1)
+        parallel_slices(lambda a, b: passes.relu_forward(flat_x, flat_out, flat_pos, a, b),
+                        x.size, 2 * x.size)
+        return out, ReLUCache(positive)
     if xp is np and x.ndim and x.flags.c_contiguous:  # the same two passes, split over threads
         out, positive = np.empty_like(x), np.empty(x.shape, dtype=bool)
         flat_x, flat_out, flat_pos = x.reshape(-1), out.reshape(-1), positive.reshape(-1)
@@ -76,9 +84,33 @@ def relu_backward(dout, cache: ReLUCache):
             f"relu_backward: dout must have shape {tuple(cache.positive.shape)}, "
             f"got {tuple(dout.shape)}"
         )
+    if _compiled(dout, cache.positive):
+        from ..kernels import passes
+
+        dx = np.empty_like(dout)
+        flat_d, flat_m, flat_dx = dout.reshape(-1), cache.positive.reshape(-1), dx.reshape(-1)
+        parallel_slices(lambda a, b: passes.relu_backward(flat_d, flat_m, flat_dx, a, b),
+                        dout.size, 2 * dout.size)
+        return dx
     if xp is np and dout.ndim and dout.dtype.kind == "f" and dout.flags.c_contiguous:
         return _masked_copy(dout, cache.positive)
     return relu_backward_plain(dout, cache)
+
+
+PASSES_IMPL = "auto"  # "auto": the compiled ReLU passes where they run; "xp": NumPy (tests)
+
+
+def _compiled(*arrays) -> bool:
+    """Whether ReLU runs the compiled pass: ``PASSES_IMPL == "auto"``, C-contiguous NumPy
+    float32/float64 arrays (a bool mask beside them) and the library builds here."""
+    if PASSES_IMPL == "xp" or not arrays[0].ndim:
+        return False
+    if PASSES_IMPL != "auto":
+        raise ValueError(f"tinyspp.ops.basic.PASSES_IMPL must be 'auto' or 'xp', "
+                         f"got {PASSES_IMPL!r}")
+    from ..kernels import passes
+
+    return passes.fits(*arrays) and passes.available()
 
 
 def relu_backward_plain(dout, cache: ReLUCache):

@@ -252,6 +252,14 @@ def max_pool2d_backward(dout, cache: MaxPool2dCache):
         raise ValueError(f"{func}: dout must have shape {(N, C, oh, ow)}, got {tuple(dout.shape)}")
     ksize, stride, pad = cache.ksize, cache.stride, cache.pad
     Hp, Wp = cache.padded_shape
+    if _compiled_backward(dout, cache):  # windows inside the image: the compiled scatter
+        from ..kernels import passes
+
+        dx = np.empty((N, C, H, W), dtype=dout.dtype)
+        parallel_slices(lambda p0, p1: passes.pool_backward(dout, cache.winner, ksize, stride,
+                                                            dx, p0, p1),
+                        N * C, N * C * H * W)
+        return dx
     # flat index of every window's winner inside its image's padded (C, Hp, Wp) volume:
     # window origin (channel, oy*stride, ox*stride) + the winner's offset (i, j)
     origin = ((xp.arange(C) * (Hp * Wp)).reshape(C, 1, 1)
@@ -273,3 +281,25 @@ def max_pool2d_backward(dout, cache: MaxPool2dCache):
     if (Hp, Wp) == (H, W):  # no padding: dxpad is dx (no crop copy)
         return dxpad
     return xp.ascontiguousarray(dxpad[:, :, pad:pad + H, pad:pad + W])
+
+
+PASSES_IMPL = "auto"  # "auto": the compiled backward where it runs; "xp": the NumPy scatter
+
+
+def _compiled_backward(dout, cache) -> bool:
+    """Whether ``max_pool2d_backward`` runs ``tinyspp/kernels/passes.cpp``'s scatter: NumPy
+    float32/float64, no padding, every window inside the image, uint8 winners, and the
+    library builds here (``PASSES_IMPL == "auto"``)."""
+    if PASSES_IMPL == "xp":
+        return False
+    if PASSES_IMPL != "auto":
+        raise ValueError(f"tinyspp.ops.pool.PASSES_IMPL must be 'auto' or 'xp', "
+                         f"got {PASSES_IMPL!r}")
+    from ..kernels import passes
+
+    N, C, H, W = cache.x_shape
+    oh, ow = cache.winner.shape[2:]
+    return (cache.pad == 0 and cache.padded_shape == (H, W)
+            and passes.fits(dout, cache.winner) and cache.winner.dtype == np.uint8
+            and passes.windows_inside(H, W, cache.ksize, cache.stride, oh, ow)
+            and passes.available())

@@ -1,0 +1,135 @@
+"""The compiled ReLU passes and max-pool backward (``tinyspp/kernels/passes.cpp``) against their
+NumPy twins (``PASSES_IMPL = "xp"``), bit for bit: NaN (with its sign), +-inf, -0.0, ties, and
+overlapping windows whose gradients add up; on one thread or split over two.
+"""
+
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tinyspp.kernels import passes
+from tinyspp.ops import basic, dispatch, pool
+from tinyspp.ops.basic import relu_backward, relu_forward
+from tinyspp.ops.pool import max_pool2d_backward, max_pool2d_forward
+
+needs_kernel = pytest.mark.skipif(not passes.available(),
+                                  reason=f"no compiled kernel: {passes.why_unavailable()}")
+
+# few distinct values: ties everywhere, and every special float
+VALUES = np.array([-2.0, -1.0, -0.0, 0.0, 1.0, 2.0, np.inf, -np.inf, np.nan, -np.nan])
+
+
+def awkward(shape, seed, dtype):
+    rng = np.random.default_rng(seed)
+    return VALUES[rng.integers(0, VALUES.size, size=shape)].astype(dtype)
+
+
+def same_bits(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(np.ascontiguousarray(a).view(np.uint8),
+                                  np.ascontiguousarray(b).view(np.uint8))
+
+
+@contextmanager
+def impl(value, threads=1):
+    """Both ops' ``PASSES_IMPL`` set to ``value``, on ``threads`` threads with every pass split."""
+    saved = basic.PASSES_IMPL, pool.PASSES_IMPL, dispatch.MIN_WORK
+    basic.PASSES_IMPL = pool.PASSES_IMPL = value
+    dispatch.MIN_WORK = 0
+    try:
+        with dispatch.using_threads(threads):
+            yield
+    finally:
+        basic.PASSES_IMPL, pool.PASSES_IMPL, dispatch.MIN_WORK = saved
+
+
+shapes = st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9))
+
+
+@needs_kernel
+@given(shape=shapes, seed=st.integers(0, 2**16), double=st.booleans(),
+       threads=st.sampled_from([1, 2]))
+def test_relu_passes_equal_numpy_bit_for_bit(shape, seed, double, threads):
+    dtype = np.float64 if double else np.float32
+    x, dout = awkward(shape, seed, dtype), awkward(shape, seed + 1, dtype)
+    with impl("xp"):
+        out_np, cache_np = relu_forward(x)
+        dx_np = relu_backward(dout, cache_np)
+    with impl("auto", threads):
+        assert basic._compiled(x)
+        out, cache = relu_forward(x)
+        dx = relu_backward(dout, cache)
+    same_bits(out, out_np)  # np.maximum(x, 0): NaN kept with its bits, -0.0 -> +0.0
+    np.testing.assert_array_equal(cache.positive, cache_np.positive)
+    same_bits(dx, dx_np)
+
+
+windows = st.tuples(st.integers(1, 4), st.integers(1, 3))  # ksize, stride (overlap: stride < ksize)
+
+
+@needs_kernel
+@given(shape=shapes, window=windows, seed=st.integers(0, 2**16), double=st.booleans(),
+       threads=st.sampled_from([1, 2]))
+def test_pool_backward_equals_numpy_bit_for_bit(shape, window, seed, double, threads):
+    """Overlapping windows (stride < ksize) that pick the same pixel add up in the same order."""
+    N, C, H, W = shape
+    k, s = window
+    if k > min(H, W):
+        return
+    dtype = np.float64 if double else np.float32
+    x = awkward(shape, seed, dtype)
+    out, cache = max_pool2d_forward(x, k, stride=s)
+    dout = awkward(out.shape, seed + 1, dtype)
+    with impl("xp"), np.errstate(invalid="ignore"):  # inf + -inf: NumPy warns, C++ does not
+        dx_np = max_pool2d_backward(dout, cache)
+    with impl("auto", threads):
+        assert pool._compiled_backward(dout, cache)
+        dx = max_pool2d_backward(dout, cache)
+    same_bits(dx, dx_np)
+
+
+@needs_kernel
+@pytest.mark.parametrize("kw", [dict(pad=1), dict(ceil_mode=True)])
+def test_padded_or_overhanging_windows_keep_the_numpy_scatter(kw):
+    x = awkward((2, 3, 8, 8), 0, np.float32)  # ceil_mode: a 4th window overhangs the 8th row
+    out, cache = max_pool2d_forward(x, 3, stride=2, **kw)
+    dout = awkward(out.shape, 1, np.float32)
+    assert not pool._compiled_backward(dout, cache)
+    with impl("xp"), np.errstate(invalid="ignore"):
+        expected = max_pool2d_backward(dout, cache)
+    with np.errstate(invalid="ignore"):
+        same_bits(max_pool2d_backward(dout, cache), expected)
+
+
+def test_a_bad_switch_is_an_error_naming_it(monkeypatch):
+    x = np.ones((2, 2), np.float32)
+    monkeypatch.setattr(basic, "PASSES_IMPL", "cpu")
+    with pytest.raises(ValueError, match="tinyspp.ops.basic.PASSES_IMPL must be 'auto' or 'xp'"):
+        relu_forward(x)
+    out, cache = max_pool2d_forward(np.ones((1, 1, 4, 4), np.float32), 2)
+    monkeypatch.setattr(pool, "PASSES_IMPL", "fast")
+    with pytest.raises(ValueError, match="tinyspp.ops.pool.PASSES_IMPL must be 'auto' or 'xp'"):
+        max_pool2d_backward(out, cache)
+
+
+@needs_kernel
+def test_the_glue_refuses_what_the_loops_cannot_read():
+    x = np.ones((4, 4), np.float32)
+    with pytest.raises(TypeError, match="out must be a C-contiguous float32"):
+        passes.relu_forward(x, np.ones((4, 4)), np.ones((4, 4), bool), 0, 16)
+    with pytest.raises(TypeError, match="x must be a C-contiguous float32"):
+        passes.relu_forward(x.T.copy(order="F")[:, :3], x, np.ones((4, 4), bool), 0, 12)
+    dout, winner = np.ones((1, 1, 2, 2), np.float32), np.zeros((1, 1, 2, 2), np.uint8)
+    with pytest.raises(ValueError, match="do not all lie inside a 4x4 image"):
+        passes.pool_backward(dout, winner, 3, 2, np.empty((1, 1, 4, 4), np.float32), 0, 1)
+
+
+def test_float16_and_non_contiguous_arrays_take_the_numpy_path():
+    x = np.ones((4, 4), np.float16)
+    assert not basic._compiled(x)
+    assert not basic._compiled(np.ones((4, 8), np.float32)[:, ::2])
+    out, cache = relu_forward(np.ones((4, 8), np.float32)[:, ::2])
+    np.testing.assert_array_equal(out, 1)

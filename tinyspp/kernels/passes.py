@@ -1,0 +1,119 @@
+"""The compiled ReLU passes and max-pooling backward: ``passes.cpp`` and its glue.
+
+``tinyspp.ops.relu_forward`` / ``relu_backward`` and ``max_pool2d_backward`` call these for
+C-contiguous NumPy float32/float64 arrays when the library builds (the ops' ``PASSES_IMPL =
+"auto"``); the NumPy code of the ops is the readable twin, and the tests check that both give
+the same numbers bit for bit. The ``.cpp`` file says why one loop beats NumPy's several passes.
+Compiled once per machine and cached (:mod:`tinyspp.kernels.build`), with the flags of
+``columns.cpp``. The calls release the GIL (ctypes does), so slices of a batch run on several
+threads at once (``tinyspp.ops.dispatch.parallel_slices``): every function here takes a range
+of elements or of image planes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import numpy as np
+
+from .build import Availability, bind, cache_dir, find_compiler, shared_library
+from .common import kernel_source
+from .cpu import flags
+
+SOURCE_NAME = "passes.cpp"
+VALUE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_ARGS = {"relu_forward": "pqpp", "relu_backward": "ppqp", "pool_backward": "ppqqqqqqqp"}
+MAX_WINDOW = 16  # the winner is a uint8 offset: windows up to 16 x 16
+
+
+def entry_points() -> dict[str, str]:
+    """Every entry point a good build exports, with its ctypes signature."""
+    return {f"{name}_{suffix}": signature for name, signature in _ARGS.items()
+            for suffix in ("f32", "f64")}
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> ctypes.CDLL:
+    """The compiled passes (RuntimeError without a C++ compiler); built once per machine."""
+    lib = shared_library("passes", kernel_source(SOURCE_NAME), flags(), cache_dir(),
+                         find=lambda: find_compiler(), who="tinyspp.kernels.passes",
+                         why="the CPU ReLU and pooling loops are C++ compiled on first use",
+                         symbols=list(entry_points()))
+    return bind(lib, entry_points())
+
+
+_STATE = Availability(lambda: library())  # looked up when called (tests patch library)
+available = _STATE.available  # () -> bool: builds on the first call; False: use NumPy
+why_unavailable = _STATE.why_unavailable  # () -> str: why available() answered False
+
+
+def fits(*arrays) -> bool:
+    """Whether the passes take these arrays: C-contiguous NumPy arrays, the first float32 or
+    float64 (the others are its companions: same dtype or uint8 masks)."""
+    return (all(isinstance(a, np.ndarray) and a.flags.c_contiguous for a in arrays)
+            and arrays[0].dtype in VALUE_DTYPES)
+
+
+def _check(a, name: str, dtype, size: int | None = None) -> None:
+    if not (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous
+            and (size is None or a.size >= size)):
+        want = f" of at least {size} elements" if size is not None else ""
+        raise TypeError(f"tinyspp.kernels.passes: {name} must be a C-contiguous {np.dtype(dtype)}"
+                        f" NumPy array{want}, got {type(a).__name__} {getattr(a, 'dtype', '')} "
+                        f"{getattr(a, 'shape', '')}")
+
+
+def _fn(name: str, dtype):
+    return getattr(library(), f"{name}_{_SUFFIX[np.dtype(dtype)]}")
+
+
+def _at(a, start: int) -> int:
+    """The address of element ``start`` of the flat C-contiguous array ``a``."""
+    return a.ctypes.data + start * a.itemsize
+
+
+def relu_forward(x, out, mask, start: int, stop: int) -> None:
+    """Elements ``start:stop`` of the flattened arrays: ``out = max(x, 0)``, ``mask = x > 0``
+    (``mask`` a bool or uint8 array)."""
+    _check(x, "x", x.dtype if fits(x) else np.float32)
+    _check(out, "out", x.dtype, x.size)
+    _check(mask.view(np.uint8), "mask", np.uint8, x.size)
+    _fn("relu_forward", x.dtype)(_at(x, start), stop - start, _at(out, start),
+                                 _at(mask, start))
+
+
+def relu_backward(dout, mask, dx, start: int, stop: int) -> None:
+    """Elements ``start:stop``: ``dx = mask ? dout : +0.0``."""
+    _check(dout, "dout", dout.dtype if fits(dout) else np.float32)
+    _check(mask.view(np.uint8), "mask", np.uint8, dout.size)
+    _check(dx, "dx", dout.dtype, dout.size)
+    _fn("relu_backward", dout.dtype)(_at(dout, start), _at(mask, start), stop - start,
+                                     _at(dx, start))
+
+
+def pool_backward(dout, winner, ksize: int, stride: int, dx, p0: int, p1: int) -> None:
+    """Image planes ``p0:p1``: ``dx (N, C, H, W)`` = 0, plus every window's ``dout`` at its
+    winner (windows in row-major order)."""
+    N, C, H, W = dx.shape
+    oh, ow = dout.shape[2:]
+    _check(dout, "dout", dout.dtype if fits(dout) else np.float32)
+    _check(winner, "winner", np.uint8, N * C * oh * ow)
+    _check(dx, "dx", dout.dtype, N * C * H * W)
+    _check_windows(H, W, ksize, stride, oh, ow)
+    _fn("pool_backward", dout.dtype)(_at(dout, p0 * oh * ow), _at(winner, p0 * oh * ow),
+                                     p1 - p0, H, W, ksize, stride, oh, ow, _at(dx, p0 * H * W))
+
+
+def windows_inside(H: int, W: int, ksize: int, stride: int, oh: int, ow: int) -> bool:
+    """Whether the pooling backward applies: every window inside the image, uint8 offsets."""
+    return (1 <= ksize <= MAX_WINDOW and stride >= 1 and oh >= 1 and ow >= 1
+            and (oh - 1) * stride + ksize <= H and (ow - 1) * stride + ksize <= W)
+
+
+def _check_windows(H, W, ksize, stride, oh, ow) -> None:
+    if not windows_inside(H, W, ksize, stride, oh, ow):
+        raise ValueError(f"tinyspp.kernels.passes: {oh}x{ow} windows of {ksize}x{ksize}, "
+                         f"stride {stride}, do not all lie inside a {H}x{W} image (or the "
+                         f"window is larger than {MAX_WINDOW}x{MAX_WINDOW})")
