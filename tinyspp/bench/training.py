@@ -208,17 +208,16 @@ def run(opts) -> list[Row]:
 
 def _import_what_a_step_imports() -> None:
     """The modules building the net and a training step import on first use (numpy.random,
-    the thread pool, threadpoolctl, the compiled columns kernel): imported, and the kernel
-    loaded, outside the measurement."""
-    import concurrent.futures  # noqa: F401  (dispatch's thread pool)
-
+    threadpoolctl, the compiled kernels): imported, and the kernels loaded, outside the
+    measurement."""
     import numpy.random  # noqa: F401  (NumPy imports it on first use: the net's initialisation)
 
-    from ..kernels import columns
+    from ..kernels import columns, passes
     from ..ops import dispatch
 
     dispatch._blas_libraries()
     columns.available()
+    passes.available()
 
 
 def ours_peak_bytes_fresh(size: int) -> int:

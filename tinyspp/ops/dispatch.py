@@ -11,6 +11,7 @@ True
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from contextlib import contextmanager, nullcontext
 
@@ -46,7 +47,6 @@ def array_module(func: str, **arrays):
 # of our threads runs its own GEMMs on its own core. Two pools on the same cores (OpenBLAS's
 # workers spin for a while after each GEMM, waiting for the next) slow each other down.
 
-_pool = None
 _threads = None
 _local = threading.local()  # .inside: this thread is running a slice of a split
 MIN_WORK = 1 << 20  # elements below which a pass stays in the calling thread (tests set 0)
@@ -184,23 +184,52 @@ def parallel_slices(fn, length: int, work: int) -> None:
     if threads <= 1 or work < MIN_WORK or getattr(_local, "inside", False):
         fn(0, length)
         return
-    global _pool
-    if _pool is None or _pool._max_workers < threads - 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _pool = ThreadPoolExecutor(max_workers=max(threads - 1, 1),
-                                   thread_name_prefix="tinyspp")
+    workers = _workers(threads - 1)
     bounds = [length * i // threads for i in range(threads + 1)]
+    done = queue.SimpleQueue()  # this call's answers (callers on several threads never mix)
     with one_blas_thread():
-        futures = [_pool.submit(_as_slice, fn, bounds[i], bounds[i + 1])
-                   for i in range(1, threads)]
+        for i in range(1, threads):
+            workers[i - 1].jobs.put((fn, bounds[i], bounds[i + 1], done))
         try:
             _as_slice(fn, bounds[0], bounds[1])  # the calling thread takes the first slice
         finally:
-            errors = [f.exception() for f in futures]  # wait for every slice, even on error
+            errors = [done.get() for _ in range(1, threads)]  # wait for every slice
         for err in errors:
             if err is not None:
                 raise err
+
+
+class _Worker:
+    """A thread of tinyspp's pool: runs ``(fn, a, b, done)`` jobs from its queue and answers
+    each on the caller's ``done`` queue (None, or the exception). C-level queues hand a job
+    over faster than a ``concurrent.futures`` executor's futures (a split still costs tens of
+    microseconds: the thread has to wake up)."""
+
+    def __init__(self, index: int):
+        self.jobs = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=f"tinyspp-{index}", daemon=True).start()
+
+    def _run(self):
+        while True:
+            fn, a, b, done = self.jobs.get()
+            try:
+                _as_slice(fn, a, b)
+            except BaseException as err:  # noqa: BLE001 -- handed to the caller, re-raised there
+                done.put(err)
+            else:
+                done.put(None)
+
+
+_pool: list = []
+_pool_lock = threading.Lock()
+
+
+def _workers(n: int) -> list:
+    """At least ``n`` started workers (started on first need, kept for the process)."""
+    with _pool_lock:
+        while len(_pool) < n:
+            _pool.append(_Worker(len(_pool) + 1))
+        return _pool
 
 
 def parallel_map(fn, items, work: int) -> list:
