@@ -42,7 +42,8 @@ RENDERERS: dict[str, str] = {
     "bench.pyramid": "tinyspp.bench.pyramid:render_results",
     "gpu.check": "tinyspp.bench.gpu:render_results",
     **{f"bench.{k}": f"tinyspp.bench.report:render_{k}"
-       for k in ("setup", "table", "targets", "targets_1thread", "profile", "ideas")},
+       for k in ("setup", "table", "targets", "targets_1thread", "profile", "ideas",
+                 "fresh")},
 }
 
 BLOCK = re.compile(

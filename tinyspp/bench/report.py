@@ -51,7 +51,9 @@ def render_setup(results_dir: Path) -> str:
     lines = []
     for name, what in (("bench", "now"), ("bench_before", "before"),
                        ("bench_1thread", "now, one thread each"),
-                       ("bench_before_1thread", "before, one thread each")):
+                       ("bench_before_1thread", "before, one thread each"),
+                       *((name, f"training in a fresh process: {what}")
+                         for name, what, _ in FRESH)):
         d = _load(results_dir, name)
         if d is None:
             lines.append(f"- {what}: " + _missing(name).strip())
@@ -69,6 +71,10 @@ def render_setup(results_dir: Path) -> str:
             f"{d['threads'].get('tinyspp', '-')}; torch {d['threads'].get('torch_peer', '-')} "
             f"intra-op threads in its own process",
         ]
+        heap = d.get("heap")
+        if heap:
+            lines.append(f"  - glibc heap: tinyspp's process {heap['tinyspp']}; torch's process "
+                         f"{heap['torch_peer']}")
     return "\n".join(lines) + "\n"
 
 
@@ -113,6 +119,47 @@ def render_targets(results_dir: Path, name: str = "bench", before_name: str = "b
                        "shared the CPUs, which slows a library that waits for its threads at "
                        "every barrier more than one that does not, so its ratios are indicative "
                        "only.*")
+    return "\n".join(out) + "\n"
+
+
+# training runs started afresh (python -m tinyspp.bench --only training --only memory ...):
+# results file, what differs, and the glibc heap each side had
+FRESH = [
+    ("bench_fresh", "as shipped", "tinyspp's thresholds (tinyspp.ops.heap) / glibc's defaults"),
+    ("bench_fresh_glibc", "TINYSPP_KEEP_FREED=0", "glibc's defaults / glibc's defaults"),
+    ("bench_fresh_torch_heap", "--torch-heap tinyspp",
+     "tinyspp's thresholds / tinyspp's thresholds"),
+]
+FRESH_ROWS = [("SGD step, small SPP-net, 32x3x32x32", "training"),
+              ("SGD step, small SPP-net, 32x3x48x48", "training"),
+              ("page faults per SGD step, 32x3x32x32", "memory"),
+              ("page faults per SGD step, 32x3x48x48", "memory")]
+
+
+def render_fresh(results_dir: Path) -> str:
+    """``bench.fresh``: the SGD steps and their page faults when the benchmark process starts
+    with the training section (as a training script does), under three heap settings."""
+    head = "| run | glibc heap (tinyspp / torch) | " + " | ".join(
+        w.replace("SGD step, small SPP-net, ", "SGD step ").replace(" per SGD step", "")
+        + (" (ours / torch)" if w.startswith("page") else " (ours / torch, ratio)")
+        for w, _ in FRESH_ROWS) + " |"
+    out = [head, "|---|---|" + "---|" * len(FRESH_ROWS)]
+    for name, what, heap in FRESH:
+        d = _load(results_dir, name)
+        if d is None:
+            out.append(f"| {what} | {heap} | " + " | ".join("-" for _ in FRESH_ROWS) + " |")
+            continue
+        rows = rows_from_json(d["rows"])
+        cells = []
+        for prefix, section in FRESH_ROWS:
+            r = _find(rows, prefix, section)
+            if r is None or r.torch_ms is None:
+                cells.append("-")
+            elif r.unit == "faults":
+                cells.append(f"{r.ours_ms:.0f} / {r.torch_ms:.0f}")
+            else:
+                cells.append(f"{r.ours_ms:.1f} / {r.torch_ms:.1f} ms, {r.ratio:.2f}")
+        out.append(f"| {what} (`results/{name}.json`) | {heap} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
