@@ -20,14 +20,54 @@ from .layers import data
 from .training import ours_step
 
 
+@contextlib.contextmanager
+def _passes(impl: str):
+    """The ops' ``PASSES_IMPL`` switch (compiled ReLU and pool-backward loops, or NumPy)."""
+    from ..ops import basic, pool
+
+    saved = basic.PASSES_IMPL, pool.PASSES_IMPL
+    basic.PASSES_IMPL = pool.PASSES_IMPL = impl
+    try:
+        yield
+    finally:
+        basic.PASSES_IMPL, pool.PASSES_IMPL = saved
+
+
 def _relu(fast: bool):
     from ..ops import relu_forward
-    from ..ops.basic import relu_backward, relu_backward_plain
+    from ..ops.basic import _masked_copy, relu_backward_plain
 
     _, cache = relu_forward(data((32, 16, 48, 48), 5))
     dout = data((32, 16, 48, 48), 6)
-    backward = relu_backward if fast else relu_backward_plain
-    return lambda: backward(dout, cache)
+    if fast:
+        return lambda: _masked_copy(dout, cache.positive)
+    return lambda: relu_backward_plain(dout, cache)
+
+
+def _relu_compiled(fast: bool):
+    from ..ops import relu_backward, relu_forward
+
+    x, dout = data((32, 16, 48, 48), 5), data((32, 16, 48, 48), 6)
+
+    def step():
+        with _passes("auto" if fast else "xp"):
+            _, cache = relu_forward(x)
+            relu_backward(dout, cache)
+
+    return step
+
+
+def _pool_backward(fast: bool):
+    from ..ops import max_pool2d_backward, max_pool2d_forward
+
+    out, cache = max_pool2d_forward(data((32, 16, 48, 48), 7), 2)
+    dout = data(out.shape, 9)
+
+    def step():
+        with _passes("auto" if fast else "xp"):
+            max_pool2d_backward(dout, cache)
+
+    return step
 
 
 def _pool(fast: bool):
@@ -112,6 +152,9 @@ def _with_keep_cols(keep: bool):
 
 IDEAS = [
     ("ReLU backward x(32, 16, 48, 48): np.where -> one bitwise AND", _relu),
+    ("ReLU fwd+bwd x(32, 16, 48, 48): NumPy's passes -> one compiled pass each", _relu_compiled),
+    ("max-pool 2/2 bwd x(32, 16, 48, 48): index arrays + np.add.at -> compiled scatter",
+     _pool_backward),
     ("max-pool 2/2 fwd+bwd x(32, 16, 48, 48): padded phase copy -> views of x", _pool),
     ("SPP (6, 3, 2, 1) fwd x(32, 256, 13, 13): every level scanned -> nested levels merged",
      _spp),
