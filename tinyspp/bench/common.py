@@ -49,7 +49,9 @@ class Row:
     @property
     def ratio(self) -> float | None:
         """ours / torch: below 1 means tinyspp is faster (or smaller)."""
-        return None if not self.torch_ms else self.ours_ms / self.torch_ms
+        if self.unit == "faults" or not self.torch_ms:  # counts: a ratio says nothing there
+            return None
+        return self.ours_ms / self.torch_ms
 
 
 def median_ms(fn, repeats: int = 7, warmup: int = 1, sync=None) -> float:

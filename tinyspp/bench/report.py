@@ -132,8 +132,8 @@ FRESH = [
 ]
 FRESH_ROWS = [("SGD step, small SPP-net, 32x3x32x32", "training"),
               ("SGD step, small SPP-net, 32x3x48x48", "training"),
-              ("page faults per SGD step, 32x3x32x32", "memory"),
-              ("page faults per SGD step, 32x3x48x48", "memory")]
+              ("page faults per SGD step, 32x3x32x32", "training"),
+              ("page faults per SGD step, 32x3x48x48", "training")]
 
 
 def render_fresh(results_dir: Path) -> str:

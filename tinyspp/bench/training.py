@@ -188,9 +188,19 @@ def torch_faults(torch, size: int):
 
 
 def run(opts) -> list[Row]:
-    rows = []
+    from .common import heap_status
+
+    rows, faults = [], []
+    peer = getattr(opts, "peer", None)
     for size in SIZES:
         step = ours_step(size, gpu=opts.gpu)
+        if not opts.gpu:  # counted first, in the state the timed steps then run in
+            ours = faults_per_step(step)
+            theirs = peer.call((__name__, "torch_faults", [size])) if peer else None
+            torch_heap = peer.info.get("heap", "") if peer else ""
+            faults.append(Row("training", f"page faults per SGD step, {BATCH}x3x{size}x{size}",
+                              ours, theirs, f"glibc heap: tinyspp {_short(heap_status())}, "
+                              f"torch {_short(torch_heap)}", unit="faults"))
         if opts.gpu:
             from ..backend import synchronize
 
@@ -203,7 +213,7 @@ def run(opts) -> list[Row]:
             note += f", torch {BATCH / theirs * 1e3:.0f} img/s"
         rows.append(Row("training", f"SGD step, small SPP-net, {BATCH}x3x{size}x{size}", ours,
                         theirs, note + (" (GPU)" if opts.gpu else ""), torch_inproc_ms=inproc))
-    return rows
+    return rows + faults
 
 
 def _import_what_a_step_imports() -> None:
@@ -248,13 +258,4 @@ def memory_rows(opts) -> list[Row]:
         rows.append(Row("memory", f"peak memory, one SGD step, {BATCH}x3x{size}x{size}", ours,
                         theirs, "tracemalloc vs torch.profiler; model state included",
                         unit="MiB"))
-    from .common import heap_status
-
-    for size in SIZES:
-        ours = faults_per_step(ours_step(size))
-        theirs = peer.call((__name__, "torch_faults", [size])) if peer else None
-        torch_heap = peer.info.get("heap", "") if peer else ""
-        rows.append(Row("memory", f"page faults per SGD step, {BATCH}x3x{size}x{size}", ours,
-                        theirs, f"glibc heap: tinyspp {_short(heap_status())}, torch "
-                        f"{_short(torch_heap)}", unit="faults"))
     return rows
