@@ -53,7 +53,10 @@ def render_setup(results_dir: Path) -> str:
                        ("bench_1thread", "now, one thread each"),
                        ("bench_before_1thread", "before, one thread each"),
                        *((name, f"training in a fresh process: {what}")
-                         for name, what, _ in FRESH)):
+                         for name, what, _ in FRESH),
+                       *((p.stem, f"training in a fresh process, repeated ({p.stem})")
+                         for prefix in (RUNS, RUNS_SAME_HEAP)
+                         for p in _run_files(results_dir, prefix))):
         d = _load(results_dir, name)
         if d is None:
             lines.append(f"- {what}: " + _missing(name).strip())
@@ -161,6 +164,62 @@ def render_fresh(results_dir: Path) -> str:
                 cells.append(f"{r.ours_ms:.1f} / {r.torch_ms:.1f} ms, {r.ratio:.2f}")
         out.append(f"| {what} (`results/{name}.json`) | {heap} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
+
+
+RUNS = "bench_training_run"  # results/bench_training_run<i>.json: repeated fresh training runs
+RUNS_SAME_HEAP = "bench_training_sameheap_run"  # the same with --torch-heap tinyspp
+
+
+def _run_files(results_dir: Path, prefix: str) -> list[Path]:
+    """``results/<prefix><i>.json`` in the order of ``i``."""
+    paths = [p for p in Path(results_dir).glob(f"{prefix}*.json") if p.stem[len(prefix):].isdigit()]
+    return sorted(paths, key=lambda p: int(p.stem[len(prefix):]))
+
+
+def render_runs(results_dir: Path, prefix: str = RUNS) -> str:
+    """``bench.runs``: the SGD-step target over repeated runs of the training section in fresh
+    processes (``results/bench_training_run<i>.json``): each run's ratios, and their median."""
+    paths = _run_files(results_dir, prefix)
+    if not paths:
+        return _missing(f"{prefix}1")
+    steps = [w for w, section in FRESH_ROWS if w.startswith("SGD")]
+    out = ["| run | started | load (1 min) | " + " | ".join(
+        w.replace("SGD step, small SPP-net, ", "SGD step ") + ": ours / torch, ratio"
+        for w in steps) + " |", "|---|---|---|" + "---|" * len(steps)]
+    ratios = {w: [] for w in steps}
+    for path in paths:
+        d = json.loads(path.read_text())
+        rows = rows_from_json(d["rows"])
+        cells = []
+        for w in steps:
+            r = _find(rows, w, "training")
+            if r is None or r.ratio is None:
+                cells.append("-")
+                continue
+            ratios[w].append(r.ratio)
+            cells.append(f"{r.ours_ms:.1f} / {r.torch_ms:.1f} ms, {r.ratio:.2f}")
+        load = (d.get("load_average") or {}).get("start") or ["-"]
+        out.append(f"| `{path.name}` | {d['started']} | {load[0]} | " + " | ".join(cells) + " |")
+    limit = dict((prefix, lim) for prefix, _, lim in TARGETS)
+    summary = []
+    for w in steps:
+        vals = sorted(ratios[w])
+        if not vals:
+            summary.append("-")
+            continue
+        mid = len(vals) // 2
+        median = vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+        met = sum(v <= limit[w] for v in vals)
+        summary.append(f"median ratio {median:.2f}; {met} of {len(vals)} runs within "
+                       f"{limit[w]}")
+    out.append("| all runs | | | " + " | ".join(summary) + " |")
+    return "\n".join(out) + "\n"
+
+
+def render_runs_same_heap(results_dir: Path) -> str:
+    """``bench.runs_same_heap``: as :func:`render_runs`, torch's process with tinyspp's heap
+    settings (``--torch-heap tinyspp``): like for like."""
+    return render_runs(results_dir, RUNS_SAME_HEAP)
 
 
 def render_targets_1thread(results_dir: Path) -> str:
