@@ -216,5 +216,8 @@ def test_training_bench_smoke():
     from tinyspp.bench import training
 
     rows = training.run(SimpleNamespace(repeats=1, quick=True, gpu=False, torch=None))
-    assert [r.workload.split()[-1] for r in rows] == ["32x3x32x32", "32x3x48x48"]
-    assert all(r.ours_ms > 0 and r.torch_ms is None and "img/s" in r.note for r in rows)
+    assert [r.workload.split()[-1] for r in rows] == ["32x3x32x32", "32x3x48x48"] * 2
+    steps, faults = rows[:2], rows[2:]
+    assert all(r.ours_ms > 0 and r.torch_ms is None and "img/s" in r.note for r in steps)
+    assert all(r.workload.startswith("page faults per SGD step") and r.unit == "faults"
+               and r.ours_ms >= 0 and r.ratio is None for r in faults)
