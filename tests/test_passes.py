@@ -133,3 +133,15 @@ def test_float16_and_non_contiguous_arrays_take_the_numpy_path():
     assert not basic._compiled(np.ones((4, 8), np.float32)[:, ::2])
     out, cache = relu_forward(np.ones((4, 8), np.float32)[:, ::2])
     np.testing.assert_array_equal(out, 1)
+
+
+@needs_kernel
+def test_a_library_missing_an_entry_point_is_unavailable_and_says_why():
+    from tinyspp.kernels.build import CppKernels
+
+    kernels = CppKernels("passes", passes.SOURCE_NAME, {"no_such_loop": "p"},
+                         who="test", why="a test")
+    assert kernels.available() is False
+    assert "no_such_loop_f32" in kernels.why_unavailable()
+    with pytest.raises(Exception, match="no_such_loop_f32"):
+        kernels.library()  # the error again, not a half-bound library

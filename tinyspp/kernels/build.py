@@ -210,3 +210,50 @@ def bind(lib: ctypes.CDLL, signatures: dict) -> ctypes.CDLL:
         fn.restype = None
         fn.argtypes = [ctype[k] for k in signature]
     return lib
+
+
+def float_entry_points(signatures: dict) -> dict:
+    """``{name}_f32`` and ``{name}_f64`` for every ``name -> signature`` (see :func:`bind`):
+    the entry points of a kernel file whose functions come in float32 and float64 versions."""
+    return {f"{name}_{suffix}": signature for name, signature in signatures.items()
+            for suffix in ("f32", "f64")}
+
+
+class CppKernels:
+    """One C++ kernel file shipped with the package whose functions come in float32 and
+    float64 versions: ``library()`` compiles it with the CPU flags
+    (:func:`tinyspp.kernels.cpu.flags`) once per machine into the cache folder, checks for and
+    binds the entry points of ``signatures`` (``name -> signature``, see :func:`bind`);
+    RuntimeError without a C++ compiler, ``who`` and ``why`` naming the caller in the errors.
+    ``available()`` / ``why_unavailable()`` as :class:`Availability` says."""
+
+    def __init__(self, stem: str, source_name: str, signatures: dict, who: str, why: str):
+        self.stem, self.source_name, self.who, self.why = stem, source_name, who, why
+        self.signatures = dict(signatures)
+        self.state = Availability(lambda: self.library())
+        self.available, self.why_unavailable = self.state.available, self.state.why_unavailable
+
+    def entry_points(self) -> dict:
+        """Every entry point a good build exports, with its ctypes signature."""
+        return float_entry_points(self.signatures)
+
+    @functools.cached_property
+    def _library(self) -> ctypes.CDLL:
+        from .common import kernel_source
+        from .cpu import flags
+
+        entries = self.entry_points()
+        lib = shared_library(self.stem, kernel_source(self.source_name), flags(), cache_dir(),
+                             find=lambda: find_compiler(), who=self.who, why=self.why,
+                             symbols=list(entries))
+        return bind(lib, entries)
+
+    def library(self) -> ctypes.CDLL:
+        """The compiled, bound library (built on the first call; an error is raised again on
+        every call, as the build is retried)."""
+        return self._library
+
+    def api(self) -> tuple:
+        """``(entry_points, library, available, why_unavailable)``: the functions a kernel
+        module exports under those names."""
+        return self.entry_points, self.library, self.available, self.why_unavailable

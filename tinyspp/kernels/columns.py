@@ -11,14 +11,9 @@ scatter on several threads at once.
 
 from __future__ import annotations
 
-import ctypes
-import functools
-
 import numpy as np
 
-from .build import Availability, bind, cache_dir, find_compiler, shared_library
-from .common import kernel_source
-from .cpu import flags
+from .build import CppKernels
 
 SOURCE_NAME = "columns.cpp"
 VALUE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -27,26 +22,12 @@ _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _ARGS = {"im2col": "pqqqqqqqqqqpq", "col2im": "pqqqqqqqqqqqqp"}
 
 
-def entry_points() -> dict[str, str]:
-    """Every entry point a good build exports, with its ctypes signature."""
-    return {f"{name}_{suffix}": signature for name, signature in _ARGS.items()
-            for suffix in ("f32", "f64")}
-
-
-@functools.lru_cache(maxsize=1)
-def library() -> ctypes.CDLL:
-    """The compiled kernels (RuntimeError without a C++ compiler); built once per machine."""
-    lib = shared_library("columns", kernel_source(SOURCE_NAME), flags(), cache_dir(),
-                         find=lambda: find_compiler(), who="tinyspp.kernels.columns",
-                         why="the CPU im2col/col2im kernels are C++ compiled on first use",
-                         symbols=list(entry_points()))
-    return bind(lib, entry_points())
-
-
-_STATE = Availability(lambda: library())  # looked up when called (tests patch library)
-available = _STATE.available  # () -> bool: builds on the first call; False: use NumPy
-why_unavailable = _STATE.why_unavailable  # () -> str: why available() answered False
-_UNAVAILABLE = _STATE.reasons
+_KERNELS = CppKernels("columns", SOURCE_NAME, _ARGS, who="tinyspp.kernels.columns",
+                      why="the CPU im2col/col2im kernels are C++ compiled on first use")
+# entry_points(); library() (RuntimeError without a C++ compiler); available() (builds on
+# the first call; False: use the NumPy twin); why_unavailable() (why it answered False)
+entry_points, library, available, why_unavailable = _KERNELS.api()
+_UNAVAILABLE = _KERNELS.state.reasons
 
 
 def fits(x) -> bool:

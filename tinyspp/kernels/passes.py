@@ -12,14 +12,9 @@ of elements or of image planes.
 
 from __future__ import annotations
 
-import ctypes
-import functools
-
 import numpy as np
 
-from .build import Availability, bind, cache_dir, find_compiler, shared_library
-from .common import kernel_source
-from .cpu import flags
+from .build import CppKernels
 
 SOURCE_NAME = "passes.cpp"
 VALUE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -28,25 +23,11 @@ _ARGS = {"relu_forward": "pqpp", "relu_backward": "ppqp", "pool_backward": "ppqq
 MAX_WINDOW = 16  # the winner is a uint8 offset: windows up to 16 x 16
 
 
-def entry_points() -> dict[str, str]:
-    """Every entry point a good build exports, with its ctypes signature."""
-    return {f"{name}_{suffix}": signature for name, signature in _ARGS.items()
-            for suffix in ("f32", "f64")}
-
-
-@functools.lru_cache(maxsize=1)
-def library() -> ctypes.CDLL:
-    """The compiled passes (RuntimeError without a C++ compiler); built once per machine."""
-    lib = shared_library("passes", kernel_source(SOURCE_NAME), flags(), cache_dir(),
-                         find=lambda: find_compiler(), who="tinyspp.kernels.passes",
-                         why="the CPU ReLU and pooling loops are C++ compiled on first use",
-                         symbols=list(entry_points()))
-    return bind(lib, entry_points())
-
-
-_STATE = Availability(lambda: library())  # looked up when called (tests patch library)
-available = _STATE.available  # () -> bool: builds on the first call; False: use NumPy
-why_unavailable = _STATE.why_unavailable  # () -> str: why available() answered False
+_KERNELS = CppKernels("passes", SOURCE_NAME, _ARGS, who="tinyspp.kernels.passes",
+                      why="the CPU ReLU and pooling loops are C++ compiled on first use")
+# entry_points(); library() (RuntimeError without a C++ compiler); available() (builds on
+# the first call; False: use the NumPy twin); why_unavailable() (why it answered False)
+entry_points, library, available, why_unavailable = _KERNELS.api()
 
 
 def fits(*arrays) -> bool:
