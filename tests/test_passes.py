@@ -145,3 +145,13 @@ def test_a_library_missing_an_entry_point_is_unavailable_and_says_why():
     assert "no_such_loop_f32" in kernels.why_unavailable()
     with pytest.raises(Exception, match="no_such_loop_f32"):
         kernels.library()  # the error again, not a half-bound library
+
+
+@pytest.mark.parametrize("impl_value", ["auto", "xp"])
+def test_a_mask_that_is_not_bool_takes_the_plain_path(impl_value):
+    """Both fast paths read the mask's bytes; an int64 mask (a cache built by hand) read that
+    way would be wrong, so it goes to np.where (this was a silent wrong answer once)."""
+    dout = np.arange(-3, 3, dtype=np.float32)
+    cache = basic.ReLUCache(np.array([1, 0, 1, 0, 1, 0], dtype=np.int64))
+    with impl(impl_value):
+        np.testing.assert_array_equal(relu_backward(dout, cache), [-3, 0, -1, 0, 1, 0])

@@ -84,7 +84,8 @@ def relu_backward(dout, cache: ReLUCache):
             f"relu_backward: dout must have shape {tuple(cache.positive.shape)}, "
             f"got {tuple(dout.shape)}"
         )
-    if _compiled(dout, cache.positive):
+    boolean = getattr(cache.positive, "dtype", None) == np.bool_  # the fast paths read bytes
+    if boolean and _compiled(dout, cache.positive):
         from ..kernels import passes
 
         dx = np.empty_like(dout)
@@ -92,7 +93,7 @@ def relu_backward(dout, cache: ReLUCache):
         parallel_slices(lambda a, b: passes.relu_backward(flat_d, flat_m, flat_dx, a, b),
                         dout.size, 2 * dout.size)
         return dx
-    if xp is np and dout.ndim and dout.dtype.kind == "f" and dout.flags.c_contiguous:
+    if boolean and xp is np and dout.ndim and dout.dtype.kind == "f" and dout.flags.c_contiguous:
         return _masked_copy(dout, cache.positive)
     return relu_backward_plain(dout, cache)
 
