@@ -276,3 +276,47 @@ def test_training_steps_do_not_depend_on_the_number_of_threads():
     assert len(one) == 10
     for a, b in zip(one, two, strict=True):
         same_bits(a, b)
+
+
+FORKED_SPLIT = """
+import multiprocessing, sys
+import numpy as np
+from tinyspp.ops import dispatch
+
+dispatch.MIN_WORK = 0
+out = np.zeros(8)
+
+def fill(a, b):
+    out[a:b] = np.arange(a, b)
+
+def child(q):
+    fill_out = np.zeros(8)
+    def fill2(a, b):
+        fill_out[a:b] = 1
+    with dispatch.using_threads(2):
+        dispatch.parallel_slices(fill2, 8, 8)
+    q.put(fill_out.sum())
+
+with dispatch.using_threads(2):
+    dispatch.parallel_slices(fill, 8, 8)  # the parent's worker thread exists from here on
+ctx = multiprocessing.get_context("fork")
+q = ctx.Queue()
+p = ctx.Process(target=child, args=(q,))
+p.start()
+print(q.get(timeout=60))
+p.join(timeout=60)
+sys.exit(p.exitcode)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this platform")
+def test_a_forked_child_splits_on_threads_of_its_own():
+    """The workers a forked child inherits have no threads behind them; it must start its own
+    instead of waiting forever for an answer."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", FORKED_SPLIT], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "8.0"

@@ -222,6 +222,9 @@ class _Worker:
 
 _pool: list = []
 _pool_lock = threading.Lock()
+if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads: the
+    # workers it inherited would never answer, so it starts its own on its first split
+    os.register_at_fork(after_in_child=_pool.clear)
 
 
 def _workers(n: int) -> list:
