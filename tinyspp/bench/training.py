@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import Row, median_ms, side_by_side
+from .common import Row, heap_status, median_ms, side_by_side
 
 BATCH = 32
 SIZES = (32, 48)
@@ -188,8 +188,6 @@ def torch_faults(torch, size: int):
 
 
 def run(opts) -> list[Row]:
-    from .common import heap_status
-
     rows, faults = [], []
     peer = getattr(opts, "peer", None)
     for size in SIZES:
