@@ -54,21 +54,18 @@ def relu_forward(x):
     """
     xp = get_array_module(x)
     check_array(x, "x", "relu_forward")
-    if _compiled(x):  # one compiled pass (tinyspp/kernels/passes.cpp), split over threads
-        from ..kernels import passes
-
+    if xp is np and x.ndim and x.flags.c_contiguous:  # the same passes, split over threads
         out, positive = np.empty_like(x), np.empty(x.shape, dtype=bool)
         flat_x, flat_out, flat_pos = x.reshape(-1), out.reshape(-1), positive.reshape(-1)
-        parallel_slices(lambda a, b: passes.relu_forward(flat_x, flat_out, flat_pos, a, b),
-                        x.size, 2 * x.size)
-        return out, ReLUCache(positive)
-    if xp is np and x.ndim and x.flags.c_contiguous:  # the same two passes, split over threads
-        out, positive = np.empty_like(x), np.empty(x.shape, dtype=bool)
-        flat_x, flat_out, flat_pos = x.reshape(-1), out.reshape(-1), positive.reshape(-1)
+        if _compiled(x):  # one compiled pass (tinyspp/kernels/passes.cpp)
+            from ..kernels import passes
 
-        def relu(a, b):
-            np.maximum(flat_x[a:b], 0, out=flat_out[a:b])
-            np.greater(flat_x[a:b], 0, out=flat_pos[a:b])
+            def relu(a, b):
+                passes.relu_forward(flat_x, flat_out, flat_pos, a, b)
+        else:  # two NumPy passes
+            def relu(a, b):
+                np.maximum(flat_x[a:b], 0, out=flat_out[a:b])
+                np.greater(flat_x[a:b], 0, out=flat_pos[a:b])
 
         parallel_slices(relu, x.size, 2 * x.size)
         return out, ReLUCache(positive)
