@@ -250,6 +250,66 @@ def test_thread_count_default_and_a_bad_environment_value(monkeypatch):
             dispatch.num_threads()
 
 
+def test_pinning_setting_and_its_automatic_rule(monkeypatch):
+    monkeypatch.setattr(dispatch, "_allowed_cpus", lambda: [0, 1])
+    monkeypatch.setattr(dispatch.os, "sched_setaffinity", lambda *a: None, raising=False)
+    monkeypatch.delenv("TINYSPP_PIN_THREADS", raising=False)
+    assert dispatch.pinning(2) and not dispatch.pinning(3) and not dispatch.pinning(1)
+    monkeypatch.setenv("TINYSPP_PIN_THREADS", "auto")
+    assert dispatch.pinning(2) and not dispatch.pinning(3)
+    monkeypatch.setenv("TINYSPP_PIN_THREADS", "0")
+    assert not dispatch.pinning(2)
+    monkeypatch.setenv("TINYSPP_PIN_THREADS", "1")
+    assert dispatch.pinning(3) and dispatch._pin_cpus(3) == [0, 1, 0]  # round robin
+    monkeypatch.setenv("TINYSPP_PIN_THREADS", "yes")
+    with pytest.raises(ValueError, match="TINYSPP_PIN_THREADS must be 0, 1 or auto, got 'yes'"):
+        dispatch.pinning(2)
+    monkeypatch.delattr(dispatch.os, "sched_setaffinity")  # not Linux: never pinned
+    monkeypatch.setenv("TINYSPP_PIN_THREADS", "1")
+    assert not dispatch.pinning(2)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="Linux only")
+def test_a_pinned_split_runs_every_slice_on_a_worker_of_its_own_cpu(split_everything,
+                                                                     monkeypatch):
+    """Pinned, the calling thread waits and worker i runs slice i on CPU i (round robin);
+    unpinned again, the workers may use every CPU and the caller takes the first slice."""
+    import os
+    import threading
+
+    allowed = sorted(os.sched_getaffinity(os.getpid()))
+    dispatch.set_num_threads(2)
+    out = np.zeros(10)
+
+    def run():
+        seen = {}
+
+        def work(a, b):
+            out[a:b] = np.arange(a, b)
+            seen[a] = (threading.current_thread().name, sorted(os.sched_getaffinity(0)))
+
+        out[:] = 0
+        dispatch.parallel_slices(work, 10, 10)
+        assert out.tolist() == list(range(10))
+        return [seen[a] for a in sorted(seen)]
+
+    monkeypatch.setenv("TINYSPP_PIN_THREADS", "1")
+    (name0, cpus0), (name1, cpus1) = run()
+    assert name0 != "MainThread" and name1 != "MainThread" and name0 != name1
+    assert cpus0 == [allowed[0]] and cpus1 == [allowed[1 % len(allowed)]]
+    monkeypatch.setenv("TINYSPP_PIN_THREADS", "0")
+    (name0, _), (_, cpus1) = run()
+    assert name0 == "MainThread" and cpus1 == allowed  # the worker was unpinned
+    assert dispatch.cpu_count() == min(len(allowed), 4)
+
+
+@pytest.mark.parametrize("pin", ["0", "1"])
+def test_training_steps_do_not_depend_on_pinning(monkeypatch, pin):
+    """The slices are the same pinned or not: so are the results, bit for bit."""
+    monkeypatch.setenv("TINYSPP_PIN_THREADS", pin)
+    test_training_steps_do_not_depend_on_the_number_of_threads()
+
+
 def test_training_steps_do_not_depend_on_the_number_of_threads():
     """Three SGD steps of the small SPP-net at 48 px (big enough for every convolution to be
     split over threads) end with the same weights, bit for bit, on 1 thread and on 2."""

@@ -94,7 +94,9 @@ def main(argv=None) -> int:
         if opts.peer:
             opts.peer.close()
         record_threads = {"numpy": numpy_threads(),
-                          "tinyspp": getattr(dispatch, "num_threads", lambda: 1)()}
+                          "tinyspp": getattr(dispatch, "num_threads", lambda: 1)(),
+                          # (code from before tinyspp.ops.dispatch.pinning never pinned)
+                          "tinyspp_pinned": getattr(dispatch, "pinning", lambda: False)()}
         if limits is not None:
             limits.restore_original_limits()
     print(format_table(rows))
@@ -114,7 +116,8 @@ def main(argv=None) -> int:
             "threads": {**record_threads, "requested": opts.threads,
                         "torch_peer": peer_info["threads"] if peer_info else None,
                         "env": {k: os.environ.get(k) for k in
-                                ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}},
+                                ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                 "TINYSPP_NUM_THREADS", "TINYSPP_PIN_THREADS")}},
             "heap": {"tinyspp": heap_status(),
                      "torch_peer": peer_info.get("heap") if peer_info else None},
             "load_average": {"start": load_start, "end": load_average()},

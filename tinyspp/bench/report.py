@@ -71,7 +71,10 @@ def render_setup(results_dir: Path) -> str:
             f"  - machine: {d['machine']['cpu']}, {d['machine']['cores']} cores; "
             + ", ".join(f"{k} {v}" for k, v in d["versions"].items()),
             f"  - threads: NumPy pools {np_threads}; tinyspp element-wise passes "
-            f"{d['threads'].get('tinyspp', '-')}; torch {d['threads'].get('torch_peer', '-')} "
+            f"{d['threads'].get('tinyspp', '-')}"
+            + {True: " (workers pinned to CPUs)", False: " (not pinned)"}.get(
+                d["threads"].get("tinyspp_pinned"), "")
+            + f"; torch {d['threads'].get('torch_peer', '-')} "
             f"intra-op threads in its own process",
         ]
         heap = d.get("heap")

@@ -71,9 +71,13 @@ def num_threads() -> int:
 
 
 def cpu_count() -> int:
-    """The CPUs this process may run on (at most 4: beyond that the passes are memory-bound)."""
+    """The CPUs this process may run on (at most 4: beyond that the passes are memory-bound).
+
+    Read off the main thread (``os.getpid()``), so a pinned worker of ours gets the same answer
+    as the thread that started it.
+    """
     try:
-        cpus = len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(os.getpid()))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
     return max(1, min(cpus, 4))
@@ -179,40 +183,110 @@ def parallel_slices(fn, length: int, work: int) -> None:
     thread, or one slice, or from inside another split) everything runs in the calling thread,
     where a thread hand-off would cost more than it saves. ``fn`` must write only the part of
     its output that its slice owns. While the slices run, BLAS is held at one thread.
+
+    Unpinned (see :func:`pinning`), the calling thread takes the first slice and the workers
+    the rest; pinned, every slice goes to a worker that runs on a CPU of its own, and the
+    calling thread waits.
     """
     threads = min(num_threads(), length)
     if threads <= 1 or work < MIN_WORK or getattr(_local, "inside", False):
         fn(0, length)
         return
-    workers = _workers(threads - 1)
+    cpus = _pin_cpus(threads)
+    mine = 0 if cpus else 1  # slices the calling thread takes itself
+    workers = _workers(threads - mine)
     bounds = [length * i // threads for i in range(threads + 1)]
     done = queue.SimpleQueue()  # this call's answers (callers on several threads never mix)
     with one_blas_thread():
-        for i in range(1, threads):
-            workers[i - 1].jobs.put((fn, bounds[i], bounds[i + 1], done))
+        for i in range(mine, threads):
+            cpu = cpus[i - mine] if cpus else None
+            workers[i - mine].jobs.put((fn, bounds[i], bounds[i + 1], done, cpu))
         try:
-            _as_slice(fn, bounds[0], bounds[1])  # the calling thread takes the first slice
+            if mine:
+                _as_slice(fn, bounds[0], bounds[1])
         finally:
-            errors = [done.get() for _ in range(1, threads)]  # wait for every slice
+            errors = [done.get() for _ in range(mine, threads)]  # wait for every slice
         for err in errors:
             if err is not None:
                 raise err
 
 
+# --- pinning the workers to CPUs -------------------------------------------------------------
+#
+# Measured on a 2-CPU Linux VM: after a pause (a benchmark's turn, a data loader's wait), the
+# scheduler wakes our worker on the CPU where the thread that woke it runs, and the two threads
+# share ONE CPU for the next few dozen milliseconds -- a split then takes twice as long as
+# doing the work in one thread, until the load balancer moves one of them (see
+# docs/performance.md, "Threads that share a CPU"). A worker pinned to a CPU of its own cannot
+# be moved there, and with the calling thread waiting instead of taking a slice, the CPUs a
+# split uses are exactly its workers' own.
+
+PIN_ENV = "TINYSPP_PIN_THREADS"
+
+
+def pinning(threads: int | None = None) -> bool:
+    """Whether a split over ``threads`` threads (default :func:`num_threads`) pins its workers.
+
+    ``$TINYSPP_PIN_THREADS``: ``1`` always (worker ``i`` on the ``i``-th CPU this process may
+    use, round robin), ``0`` never, unset or ``auto``: only when the split uses every CPU the
+    process may use (then pinning gives no thread fewer CPUs than the process has; on a bigger
+    machine, several processes pinning to the same first CPUs would crowd them). Linux only
+    (``os.sched_setaffinity``); elsewhere never.
+    """
+    env = os.environ.get(PIN_ENV, "auto").strip().lower()
+    if env not in ("", "auto", "0", "1"):
+        raise ValueError(f"{PIN_ENV} must be 0, 1 or auto, got {os.environ[PIN_ENV]!r}")
+    if env == "0" or not hasattr(os, "sched_setaffinity"):
+        return False
+    threads = num_threads() if threads is None else threads
+    if env == "1":
+        return True
+    return threads == len(_allowed_cpus())
+
+
+def _allowed_cpus() -> list:
+    """The CPUs the process may use: its main thread's affinity (a pinned worker's own is one
+    CPU), in order."""
+    try:
+        return sorted(os.sched_getaffinity(os.getpid()))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
+def _pin_cpus(threads: int) -> list | None:
+    """The CPU of each of the ``threads`` workers of a pinned split, or None (not pinned)."""
+    if not pinning(threads):
+        return None
+    cpus = _allowed_cpus()
+    return [cpus[i % len(cpus)] for i in range(threads)]
+
+
 class _Worker:
-    """A thread of tinyspp's pool: runs ``(fn, a, b, done)`` jobs from its queue and answers
-    each on the caller's ``done`` queue (None, or the exception). C-level queues hand a job
-    over faster than a ``concurrent.futures`` executor's futures (a split still costs tens of
-    microseconds: the thread has to wake up)."""
+    """A thread of tinyspp's pool: runs ``(fn, a, b, done, cpu)`` jobs from its queue and
+    answers each on the caller's ``done`` queue (None, or the exception). C-level queues hand a
+    job over faster than a ``concurrent.futures`` executor's futures (a split still costs tens
+    of microseconds: the thread has to wake up). ``cpu``: the CPU to run the job on (the thread
+    stays pinned there until a job asks otherwise), or None: any CPU of the process."""
 
     def __init__(self, index: int):
         self.jobs = queue.SimpleQueue()
+        self.cpu = None  # where this thread is pinned (None: not pinned)
         threading.Thread(target=self._run, name=f"tinyspp-{index}", daemon=True).start()
+
+    def _pin(self, cpu):
+        if cpu == self.cpu:
+            return
+        try:
+            os.sched_setaffinity(0, {cpu} if cpu is not None else _allowed_cpus())
+        except (AttributeError, OSError, ValueError):  # the CPU went away: run unpinned
+            cpu = None
+        self.cpu = cpu
 
     def _run(self):
         while True:
-            fn, a, b, done = self.jobs.get()
+            fn, a, b, done, cpu = self.jobs.get()
             try:
+                self._pin(cpu)
                 _as_slice(fn, a, b)
             except BaseException as err:  # noqa: BLE001 -- handed to the caller, re-raised there
                 done.put(err)
