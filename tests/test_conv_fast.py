@@ -117,7 +117,10 @@ def split_everything(monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,F,k,stride,pad", [((9, 3, 8, 7), 4, 3, 1, 1),
                                                    ((6, 2, 11, 9), 3, 5, 2, 2),
-                                                   ((5, 4, 5, 5), 2, 1, 1, 0)])
+                                                   ((5, 4, 5, 5), 2, 1, 1, 0),
+                                                   # long columns, small map: one forward
+                                                   # GEMM per piece (ONE_GEMM_RATIO)
+                                                   ((5, 32, 3, 3), 4, 3, 1, 1)])
 def test_conv_result_is_the_same_for_any_threads_pieces_columns_and_impl(
         split_everything, monkeypatch, dtype, shape, F, k, stride, pad):
     """The image blocks and the pieces inside them are fixed by the shapes alone, so the
@@ -142,6 +145,26 @@ def test_conv_result_is_the_same_for_any_threads_pieces_columns_and_impl(
                                 (2, False, "auto"), (4, True, "xp")]:
         for got, want in zip(run(threads, keep, impl), reference, strict=True):
             same_bits(got, want)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float32, 2e-5), (np.float64, 1e-12)])
+def test_forward_gemm_per_image_and_per_piece_agree_with_the_naive_twin(monkeypatch, dtype,
+                                                                       rtol):
+    """Both forward layouts (a GEMM per image into its plane; one GEMM per piece and a
+    transposing pass with the bias) give the convolution formula's result."""
+    from tinyspp.ops import conv2d_forward_naive
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 16, 4, 5)).astype(dtype)
+    w = rng.standard_normal((5, 16, 3, 3)).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype)
+    want = conv2d_forward_naive(x, w, b, pad=1)
+    assert want.dtype == dtype
+    for ratio in (10**9, 0):  # never one GEMM per piece, always (pieces of several images)
+        monkeypatch.setattr(conv, "ONE_GEMM_RATIO", ratio)
+        out, _ = conv2d_forward(x, w, b, pad=1)
+        np.testing.assert_allclose(out, want, rtol=rtol, atol=rtol * float(np.abs(want).max()))
+    assert any(b - a > 1 for blk in conv.image_blocks(6, 144 * 20, 20) for a, b in blk)
 
 
 def test_image_blocks_cover_the_batch_in_small_pieces(monkeypatch):

@@ -300,18 +300,24 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0, workspace=None,
     cols = None
     if keep_cols:
         cols = workspace if reuse else xp.empty(shape, dtype=x.dtype)
-    w2, P, bias = w.reshape(F, -1), oh * ow, b.reshape(F, 1)
+    w2, P, bias, K = w.reshape(F, -1), oh * ow, b.reshape(F, 1), C * kh * kw
 
     def convolve(block):  # im2col + GEMM (+ bias) for the images of one block
         for n0, n1 in block:  # pieces of the block (NumPy: small enough to stay in cache)
             c = im2col(x[n0:n1], kh, kw, stride, pad, impl=COLUMNS_IMPL,
                        out=cols[:, n0 * P:n1 * P] if keep_cols else _temp("cols", xp, (
                            C * kh * kw, (n1 - n0) * P), x.dtype))
-            if xp is np:  # one GEMM per image, straight into its (F, oh*ow) plane of out:
-                m = n1 - n0  # one stacked matmul call (NumPy loops over the images in C)
+            m = n1 - n0
+            if xp is np and (m == 1 or K < ONE_GEMM_RATIO * P):
+                # one GEMM per image, straight into its (F, oh*ow) plane of out: one stacked
+                # matmul call (NumPy loops over the images in C), then the bias
                 planes = out[n0:n1].reshape(m, F, P)
                 np.matmul(w2, c.reshape(-1, m, P).transpose(1, 0, 2), out=planes)
                 planes += bias
+            elif xp is np:  # one GEMM for the piece, then one pass: transpose + bias
+                prod = np.matmul(w2, c, out=_temp("prod", xp, (F, m * P), x.dtype))
+                np.add(prod.reshape(F, m, P).transpose(1, 0, 2), bias, out=out[n0:n1].reshape(
+                    m, F, P))
             else:  # one GEMM for the chunk, then one transposing pass
                 _gemm_bias(w2, c, b, out[n0:n1])
 
@@ -406,6 +412,10 @@ def _temp(name, xp, shape, dtype):
     return scratch(name, shape, dtype) if xp is np else xp.empty(shape, dtype=dtype)
 
 
+ONE_GEMM_RATIO = 8  # NumPy forward: a piece of several images takes one GEMM (and a transposing
+# pass) instead of one GEMM per image when its columns are this many times longer (C*kh*kw) than
+# an image has output positions: BLAS packs the (F, C*kh*kw) weights again for every call,
+# which then costs more than the GEMM of a small map (conv3 of the layers benchmark: 15%)
 SPLIT_MACS = 8  # split a convolution over threads from 8 * dispatch.MIN_WORK multiply-adds
 
 
