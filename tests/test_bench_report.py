@@ -4,7 +4,8 @@ within the target computed from them."""
 
 import json
 
-from tinyspp.bench.report import RUNS, RUNS_SAME_HEAP, render_runs, render_runs_same_heap
+from tinyspp.bench.report import (RUNS, RUNS_SAME_HEAP, RUNS_UNPINNED, render_runs,
+                                   render_runs_same_heap, render_runs_unpinned)
 
 
 def write_run(folder, name, ours32, torch32, ours48, torch48):
@@ -35,3 +36,7 @@ def test_runs_table_without_files_says_what_to_run(tmp_path):
     write_run(tmp_path, f"{RUNS}1", 12, 10.0, 12, 10.0)  # not the same-heap set
     assert "Not measured yet" in render_runs_same_heap(tmp_path)
     assert RUNS_SAME_HEAP + "1" in render_runs_same_heap(tmp_path)
+    assert "Not measured yet" in render_runs_unpinned(tmp_path)
+    write_run(tmp_path, f"{RUNS_UNPINNED}1", 15, 10.0, 12, 10.0)
+    assert "15.0 / 10.0 ms, 1.50" in render_runs_unpinned(tmp_path)
+    assert "15.0 / 10.0" not in render_runs(tmp_path)

@@ -43,7 +43,7 @@ RENDERERS: dict[str, str] = {
     "gpu.check": "tinyspp.bench.gpu:render_results",
     **{f"bench.{k}": f"tinyspp.bench.report:render_{k}"
        for k in ("setup", "table", "targets", "targets_1thread", "profile", "ideas",
-                 "fresh", "runs", "runs_same_heap")},
+                 "fresh", "runs", "runs_same_heap", "runs_unpinned")},
 }
 
 BLOCK = re.compile(

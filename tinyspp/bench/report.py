@@ -171,6 +171,7 @@ def render_fresh(results_dir: Path) -> str:
 
 RUNS = "bench_training_run"  # results/bench_training_run<i>.json: repeated fresh training runs
 RUNS_SAME_HEAP = "bench_training_sameheap_run"  # the same with --torch-heap tinyspp
+RUNS_UNPINNED = "bench_training_unpinned_run"  # the same with TINYSPP_PIN_THREADS=0
 
 
 def _run_files(results_dir: Path, prefix: str) -> list[Path]:
@@ -223,6 +224,12 @@ def render_runs_same_heap(results_dir: Path) -> str:
     """``bench.runs_same_heap``: as :func:`render_runs`, torch's process with tinyspp's heap
     settings (``--torch-heap tinyspp``): like for like."""
     return render_runs(results_dir, RUNS_SAME_HEAP)
+
+
+def render_runs_unpinned(results_dir: Path) -> str:
+    """``bench.runs_unpinned``: as :func:`render_runs`, tinyspp's workers not pinned to CPUs
+    (``TINYSPP_PIN_THREADS=0``, see ``tinyspp.ops.dispatch.pinning``): what pinning is worth."""
+    return render_runs(results_dir, RUNS_UNPINNED)
 
 
 def render_targets_1thread(results_dir: Path) -> str:
