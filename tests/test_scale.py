@@ -394,6 +394,23 @@ def test_evaluate_refuses_a_head_of_other_classes(cluster_store, tmp_path):
         evaluate_store(cluster_store[0], tmp_path / "other.npz", workers=0, progress=False)
 
 
+def test_local_cluster_workers_split_on_one_thread_each(monkeypatch):
+    """n worker processes fill n CPUs: tinyspp's own splits stay on one thread in each (no
+    pinned workers of several processes on the same CPUs), unless the caller chose."""
+    from tinyspp.scale.cluster import connect
+
+    def _worker_threads():  # nested: sent to the worker by value
+        import os
+
+        from tinyspp.ops import dispatch
+
+        return os.environ.get("TINYSPP_NUM_THREADS"), dispatch.num_threads(), dispatch.pinning()
+
+    monkeypatch.delenv("TINYSPP_NUM_THREADS", raising=False)
+    with connect(workers=1, log=lambda line: None) as client:
+        assert client.submit(_worker_threads, pure=False).result() == ("1", 1, False)
+
+
 def test_a_local_gpu_cluster_without_a_device_is_refused():
     from tinyspp.backend import gpu_available
     from tinyspp.scale.cluster import connect

@@ -415,7 +415,7 @@ def _temp(name, xp, shape, dtype):
 ONE_GEMM_RATIO = 8  # NumPy forward: a piece of several images takes one GEMM (and a transposing
 # pass) instead of one GEMM per image when its columns are this many times longer (C*kh*kw) than
 # an image has output positions: BLAS packs the (F, C*kh*kw) weights again for every call,
-# which then costs more than the GEMM of a small map (conv3 of the layers benchmark: 15%)
+# which then costs more than the GEMM of a small map (conv3 of the layers benchmark)
 SPLIT_MACS = 8  # split a convolution over threads from 8 * dispatch.MIN_WORK multiply-adds
 
 

@@ -231,7 +231,7 @@ def pinning(threads: int | None = None) -> bool:
     use, round robin), ``0`` never, unset or ``auto``: only when the split uses every CPU the
     process may use (then pinning gives no thread fewer CPUs than the process has; on a bigger
     machine, several processes pinning to the same first CPUs would crowd them). Linux only
-    (``os.sched_setaffinity``); elsewhere never.
+    (``os.sched_setaffinity``); elsewhere never, and never for one thread.
     """
     env = os.environ.get(PIN_ENV, "auto").strip().lower()
     if env not in ("", "auto", "0", "1"):
@@ -239,6 +239,8 @@ def pinning(threads: int | None = None) -> bool:
     if env == "0" or not hasattr(os, "sched_setaffinity"):
         return False
     threads = num_threads() if threads is None else threads
+    if threads <= 1:  # one thread: no workers to pin
+        return False
     if env == "1":
         return True
     return threads == len(_allowed_cpus())

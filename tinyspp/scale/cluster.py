@@ -44,7 +44,8 @@ def connect(workers: int | None = None, scheduler: str | None = None, device: st
         ``None``: a ``LocalCluster`` sized to the machine (:func:`machine_workers`); ``0``: no
         cluster, tasks run here one after the other (for debugging: breakpoints work); ``n``: a
         ``LocalCluster`` of ``n`` worker processes. Every local worker has one thread (the
-        numerics are single-threaded per worker: ``OMP_NUM_THREADS=1``, Dask's default).
+        numerics are single-threaded per worker: ``OMP_NUM_THREADS=1``, Dask's default, and
+        ``TINYSPP_NUM_THREADS=1`` unless this process's environment sets it).
     scheduler : str, optional
         Address of a running scheduler (``tcp://host:8786``): use its workers, start nothing.
         Excludes ``workers``.
@@ -83,9 +84,12 @@ def connect(workers: int | None = None, scheduler: str | None = None, device: st
             yield client
         return
     n = machine_workers(device) if workers is None else workers
+    # one thread of numerics per worker for tinyspp's own splits too (tinyspp.ops.dispatch),
+    # unless the caller chose a number: n workers already fill n CPUs
+    env = {} if "TINYSPP_NUM_THREADS" in os.environ else {"TINYSPP_NUM_THREADS": "1"}
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                            memory_limit=memory_limit, dashboard_address=":0",
-                           silence_logs=logging.ERROR)
+                           silence_logs=logging.ERROR, env=env)
     with cluster, Client(cluster) as client:
         log(f"Dask: local cluster of {n} worker process{'es' if n > 1 else ''}; dashboard "
             f"{client.dashboard_link}")
