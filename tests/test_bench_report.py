@@ -4,8 +4,14 @@ within the target computed from them."""
 
 import json
 
-from tinyspp.bench.report import (RUNS, RUNS_SAME_HEAP, RUNS_UNPINNED, render_runs,
-                                   render_runs_same_heap, render_runs_unpinned)
+from tinyspp.bench.report import (
+    RUNS,
+    RUNS_SAME_HEAP,
+    RUNS_UNPINNED,
+    render_runs,
+    render_runs_same_heap,
+    render_runs_unpinned,
+)
 
 
 def write_run(folder, name, ours32, torch32, ours48, torch48):
