@@ -233,17 +233,7 @@ def pinning(threads: int | None = None) -> bool:
     machine, several processes pinning to the same first CPUs would crowd them). Linux only
     (``os.sched_setaffinity``); elsewhere never, and never for one thread.
     """
-    env = os.environ.get(PIN_ENV, "auto").strip().lower()
-    if env not in ("", "auto", "0", "1"):
-        raise ValueError(f"{PIN_ENV} must be 0, 1 or auto, got {os.environ[PIN_ENV]!r}")
-    if env == "0" or not hasattr(os, "sched_setaffinity"):
-        return False
-    threads = num_threads() if threads is None else threads
-    if threads <= 1:  # one thread: no workers to pin
-        return False
-    if env == "1":
-        return True
-    return threads == len(_allowed_cpus())
+    return _pin_cpus(num_threads() if threads is None else threads) is not None
 
 
 def _allowed_cpus() -> list:
@@ -256,10 +246,16 @@ def _allowed_cpus() -> list:
 
 
 def _pin_cpus(threads: int) -> list | None:
-    """The CPU of each of the ``threads`` workers of a pinned split, or None (not pinned)."""
-    if not pinning(threads):
+    """The CPU of each of the ``threads`` workers of a split, or None: not pinned (see
+    :func:`pinning`)."""
+    env = os.environ.get(PIN_ENV, "auto").strip().lower()
+    if env not in ("", "auto", "0", "1"):
+        raise ValueError(f"{PIN_ENV} must be 0, 1 or auto, got {os.environ[PIN_ENV]!r}")
+    if env == "0" or threads <= 1 or not hasattr(os, "sched_setaffinity"):
         return None
     cpus = _allowed_cpus()
+    if env != "1" and threads != len(cpus):
+        return None
     return [cpus[i % len(cpus)] for i in range(threads)]
 
 
