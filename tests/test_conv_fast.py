@@ -403,3 +403,21 @@ def test_a_forked_child_splits_on_threads_of_its_own():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "8.0"
+
+
+def test_the_one_gemm_benchmark_idea_runs_both_layouts_and_restores_the_rule(monkeypatch):
+    from tinyspp.bench import ideas
+
+    seen = []
+    real = conv.conv2d_forward
+
+    def spy(*args, **kwargs):
+        seen.append(conv.ONE_GEMM_RATIO)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(conv, "conv2d_forward", spy)
+    build = ideas._one_gemm((3, 8, 4, 4), (5, 8, 3, 3))
+    build(False)()
+    build(True)()
+    assert seen == [1 << 30, 0]  # a GEMM per image, then one per piece
+    assert conv.ONE_GEMM_RATIO == 8  # the rule is back

@@ -117,6 +117,27 @@ def _columns(which: str):
     return build
 
 
+def _one_gemm(x_shape, w_shape):
+    """A convolution's forward with a GEMM per image into its plane (plain) or one GEMM per
+    piece and a transposing pass (fast), whatever ``ops.conv.ONE_GEMM_RATIO`` would pick."""
+    def build(fast: bool):
+        from ..ops import conv
+
+        x, w, b = data(x_shape, 11), data(w_shape, 12), data(w_shape[:1], 13)
+
+        def forward():
+            saved = conv.ONE_GEMM_RATIO
+            conv.ONE_GEMM_RATIO = 0 if fast else 1 << 30  # 0: always one GEMM per piece
+            try:
+                conv.conv2d_forward(x, w, b, pad=1, keep_cols=False)
+            finally:
+                conv.ONE_GEMM_RATIO = saved
+
+        return forward
+
+    return build
+
+
 def _threads(fast: bool):
     from ..ops import dispatch
 
@@ -162,6 +183,12 @@ IDEAS = [
      _columns("im2col")),
     ("col2im x(32, 16, 24, 24) 3x3 pad 1: 9 strided adds -> compiled loop",
      _columns("col2im")),
+    ("conv fwd x(8, 256, 13, 13) w(384, 256, 3, 3) pad 1: a GEMM per image -> one per piece "
+     "(2304-long columns, 169 positions: ONE_GEMM_RATIO picks it)",
+     _one_gemm((8, 256, 13, 13), (384, 256, 3, 3))),
+    ("conv fwd x(32, 32, 8, 8) w(64, 32, 3, 3) pad 1: a GEMM per image -> one per piece "
+     "(288-long columns, 64 positions: ONE_GEMM_RATIO keeps a GEMM per image)",
+     _one_gemm((32, 32, 8, 8), (64, 32, 3, 3))),
     ("SGD step 32x3x48x48: 1 thread + BLAS's own threads -> our threads, BLAS on 1 (one pool)",
      _threads),
 ]
