@@ -121,10 +121,12 @@ def split_everything(monkeypatch):
                                                    # long columns, small map: one forward
                                                    # GEMM per piece (ONE_GEMM_RATIO)
                                                    ((5, 32, 3, 3), 4, 3, 1, 1)])
+@pytest.mark.parametrize("direct", ["auto", "off"])  # the direct kernel where it applies, or not
 def test_conv_result_is_the_same_for_any_threads_pieces_columns_and_impl(
-        split_everything, monkeypatch, dtype, shape, F, k, stride, pad):
+        split_everything, monkeypatch, dtype, shape, F, k, stride, pad, direct):
     """The image blocks and the pieces inside them are fixed by the shapes alone, so the
     output and all three gradients are the same bit for bit whatever runs them."""
+    monkeypatch.setattr(conv, "DIRECT_IMPL", direct)
     rng = np.random.default_rng(2)
     x = awkward(shape, 3, dtype)
     x[np.isnan(x) | np.isinf(x)] = 0.5  # keep the GEMMs' sums finite, compare all bits
@@ -189,6 +191,7 @@ def test_image_blocks_cover_the_batch_in_small_pieces(monkeypatch):
 def test_conv_in_small_pieces_matches_one_piece_to_rounding(monkeypatch, dtype, rtol):
     """Pieces of a few images sum dw in another order than one piece per block: the
     gradients agree to rounding (not bit for bit)."""
+    monkeypatch.setattr(conv, "DIRECT_IMPL", "off")  # the columns path's pieces
     rng = np.random.default_rng(3)
     x = rng.standard_normal((7, 3, 8, 9)).astype(dtype)
     w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)

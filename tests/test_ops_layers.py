@@ -433,8 +433,11 @@ def assert_same(a, b):
 @pytest.mark.parametrize("shape,F,k,stride,pad", [((5, 3, 9, 8), 4, 3, 1, 1),
                                                    ((3, 2, 11, 7), 3, 5, 2, 2),
                                                    ((1, 4, 4, 4), 2, 1, 1, 0)])
-def test_conv_threads_and_reused_workspace_equal_the_plain_path(threads, dtype, shape, F, k,
-                                                               stride, pad):
+def test_conv_threads_and_reused_workspace_equal_the_plain_path(threads, monkeypatch, dtype,
+                                                               shape, F, k, stride, pad):
+    from tinyspp.ops import conv
+
+    monkeypatch.setattr(conv, "DIRECT_IMPL", "off")  # the columns path (the direct one has none)
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape).astype(dtype)
     w = rng.standard_normal((F, shape[1], k, k)).astype(dtype)
@@ -462,9 +465,11 @@ def test_conv_threads_and_reused_workspace_equal_the_plain_path(threads, dtype, 
         np.testing.assert_array_equal(wrong, before)
 
 
-def test_conv_layer_reuses_its_columns_and_still_matches_a_fresh_layer():
+def test_conv_layer_reuses_its_columns_and_still_matches_a_fresh_layer(monkeypatch):
     from tinyspp.nn import Conv2d
+    from tinyspp.ops import conv
 
+    monkeypatch.setattr(conv, "DIRECT_IMPL", "off")  # the columns path (the direct one has none)
     rng = np.random.default_rng(2)
     layer, fresh = Conv2d(2, 3, 3, pad=1, rng=0, keep_cols=True), Conv2d(2, 3, 3, pad=1, rng=0)
     x1, x2 = (rng.standard_normal((4, 2, 6, 5)).astype(np.float32) for _ in range(2))

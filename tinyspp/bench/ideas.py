@@ -33,6 +33,44 @@ def _passes(impl: str):
         basic.PASSES_IMPL, pool.PASSES_IMPL = saved
 
 
+@contextlib.contextmanager
+def _direct(impl: str):
+    """The convolution's ``DIRECT_IMPL`` switch (the first layer's direct kernel, or not)."""
+    from ..ops import conv
+
+    saved, conv.DIRECT_IMPL = conv.DIRECT_IMPL, impl
+    try:
+        yield
+    finally:
+        conv.DIRECT_IMPL = saved
+
+
+def _first_conv(fast: bool):
+    """The training step's first convolution (3 -> 16 channels, 5x5, pad 2, 48 x 48, batch
+    32), forward + the backward a first layer runs (no dx): im2col + GEMM, or direct."""
+    from ..ops import conv2d_backward, conv2d_forward
+
+    x, w, b = data((32, 3, 48, 48), 14), data((16, 3, 5, 5), 15), data((16,), 16)
+    dout = data((32, 16, 48, 48), 17)
+
+    def step():
+        with _direct("auto" if fast else "off"):
+            _, cache = conv2d_forward(x, w, b, pad=2, keep_cols=False)
+            conv2d_backward(dout, cache, need_dx=False)
+
+    return step
+
+
+def _first_conv_step(fast: bool):
+    step = ours_step(48)
+
+    def run():
+        with _direct("auto" if fast else "off"):
+            step()
+
+    return run
+
+
 def _relu(fast: bool):
     from ..ops import relu_forward
     from ..ops.basic import _masked_copy, relu_backward_plain
@@ -189,6 +227,9 @@ IDEAS = [
     ("conv fwd x(32, 32, 8, 8) w(64, 32, 3, 3) pad 1: a GEMM per image -> one per piece "
      "(288-long columns, 64 positions: ONE_GEMM_RATIO keeps a GEMM per image)",
      _one_gemm((32, 32, 8, 8), (64, 32, 3, 3))),
+    ("conv fwd+bwd (no dx) x(32, 3, 48, 48) w(16, 3, 5, 5) pad 2: im2col + GEMM -> direct "
+     "kernel", _first_conv),
+    ("SGD step 32x3x48x48: first conv by im2col + GEMM -> direct kernel", _first_conv_step),
     ("SGD step 32x3x48x48: 1 thread + BLAS's own threads -> our threads, BLAS on 1 (one pool)",
      _threads),
 ]

@@ -137,6 +137,14 @@ def _spec(builder, *args):
     return (__name__, builder, [list(a) if isinstance(a, tuple) else a for a in args])
 
 
+def _conv_method(x_shape, w_shape) -> str:
+    """What ``conv2d_forward`` runs on this shape: the direct kernel or im2col + GEMM."""
+    from ..ops.conv import _use_direct
+
+    x, w = np.empty((1, *x_shape[1:]), np.float32), np.empty(w_shape, np.float32)
+    return "direct kernel (no columns)" if _use_direct(x, w, 1) else "im2col + GEMM"
+
+
 def run(opts) -> list[Row]:
     rows = []
     for x_shape, w_shape, pad in CONV:
@@ -144,7 +152,7 @@ def run(opts) -> list[Row]:
         t = side_by_side(conv_ours(x_shape, w_shape, pad),
                          _spec("conv_torch", x_shape, w_shape, pad), opts)
         rows.append(Row("layers", f"conv fwd+bwd x{x_shape} w{tuple(w_shape)} pad {pad}", t[0],
-                        t[1], "im2col + GEMM", torch_inproc_ms=t[2]))
+                        t[1], _conv_method(x_shape, w_shape), torch_inproc_ms=t[2]))
     for x_shape, w_shape, pad in CONV:  # the bound: the same GEMMs with nothing around them
         x_shape = _shape(x_shape, opts.quick)
         t = side_by_side(conv_gemms_ours(x_shape, w_shape, pad),

@@ -1,5 +1,5 @@
-"""Hand-written kernels: pyramid pooling (one CUDA source, its CPU emulation, a CPU kernel) and
-the convolution's im2col / col2im on the CPU.
+"""Hand-written kernels: pyramid pooling (one CUDA source, its CPU emulation, a CPU kernel),
+the convolution's im2col / col2im and a first layer's direct convolution on the CPU.
 
 This package face only hands names on. What lives where:
 
@@ -16,6 +16,9 @@ This package face only hands names on. What lives where:
 ``cpu.py``                 its glue: plan, bin edges, checks, the ctypes calls
 ``columns.cpp``            the compiled im2col / col2im of ``tinyspp.ops.conv`` (NumPy path)
 ``columns.py``             its glue: checks and the ctypes calls (the GIL is released)
+``direct.cpp``             the compiled direct convolution of a first layer (few channels,
+                           stride 1): forward and weight gradient, no columns
+``direct.py``              its glue: the rule's kernel half (``takes``), checks, the calls
 ``build.py``               compile once per source version, cache safely, load (ctypes)
 ``common.py``              sources, entry points, launch sizes, the shared argument checks
 =========================  ===================================================================

@@ -227,8 +227,10 @@ class CppKernels:
     RuntimeError without a C++ compiler, ``who`` and ``why`` naming the caller in the errors.
     ``available()`` / ``why_unavailable()`` as :class:`Availability` says."""
 
-    def __init__(self, stem: str, source_name: str, signatures: dict, who: str, why: str):
+    def __init__(self, stem: str, source_name: str, signatures: dict, who: str, why: str,
+                 features: tuple = ("AVX2",)):
         self.stem, self.source_name, self.who, self.why = stem, source_name, who, why
+        self.features = tuple(features)  # CPU features whose flags the build uses (cpu.flags)
         self.signatures = dict(signatures)
         self.state = Availability(lambda: self.library())
         self.available, self.why_unavailable = self.state.available, self.state.why_unavailable
@@ -240,13 +242,19 @@ class CppKernels:
     @functools.cached_property
     def _library(self) -> ctypes.CDLL:
         from .common import kernel_source
-        from .cpu import flags
 
         entries = self.entry_points()
-        lib = shared_library(self.stem, kernel_source(self.source_name), flags(), cache_dir(),
+        lib = shared_library(self.stem, kernel_source(self.source_name), self.flags(),
+                             cache_dir(),
                              find=lambda: find_compiler(), who=self.who, why=self.why,
                              symbols=list(entries))
         return bind(lib, entries)
+
+    def flags(self) -> tuple:
+        """The compiler flags of this file's build on this machine."""
+        from .cpu import flags
+
+        return flags(self.features)
 
     def library(self) -> ctypes.CDLL:
         """The compiled, bound library (built on the first call; an error is raised again on

@@ -46,16 +46,28 @@ def argmax_dtype(HW: int):
     return np.dtype(np.uint16) if HW <= 2**16 else np.dtype(np.int32)
 
 
-def flags() -> tuple[str, ...]:
-    """Compiler flags for this machine: ``FLAGS``, plus ``-mavx2`` where the CPU has AVX2."""
+OPTIONAL_FLAGS = {"AVX2": "-mavx2", "FMA3": "-mfma"}  # a CPU feature -> the flag that uses it
+
+
+def flags(features: tuple[str, ...] = ("AVX2",)) -> tuple[str, ...]:
+    """Compiler flags for this machine: ``FLAGS``, plus the flag of each of ``features``
+    (``OPTIONAL_FLAGS``: ``-mavx2``, ``-mfma``) that this CPU has, as NumPy reports it.
+
+    ``-mfma`` lets the compiler fuse a multiply and an add into one instruction (one rounding
+    instead of two): the convolution kernels ask for it, the pooling kernels, which never
+    multiply, do not."""
+    unknown = sorted(set(features) - set(OPTIONAL_FLAGS))
+    if unknown:
+        raise ValueError(f"tinyspp.kernels.cpu.flags: features must be among "
+                         f"{sorted(OPTIONAL_FLAGS)}, got {unknown}")
     try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
+        from numpy._core._multiarray_umath import __cpu_features__ as have
     except ImportError:
         try:  # NumPy 1.x
-            from numpy.core._multiarray_umath import __cpu_features__ as features
+            from numpy.core._multiarray_umath import __cpu_features__ as have
         except ImportError:  # a build without the table: stay portable
-            features = {}
-    return FLAGS + (("-mavx2",) if features.get("AVX2") else ())
+            have = {}
+    return FLAGS + tuple(OPTIONAL_FLAGS[name] for name in features if have.get(name))
 
 
 def entry_points() -> dict[str, str]:

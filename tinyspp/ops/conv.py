@@ -20,7 +20,13 @@ the same algorithm:
   Caffe does;
 * big convolutions run their blocks on tinyspp's threads, with BLAS held at one thread
   (``tinyspp.ops.dispatch``): one thread pool, not two. The blocks do not depend on the number
-  of threads, so neither does any result, bit for bit.
+  of threads, so neither does any result, bit for bit;
+* a first layer (stride 1, at most ``DIRECT_MAX_CHANNELS`` input channels, kernels at most 7
+  wide) runs a direct convolution instead (``tinyspp/kernels/direct.cpp``: the forward and the
+  weight gradient, no columns at all): its GEMM is 75 numbers deep for 3 channels of 5x5 and
+  millions of columns wide, so im2col + GEMM there is mostly memory traffic. It keeps ``x`` for
+  the backward (``keep_cols`` does not apply); ``DIRECT_IMPL = "off"`` turns it off (the tests
+  compare the two).
 
 Memory: ``cols`` is ``kh*kw`` times the size of the input (25x for a 5x5 kernel). The forward can
 keep it for the backward (``keep_cols=True``, the default of the op: the fastest) or keep only
@@ -74,6 +80,7 @@ class Conv2dCache(NamedTuple):
     stride: int
     pad: int
     x: object = None  # (N, C, H, W) the input, kept when cols is not
+    direct: bool = False  # the forward ran the direct kernel (the backward's dw runs it too)
 
 
 def conv_output_size(size: int, ksize: int, stride: int = 1, pad: int = 0) -> int:
@@ -97,6 +104,24 @@ def _strided_view(x, shape, strides):
 
 IMPLS = ("auto", "xp", "cpu")
 COLUMNS_IMPL = "auto"  # what conv2d_forward/backward ask im2col and col2im for (tests patch it)
+DIRECT_IMPL = "auto"  # "auto": the direct kernel where it applies (_use_direct); "off": never
+DIRECT_MAX_CHANNELS = 4  # input channels of a convolution the direct kernel takes, at most
+
+
+def _use_direct(x, w, stride: int) -> bool:
+    """Whether ``conv2d_forward`` runs the direct kernel (``tinyspp/kernels/direct.cpp``):
+    NumPy float32/float64 ``x`` and ``w`` of one dtype, stride 1, at most
+    ``DIRECT_MAX_CHANNELS`` input channels, a kernel at most 7 wide, the library built, and
+    ``DIRECT_IMPL`` left at ``"auto"``. A first layer, whose GEMM is shallow (``C*kh*kw``) and
+    very wide (``N*oh*ow``): the direct loops there are about twice as fast on one core."""
+    if DIRECT_IMPL not in ("auto", "off"):
+        raise ValueError(f"tinyspp.ops.conv.DIRECT_IMPL must be 'auto' or 'off', "
+                         f"got {DIRECT_IMPL!r}")
+    if DIRECT_IMPL == "off" or x.shape[1] > DIRECT_MAX_CHANNELS:
+        return False
+    from ..kernels import direct
+
+    return direct.takes(x, w, stride) and direct.available()
 
 
 def _use_kernel(impl: str, func: str, *arrays) -> bool:
@@ -292,6 +317,8 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0, workspace=None,
             f"{func}: the {kh}x{kw} kernel does not fit x of size {H}x{W} with pad={pad}: "
             f"output would be {oh}x{ow}"
         )
+    if xp is np and _use_direct(x, w, stride):
+        return _direct_forward(x, w, b, pad, (N, F, oh, ow))
     shape = (C * kh * kw, N * oh * ow)
     reuse = (keep_cols and workspace is not None and get_array_module(workspace) is xp
              and tuple(workspace.shape) == shape and workspace.dtype == x.dtype
@@ -325,6 +352,25 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0, workspace=None,
     if keep_cols:
         return out, Conv2dCache((N, C, H, W), cols, w, stride, pad)
     return out, Conv2dCache((N, C, H, W), None, w, stride, pad, x)
+
+
+def _direct_forward(x, w, b, pad: int, out_shape):
+    """``conv2d_forward`` by the direct kernel, over the same image blocks and threads."""
+    from ..kernels import direct
+
+    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    b = np.ascontiguousarray(b, dtype=x.dtype)
+    out = np.empty(out_shape, dtype=x.dtype)
+    N, C, _, _ = x.shape
+    F, _, kh, kw = w.shape
+    P = out_shape[2] * out_shape[3]
+
+    def convolve(block):
+        for n0, n1 in block:
+            direct.forward(x[n0:n1], w, b, pad, out[n0:n1])
+
+    _over_blocks(convolve, np, N, C * kh * kw * P, False, F, P)
+    return out, Conv2dCache(x.shape, None, w, 1, pad, x, direct=True)
 
 
 def conv2d_forward_naive(x, w, b, stride: int = 1, pad: int = 0):
@@ -478,16 +524,27 @@ def conv2d_backward(dout, cache: Conv2dCache, need_dx: bool = True):
     db = dout.sum(axis=(0, 2, 3))
     dx = xp.empty(cache.x_shape, dtype=dout.dtype) if need_dx else None
     w2, P = w.reshape(F, -1), oh * ow
+    direct = cache.direct and dout.dtype == cache.x.dtype  # else gather columns from x
+    if direct:
+        from ..kernels import direct as kernel
+
+        dout = np.ascontiguousarray(dout)
 
     def grad(block):  # the images of one block: their part of dw, and their dx
-        dw = None
+        dw = np.zeros((F, C * kh * kw), dtype=dout.dtype) if direct else None
         for n0, n1 in block:
+            if direct:  # dw += this piece's images' gradient, image after image
+                kernel.weight_grad(cache.x[n0:n1], dout[n0:n1], kh, kw, cache.pad,
+                                   dw.reshape(w.shape))
+                if not need_dx:
+                    continue
             d = _to_gemm_layout(dout[n0:n1])  # (n*oh*ow, F): a row per output position
-            cols = cache.cols[:, n0 * P:n1 * P] if cache.cols is not None else im2col(
-                cache.x[n0:n1], kh, kw, cache.stride, cache.pad, impl=COLUMNS_IMPL,
-                out=_temp("cols", xp, (C * kh * kw, (n1 - n0) * P), cache.x.dtype))
-            part = (cols @ d).T  # dw = dout2 @ cols.T, with dout2 = d.T: (F, C*kh*kw)
-            dw = part if dw is None else dw + part
+            if not direct:
+                cols = cache.cols[:, n0 * P:n1 * P] if cache.cols is not None else im2col(
+                    cache.x[n0:n1], kh, kw, cache.stride, cache.pad, impl=COLUMNS_IMPL,
+                    out=_temp("cols", xp, (C * kh * kw, (n1 - n0) * P), cache.x.dtype))
+                part = (cols @ d).T  # dw = dout2 @ cols.T, with dout2 = d.T: (F, C*kh*kw)
+                dw = part if dw is None else dw + part
             if need_dx:  # dcols = w2.T @ dout2: (C*kh*kw, n*oh*ow), row-major for col2im
                 dcols = w2.T @ d.T if xp is not np else np.matmul(
                     w2.T, d.T, out=_temp("dcols", xp, (C * kh * kw, (n1 - n0) * P), d.dtype))

@@ -1,0 +1,181 @@
+"""The direct convolution of a first layer (``tinyspp/kernels/direct.cpp``) against its twins.
+
+* the kernel's forward against the formula loop by loop (``conv2d_forward_naive``) and its
+  weight gradient against a float64 sum over kernel offsets, on random geometries: odd widths,
+  vector tails, every kernel width it is compiled for, padding wider than the kernel;
+* ``conv2d_forward`` / ``conv2d_backward`` with the kernel (``DIRECT_IMPL = "auto"``) against
+  im2col + GEMM (``"off"``): the output and all three gradients, float32 and float64;
+* the rule that picks it, and the errors of its glue. (Its results do not depend on the number
+  of threads: ``tests/test_conv_fast.py`` checks that bit for bit, with and without it.)
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tinyspp.kernels import direct
+from tinyspp.ops import conv
+from tinyspp.ops.conv import conv2d_backward, conv2d_forward, conv2d_forward_naive
+
+needs_kernel = pytest.mark.skipif(not direct.available(),
+                                  reason=f"no compiled kernel: {direct.why_unavailable()}")
+
+geometry = st.tuples(
+    st.integers(1, 3), st.integers(1, 4), st.integers(1, 21), st.integers(1, 40),  # N C H W
+    st.integers(1, 9), st.integers(1, 6), st.integers(1, 7), st.integers(0, 4),  # F kh kw pad
+).filter(lambda g: g[2] + 2 * g[7] >= g[5] and g[3] + 2 * g[7] >= g[6])
+
+TOL = {np.float32: 2e-6, np.float64: 1e-13}  # relative to the largest magnitude
+
+
+def weight_grad_reference(x, dout, kh, kw, pad):
+    """dw[f, c, i, j] = sum over n, oy, ox of dout[n, f, oy, ox] * xpad[n, c, oy+i, ox+j]."""
+    xpad = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh, ow = dout.shape[2:]
+    dw = np.zeros((dout.shape[1], x.shape[1], kh, kw))
+    for i in range(kh):
+        for j in range(kw):
+            dw[:, :, i, j] = np.einsum("nfyx,ncyx->fc", dout.astype(np.float64),
+                                       xpad[:, :, i:i + oh, j:j + ow])
+    return dw
+
+
+def close(got, want, dtype, factor=1.0):
+    scale = max(float(np.abs(want).max()), 1e-30)
+    assert np.abs(got.astype(np.float64) - want).max() <= factor * TOL[dtype] * scale
+
+
+@needs_kernel
+@given(g=geometry, seed=st.integers(0, 2**16), double=st.booleans())
+def test_kernel_matches_the_formula(g, seed, double):
+    N, C, H, W, F, kh, kw, pad = g
+    dtype = np.float64 if double else np.float32
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((F, C, kh, kw)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    want = conv2d_forward_naive(x.astype(np.float64), w.astype(np.float64),
+                                b.astype(np.float64), pad=pad)
+    out = np.full(want.shape, np.nan, dtype)  # every element must be written
+    direct.forward(x, w, b, pad, out)
+    close(out, want, dtype)
+    dout = rng.standard_normal(want.shape).astype(dtype)
+    start = rng.standard_normal((F, C, kh, kw)).astype(dtype)  # the kernel adds into dw
+    dw = start.copy()
+    direct.weight_grad(x, dout, kh, kw, pad, dw)
+    close(dw, start + weight_grad_reference(x, dout, kh, kw, pad), dtype)
+
+
+@needs_kernel
+def test_weight_grad_adds_image_after_image_whatever_the_calls():
+    """Two calls of a few images each give the same dw, bit for bit, as one call for all."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5, 3, 12, 17)).astype(np.float32)
+    dout = rng.standard_normal((5, 8, 12, 17)).astype(np.float32)
+    whole, parts = np.zeros((8, 3, 5, 5), np.float32), np.zeros((8, 3, 5, 5), np.float32)
+    direct.weight_grad(x, dout, 5, 5, 2, whole)
+    direct.weight_grad(x[:2], dout[:2], 5, 5, 2, parts)
+    direct.weight_grad(x[2:], dout[2:], 5, 5, 2, parts)
+    np.testing.assert_array_equal(whole, parts)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,F,k,pad", [((7, 3, 19, 23), 10, 5, 2), ((4, 1, 9, 9), 3, 3, 0),
+                                           ((3, 4, 6, 37), 17, 7, 3), ((2, 2, 5, 5), 5, 2, 4)])
+def test_conv_ops_with_and_without_the_kernel_agree(monkeypatch, dtype, shape, F, k, pad):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((F, shape[1], k, k)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+
+    def run(impl, **kwargs):
+        monkeypatch.setattr(conv, "DIRECT_IMPL", impl)
+        out, cache = conv2d_forward(x, w, b, pad=pad, **kwargs)
+        return cache, (out,) + conv2d_backward(np.cos(out), cache)
+
+    cache, fast = run("auto")
+    assert cache.direct and cache.cols is None and cache.x is x
+    kept, fast_kept = run("auto", keep_cols=True)  # keeps x all the same: there are no columns
+    assert kept.direct and kept.cols is None
+    cache, plain = run("off")
+    assert not cache.direct
+    for got, want in zip(fast, plain, strict=True):  # two roundings of sums of ~3000 terms
+        close(got, want.astype(np.float64), dtype, factor=10)
+    for got, want in zip(fast_kept, fast, strict=True):
+        np.testing.assert_array_equal(got, want)
+    # the first layer's backward: no dx, the same dw and db
+    monkeypatch.setattr(conv, "DIRECT_IMPL", "auto")
+    out, cache = conv2d_forward(x, w, b, pad=pad)
+    dx, dw, db = conv2d_backward(np.cos(out), cache, need_dx=False)
+    assert dx is None
+    np.testing.assert_array_equal(dw, fast[2])
+    np.testing.assert_array_equal(db, fast[3])
+
+
+@needs_kernel
+def test_non_contiguous_input_and_a_gradient_of_another_dtype(monkeypatch):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 9, 8, 2)).astype(np.float32).transpose(0, 3, 1, 2)  # (3,2,9,8)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float64)  # cast to x's dtype
+    out, cache = conv2d_forward(x, w, b, pad=1)
+    assert cache.direct and out.dtype == np.float32
+    np.testing.assert_allclose(out, conv2d_forward_naive(x, w, b, pad=1), rtol=1e-5, atol=1e-5)
+    dout = rng.standard_normal(out.shape)  # float64: the columns path takes it, as before
+    got = conv2d_backward(dout, cache)
+    monkeypatch.setattr(conv, "DIRECT_IMPL", "off")
+    want = conv2d_backward(dout, conv2d_forward(x, w, b, pad=1)[1])
+    for a, c in zip(got, want, strict=True):
+        assert a.dtype == c.dtype
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
+
+
+def test_the_rule_that_picks_the_kernel(monkeypatch):
+    x3, w3 = np.zeros((1, 3, 8, 8), np.float32), np.zeros((2, 3, 5, 5), np.float32)
+    assert conv._use_direct(x3, w3, 1) == direct.available()
+    assert not conv._use_direct(x3, w3, 2)  # stride 1 only
+    assert not conv._use_direct(np.zeros((1, 5, 8, 8), np.float32),
+                                np.zeros((2, 5, 3, 3), np.float32), 1)  # > DIRECT_MAX_CHANNELS
+    assert not conv._use_direct(x3, np.zeros((2, 3, 3, 9), np.float32), 1)  # wider than 7
+    assert not conv._use_direct(x3, w3.astype(np.float64), 1)  # two dtypes
+    assert not conv._use_direct(x3.astype(np.float16), w3.astype(np.float16), 1)
+    monkeypatch.setattr(conv, "DIRECT_IMPL", "off")
+    assert not conv._use_direct(x3, w3, 1)
+    monkeypatch.setattr(conv, "DIRECT_IMPL", "on")
+    with pytest.raises(ValueError, match="DIRECT_IMPL must be 'auto' or 'off', got 'on'"):
+        conv2d_forward(x3, w3, np.zeros(2, np.float32))
+
+
+@needs_kernel
+def test_glue_errors_name_the_argument():
+    x, w, b = (np.zeros((1, 2, 6, 6), np.float32), np.zeros((3, 2, 3, 3), np.float32),
+               np.zeros(3, np.float32))
+    with pytest.raises(TypeError, match=r"out must be a C-contiguous float32 NumPy array of "
+                                        r"shape \(1, 3, 4, 4\)"):
+        direct.forward(x, w, b, 0, np.zeros((1, 3, 4, 5), np.float32))
+    with pytest.raises(TypeError, match="w must be a C-contiguous float32"):
+        direct.forward(x, w.astype(np.float64), b, 0, np.zeros((1, 3, 4, 4), np.float32))
+    with pytest.raises(TypeError, match="x must be a float32 or float64 NumPy array"):
+        direct.forward(x.astype(np.int32), w, b, 0, np.zeros((1, 3, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="kernels at most 7 wide, got 9"):
+        direct.weight_grad(x, np.zeros((1, 3, 4, 4), np.float32), 3, 9, 2,
+                           np.zeros((3, 2, 3, 9), np.float32))
+    with pytest.raises(ValueError, match="the 3x3 kernel does not fit 2x2 with pad=0"):
+        direct.forward(x[:, :, :2, :2], w, b, 0, np.zeros((1, 3, 0, 0), np.float32))
+    with pytest.raises(TypeError, match="dw must be a C-contiguous float32"):
+        direct.weight_grad(x, np.zeros((1, 3, 4, 4), np.float32), 3, 3, 0,
+                           np.zeros((3, 2, 3, 3), np.float64))
+
+
+def test_source_compiles_without_warnings(tmp_path):
+    import subprocess
+
+    from tinyspp.kernels import common, emulate
+
+    src = tmp_path / "direct.cpp"
+    src.write_text(common.kernel_source(direct.SOURCE_NAME))
+    proc = subprocess.run([emulate.find_compiler(), *direct.flags(), "-Wall", "-Wextra",
+                           "-fsyntax-only", str(src)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
