@@ -1,4 +1,4 @@
-"""The compiled ReLU passes and max-pool backward (``tinyspp/kernels/passes.cpp``) against their
+"""The compiled ReLU passes and max pooling (``tinyspp/kernels/passes.cpp``) against their
 NumPy twins (``PASSES_IMPL = "xp"``), bit for bit: NaN (with its sign), +-inf, -0.0, ties, and
 overlapping windows whose gradients add up; on one thread or split over two.
 """
@@ -92,10 +92,42 @@ def test_pool_backward_equals_numpy_bit_for_bit(shape, window, seed, double, thr
 
 
 @needs_kernel
+@given(shape=shapes, window=windows, seed=st.integers(0, 2**16), double=st.booleans(),
+       threads=st.sampled_from([1, 2]))
+def test_pool_forward_equals_numpy_and_outputs_the_winner(shape, window, seed, double, threads):
+    """The same winners bit for bit (first maximum in row-major order, first NaN); the output
+    is the value at the winner, bit for bit. NumPy's running ``np.maximum`` is free to return
+    either of two tied zeros or NaNs, so against it the values compare as values (-0.0 ==
+    0.0, NaN == NaN), not as bits."""
+    N, C, H, W = shape
+    k, s = window
+    if k > min(H, W):
+        return
+    dtype = np.float64 if double else np.float32
+    x = awkward(shape, seed, dtype)
+    with impl("xp"):
+        assert not pool._compiled_forward(x, k, s, 0, (H - k) // s + 1, (W - k) // s + 1)
+        out_np, cache_np = max_pool2d_forward(x, k, stride=s)
+    with impl("auto", threads):
+        assert pool._compiled_forward(x, k, s, 0, *out_np.shape[2:])
+        out, cache = max_pool2d_forward(x, k, stride=s)
+    same_bits(cache.winner, cache_np.winner)
+    np.testing.assert_array_equal(out, out_np)
+    oh, ow = out.shape[2:]
+    i, j = np.divmod(cache.winner.astype(np.int64), k)
+    rows = np.arange(oh).reshape(oh, 1) * s + i
+    cols = np.arange(ow) * s + j
+    at_winner = np.take_along_axis(x.reshape(N, C, -1), (rows * W + cols).reshape(N, C, -1),
+                                   axis=2).reshape(out.shape)
+    same_bits(out, at_winner)
+
+
+@needs_kernel
 @pytest.mark.parametrize("kw", [dict(pad=1), dict(ceil_mode=True)])
 def test_padded_or_overhanging_windows_keep_the_numpy_scatter(kw):
     x = awkward((2, 3, 8, 8), 0, np.float32)  # ceil_mode: a 4th window overhangs the 8th row
     out, cache = max_pool2d_forward(x, 3, stride=2, **kw)
+    assert not pool._compiled_forward(x, 3, 2, kw.get("pad", 0), *out.shape[2:])
     dout = awkward(out.shape, 1, np.float32)
     assert not pool._compiled_backward(dout, cache)
     with impl("xp"), np.errstate(invalid="ignore"):
@@ -113,6 +145,8 @@ def test_a_bad_switch_is_an_error_naming_it(monkeypatch):
     monkeypatch.setattr(pool, "PASSES_IMPL", "fast")
     with pytest.raises(ValueError, match="tinyspp.ops.pool.PASSES_IMPL must be 'auto' or 'xp'"):
         max_pool2d_backward(out, cache)
+    with pytest.raises(ValueError, match="tinyspp.ops.pool.PASSES_IMPL must be 'auto' or 'xp'"):
+        max_pool2d_forward(np.ones((1, 1, 4, 4), np.float32), 2)
 
 
 @needs_kernel
@@ -125,6 +159,11 @@ def test_the_glue_refuses_what_the_loops_cannot_read():
     dout, winner = np.ones((1, 1, 2, 2), np.float32), np.zeros((1, 1, 2, 2), np.uint8)
     with pytest.raises(ValueError, match="do not all lie inside a 4x4 image"):
         passes.pool_backward(dout, winner, 3, 2, np.empty((1, 1, 4, 4), np.float32), 0, 1)
+    image = np.ones((1, 1, 4, 4), np.float32)
+    with pytest.raises(TypeError, match="winner must be a C-contiguous uint8"):
+        passes.pool_forward(image, 2, 2, dout, winner.astype(np.int32), 0, 1)
+    with pytest.raises(ValueError, match="do not all lie inside a 4x4 image"):
+        passes.pool_forward(image, 3, 2, dout, winner, 0, 1)
 
 
 def test_float16_and_non_contiguous_arrays_take_the_numpy_path():

@@ -113,15 +113,33 @@ def _pool(fast: bool):
 
     x = data((32, 16, 48, 48), 7)
 
-    def step():
+    def step():  # both NumPy (the compiled loops are the next ideas)
         saved, pool.PHASES_ALWAYS = pool.PHASES_ALWAYS, not fast
         try:
-            out, cache = max_pool2d_forward(x, 2)
-            max_pool2d_backward(np.ones_like(out), cache)
+            with _passes("xp"):
+                out, cache = max_pool2d_forward(x, 2)
+                max_pool2d_backward(np.ones_like(out), cache)
         finally:
             pool.PHASES_ALWAYS = saved
 
     return step
+
+
+def _pool_forward(x_shape, ksize, stride):
+    """Max pooling's forward: NumPy's running maximum over the offset views (plain) or the
+    compiled window loop of ``tinyspp/kernels/passes.cpp`` (fast)."""
+    def build(fast: bool):
+        from ..ops import max_pool2d_forward
+
+        x = data(x_shape, 18)
+
+        def step():
+            with _passes("auto" if fast else "xp"):
+                max_pool2d_forward(x, ksize, stride)
+
+        return step
+
+    return build
 
 
 def _spp(fast: bool):
@@ -215,6 +233,10 @@ IDEAS = [
     ("max-pool 2/2 bwd x(32, 16, 48, 48): index arrays + np.add.at -> compiled scatter",
      _pool_backward),
     ("max-pool 2/2 fwd+bwd x(32, 16, 48, 48): padded phase copy -> views of x", _pool),
+    ("max-pool 3/2 fwd x(8, 96, 55, 55): running max over phase-split views -> compiled "
+     "window loop", _pool_forward((8, 96, 55, 55), 3, 2)),
+    ("max-pool 2/2 fwd x(32, 16, 48, 48): running max over views of x -> compiled window loop",
+     _pool_forward((32, 16, 48, 48), 2, 2)),
     ("SPP (6, 3, 2, 1) fwd x(32, 256, 13, 13): every level scanned -> nested levels merged",
      _spp),
     ("im2col x(32, 16, 24, 24) 3x3 pad 1: padded copy + strided view -> compiled loop",

@@ -139,8 +139,10 @@ def _spec(builder, *args):
 
 def _conv_method(x_shape, w_shape) -> str:
     """What ``conv2d_forward`` runs on this shape: the direct kernel or im2col + GEMM."""
-    from ..ops.conv import _use_direct
-
+    try:
+        from ..ops.conv import _use_direct
+    except ImportError:  # the "before" tree of docs/performance.md: im2col + GEMM only
+        return "im2col + GEMM"
     x, w = np.empty((1, *x_shape[1:]), np.float32), np.empty(w_shape, np.float32)
     return "direct kernel (no columns)" if _use_direct(x, w, 1) else "im2col + GEMM"
 

@@ -3,7 +3,8 @@
 The step of :mod:`tinyspp.bench.training` (batch 32, 3x32x32 and 3x48x48), taken apart: every
 layer's forward and backward timed on the activations the step really sees, the SGD update and
 the loss, and, inside the convolutions, the pieces of ``conv2d_forward`` / ``conv2d_backward``
-(im2col, compiled and in NumPy; the GEMMs; the layout transpose; col2im, both ways).
+(im2col, compiled and in NumPy; the GEMMs; the layout transpose; col2im, both ways; or, for
+the first layer, the direct kernel's forward and weight gradient).
 Each piece is timed alone (median of repeats), so the pieces of a layer need not add up exactly
 to its total. Everything runs on ONE thread (BLAS and tinyspp's element-wise passes): a piece's
 time is then its own work, not a wait for a second thread that another job on a shared machine
@@ -18,6 +19,22 @@ from .common import Row, median_ms, one_thread
 from .training import BATCH, LEVELS, NUM_CLASSES, batch
 
 SIZES = (32, 48)
+
+
+def _direct_pieces(layer, x, dout, repeats):
+    """Time the pieces of a convolution that runs the direct kernel (a first layer): its
+    forward, its weight gradient, the bias gradient (``tinyspp/kernels/direct.cpp``)."""
+    from ..kernels import direct
+
+    w, b, p = layer.params["w"], layer.params["b"], layer.pad
+    F, C, kh, kw = w.shape
+    out, dw = np.empty(dout.shape, dtype=x.dtype), np.zeros(w.shape, dtype=x.dtype)
+    pieces = {
+        "fwd: direct kernel (+ bias)": lambda: direct.forward(x, w, b, p, out),
+        "bwd: direct kernel (dw)": lambda: direct.weight_grad(x, dout, kh, kw, p, dw),
+        "bwd: db sum": lambda: dout.sum(axis=(0, 2, 3)),
+    }
+    return {name: median_ms(fn, repeats) for name, fn in pieces.items()}
 
 
 def _conv_pieces(layer, x, dout, repeats):
@@ -97,7 +114,10 @@ def profile_step(size: int, repeats: int) -> list[tuple[str, float]]:
         out.append((f"{name} forward", median_ms(fwd, repeats)))
         layer.forward(inputs[i])
         out.append((f"{name} backward", median_ms(bwd, repeats)))
-        if isinstance(layer, Conv2d):
+        if isinstance(layer, Conv2d) and layer._cache.direct:
+            out += [(f"{name}   {k}", v) for k, v in
+                    _direct_pieces(layer, inputs[i], douts[i], repeats).items()]
+        elif isinstance(layer, Conv2d):
             pieces = _conv_pieces(layer, inputs[i], douts[i], repeats)
             if i == 0:
                 for piece in [k for k in pieces if "dcols" in k or "col2im" in k]:

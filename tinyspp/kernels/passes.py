@@ -1,8 +1,8 @@
-"""The compiled ReLU passes and max-pooling backward: ``passes.cpp`` and its glue.
+"""The compiled ReLU passes and max pooling: ``passes.cpp`` and its glue.
 
-``tinyspp.ops.relu_forward`` / ``relu_backward`` and ``max_pool2d_backward`` call these for
-C-contiguous NumPy float32/float64 arrays when the library builds (the ops' ``PASSES_IMPL =
-"auto"``); the NumPy code of the ops is the readable twin, and the tests check that both give
+``tinyspp.ops.relu_forward`` / ``relu_backward`` and ``max_pool2d_forward`` / ``_backward``
+call these for C-contiguous NumPy float32/float64 arrays when the library builds (the ops'
+``PASSES_IMPL = "auto"``); the NumPy code of the ops is the readable twin, and the tests check that both give
 the same numbers bit for bit. The ``.cpp`` file says why one loop beats NumPy's several passes.
 Compiled once per machine and cached (:mod:`tinyspp.kernels.build`), with the flags of
 ``columns.cpp``. The calls release the GIL (ctypes does), so slices of a batch run on several
@@ -19,7 +19,8 @@ from .build import CppKernels
 SOURCE_NAME = "passes.cpp"
 VALUE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
-_ARGS = {"relu_forward": "pqpp", "relu_backward": "ppqp", "pool_backward": "ppqqqqqqqp"}
+_ARGS = {"relu_forward": "pqpp", "relu_backward": "ppqp", "pool_forward": "pqqqqqqqpp",
+         "pool_backward": "ppqqqqqqqp"}
 MAX_WINDOW = 16  # the winner is a uint8 offset: windows up to 16 x 16
 
 
@@ -74,6 +75,19 @@ def relu_backward(dout, mask, dx, start: int, stop: int) -> None:
                                      _at(dx, start))
 
 
+def pool_forward(x, ksize: int, stride: int, out, winner, p0: int, p1: int) -> None:
+    """Image planes ``p0:p1`` of ``x (N, C, H, W)``: ``out (N, C, oh, ow)`` = every window's
+    maximum, ``winner`` (uint8) = the offset of its first maximum (of its first NaN, if any)."""
+    _check(x, "x", x.dtype if fits(x) else np.float32)
+    N, C, H, W = x.shape
+    oh, ow = out.shape[2:]
+    _check(out, "out", x.dtype, N * C * oh * ow)
+    _check(winner, "winner", np.uint8, N * C * oh * ow)
+    _check_windows(H, W, ksize, stride, oh, ow)
+    _fn("pool_forward", x.dtype)(_at(x, p0 * H * W), p1 - p0, H, W, ksize, stride, oh, ow,
+                                 _at(out, p0 * oh * ow), _at(winner, p0 * oh * ow))
+
+
 def pool_backward(dout, winner, ksize: int, stride: int, dx, p0: int, p1: int) -> None:
     """Image planes ``p0:p1``: ``dx (N, C, H, W)`` = 0, plus every window's ``dout`` at its
     winner (windows in row-major order)."""
@@ -88,7 +102,7 @@ def pool_backward(dout, winner, ksize: int, stride: int, dx, p0: int, p1: int) -
 
 
 def windows_inside(H: int, W: int, ksize: int, stride: int, oh: int, ow: int) -> bool:
-    """Whether the pooling backward applies: every window inside the image, uint8 offsets."""
+    """Whether the pooling loops apply: every window inside the image, uint8 offsets."""
     return (1 <= ksize <= MAX_WINDOW and stride >= 1 and oh >= 1 and ow >= 1
             and (oh - 1) * stride + ksize <= H and (ow - 1) * stride + ksize <= W)
 

@@ -2,7 +2,11 @@
 
 Forward keeps a running maximum over the ``ksize*ksize`` strided views of the ``-inf``-padded
 input (one vectorised pass per kernel offset, never a loop over output positions) and remembers
-which offset won. Backward scatters ``dout`` through the stored winners with one unbuffered
+which offset won. On NumPy float32/float64 without padding, with every window inside the image,
+a compiled loop (``tinyspp/kernels/passes.cpp``) reads each window once instead and gives the
+same winners; its output is the value at the winner (NumPy's running ``maximum`` may return
+the other sign of two tied zeros, or another NaN's payload). ``PASSES_IMPL = "xp"`` runs the
+NumPy code. Backward scatters ``dout`` through the stored winners with one unbuffered
 scatter-add (``np.add.at``; ``cupyx.scatter_add`` on CuPy: overlapping windows may pick the
 same pixel).
 
@@ -113,6 +117,14 @@ def max_pool2d_forward(x, ksize: int, stride: int | None = None, pad: int = 0,
     # needs (ceil_mode may need more than pad, a large stride less)
     Hp = max((oh - 1) * stride + ksize, pad + H)
     Wp = max((ow - 1) * stride + ksize, pad + W)
+    if _compiled_forward(x, ksize, stride, pad, oh, ow):  # windows inside: one compiled pass
+        from ..kernels import passes
+
+        out = np.empty((N, C, oh, ow), dtype=x.dtype)
+        winner = np.empty((N, C, oh, ow), dtype=np.uint8)
+        parallel_slices(lambda p0, p1: passes.pool_forward(x, ksize, stride, out, winner, p0, p1),
+                        N * C, N * C * oh * ow * ksize * ksize)
+        return out, MaxPool2dCache((N, C, H, W), winner, ksize, stride, pad, (Hp, Wp))
     view = _offset_views(x, ksize, stride, pad, oh, ow, Hp, Wp)
     # the winner's offset fits in uint8 for windows up to 16x16
     offset_dtype = np.uint8 if ksize * ksize <= 256 else np.int32
@@ -284,6 +296,23 @@ def max_pool2d_backward(dout, cache: MaxPool2dCache):
 
 
 PASSES_IMPL = "auto"  # "auto": the compiled backward where it runs; "xp": the NumPy scatter
+
+
+def _compiled_forward(x, ksize, stride, pad, oh, ow) -> bool:
+    """Whether ``max_pool2d_forward`` runs ``tinyspp/kernels/passes.cpp``'s window loop:
+    C-contiguous NumPy float32/float64, no padding, every window inside the image, windows up to
+    16x16 (uint8 winners), the library built (``PASSES_IMPL == "auto"``), and ``PHASES_ALWAYS``
+    off (the tests' switch to the phase-split NumPy path)."""
+    if PASSES_IMPL == "xp" or PHASES_ALWAYS:
+        return False
+    if PASSES_IMPL != "auto":
+        raise ValueError(f"tinyspp.ops.pool.PASSES_IMPL must be 'auto' or 'xp', "
+                         f"got {PASSES_IMPL!r}")
+    from ..kernels import passes
+
+    H, W = x.shape[2:]
+    return (pad == 0 and passes.fits(x) and passes.windows_inside(H, W, ksize, stride, oh, ow)
+            and passes.available())
 
 
 def _compiled_backward(dout, cache) -> bool:
