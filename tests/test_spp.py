@@ -190,11 +190,70 @@ def test_output_length_constant_across_input_sizes(xp):
 
 
 def test_impl_xp_equals_auto_on_numpy():
+    from tinyspp.kernels import cpu
+
     x = tie_free((2, 3, 9, 8), seed=7)
     a, ca = spp_forward(x, impl="auto")
     b, cb = spp_forward(x, impl="xp")
-    assert ca.impl == cb.impl == "xp"
+    assert cb.impl == "xp" and ca.impl == ("cpu" if cpu.available() else "xp")
     np.testing.assert_array_equal(a, b)
+    # what the compiled kernel does not take stays on the array path
+    for kwargs, data in ((dict(pool="avg"), x), (dict(mode="paper"), x),
+                         ({}, x.astype(np.float16))):
+        assert spp_forward(data, **kwargs)[1].impl == "xp"
+
+
+def _needs_cpu_kernel():
+    from tinyspp.kernels import cpu
+
+    if not cpu.available():
+        pytest.skip(f"no compiled kernel: {cpu.why_unavailable()}")
+
+
+@given(shape=nchw_shapes(max_hw=15), levels=level_sets(), seed=seeds,
+       double=st.booleans(), kind=st.sampled_from(["awkward", "ties", "normal"]))
+def test_cpu_kernel_equals_the_array_path(shape, levels, seed, double, kind):
+    """``impl="cpu"`` (the region kernel, one region per image) finds the array path's argmax
+    bit for bit, so the gradients are the same bits; its output is the value at the argmax,
+    bit for bit (the array path may give the other sign of two tied zeros, or another NaN's
+    payload: the outputs compare as values)."""
+    _needs_cpu_kernel()
+    dtype = np.float64 if double else np.float32
+    rng = np.random.default_rng(seed)
+    if kind == "awkward" and np.prod(shape) >= 6:
+        x = awkward_map(shape, seed, dtype)
+        x.reshape(-1)[rng.choice(x.size, size=min(3, x.size), replace=False)] = -0.0
+    elif kind == "ties":
+        x = rng.integers(0, 3, shape).astype(dtype)
+    else:
+        x = rng.standard_normal(shape).astype(dtype)
+    fast, cfast = spp_forward(x, levels, impl="cpu")
+    plain, cplain = spp_forward(x, levels, impl="xp")
+    assert cfast.impl == "cpu"
+    np.testing.assert_array_equal(cfast.argmax, cplain.argmax)
+    np.testing.assert_array_equal(fast, plain)
+    N, C = shape[:2]
+    from tinyspp.ops.spp import channel_of_column
+
+    chan = channel_of_column(levels, C)
+    at = x.reshape(N, C, -1)[np.arange(N)[:, None], chan[None, :],
+                             cfast.argmax.astype(np.int64)]
+    np.testing.assert_array_equal(fast.view(np.uint8), at.view(np.uint8))
+    dout = rng.standard_normal(fast.shape).astype(dtype)
+    np.testing.assert_array_equal(spp_backward(dout, cfast).view(np.uint8),
+                                  spp_backward(dout, cplain).view(np.uint8))
+
+
+def test_cpu_impl_errors_name_what_it_takes():
+    _needs_cpu_kernel()
+    x = tie_free((1, 2, 5, 5), seed=3)
+    with pytest.raises(ValueError, match="impl='cpu' pools with pool='max' and mode='adaptive'"):
+        spp_forward(x, (2, 1), pool="avg", impl="cpu")
+    with pytest.raises(ValueError, match="impl='cpu' pools with pool='max' and mode='adaptive'"):
+        spp_forward(x, (2, 1), mode="paper", impl="cpu")
+    with pytest.raises(TypeError, match="impl='cpu' takes NumPy float32 or float64 x, got "
+                                        "ndarray float16"):
+        spp_forward(x.astype(np.float16), (2, 1), impl="cpu")
 
 
 @pytest.mark.parametrize(
@@ -286,7 +345,7 @@ def test_nested_levels_and_threads_equal_the_plain_path(monkeypatch, dtype, shap
         monkeypatch.setattr(spp, "NEST", nest)
         dispatch.set_num_threads(threads)
         try:
-            out, cache = spp_forward(x, levels)
+            out, cache = spp_forward(x, levels, impl="xp")  # the array path's nesting
         finally:
             dispatch.set_num_threads(None)
         results.append((out, cache.argmax))

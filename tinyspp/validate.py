@@ -122,7 +122,8 @@ def check_rois(rois, features_shape, func: str):
 IMPLS = {
     "auto": "pick for the input (see each op)",
     "xp": "array operations: NumPy, or CuPy on the GPU",
-    "cpu": "the compiled C++ kernel tinyspp/kernels/region_max.cpp (region max pooling, NumPy)",
+    "cpu": "the compiled C++ kernel tinyspp/kernels/region_max.cpp (max pooling of regions, or "
+           "of whole maps in adaptive mode; NumPy float32/float64)",
     "cuda": "the CUDA kernels tinyspp/kernels/pyramid_pool.cu on the GPU (CuPy arrays)",
     "emulate": "pyramid_pool.cu compiled as C++ and run thread by thread on the CPU (NumPy "
                "arrays): a test harness, about 1000x slower than 'cpu'",

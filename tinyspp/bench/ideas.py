@@ -150,11 +150,20 @@ def _spp(fast: bool):
     def step():
         saved, spp.NEST = spp.NEST, fast
         try:
-            spp_forward(x, (6, 3, 2, 1))
+            spp_forward(x, (6, 3, 2, 1), impl="xp")  # the array path (the kernel: next idea)
         finally:
             spp.NEST = saved
 
     return step
+
+
+def _spp_kernel(fast: bool):
+    """The SPP layer's forward on the array path (plain) or the region kernel, one region
+    per image (fast)."""
+    from ..ops import spp_forward
+
+    x = data((32, 256, 13, 13), 8)
+    return lambda: spp_forward(x, (6, 3, 2, 1), impl="cpu" if fast else "xp")
 
 
 def _columns(which: str):
@@ -239,6 +248,8 @@ IDEAS = [
      _pool_forward((32, 16, 48, 48), 2, 2)),
     ("SPP (6, 3, 2, 1) fwd x(32, 256, 13, 13): every level scanned -> nested levels merged",
      _spp),
+    ("SPP (6, 3, 2, 1) fwd x(32, 256, 13, 13): array path -> region kernel, one region per "
+     "image", _spp_kernel),
     ("im2col x(32, 16, 24, 24) 3x3 pad 1: padded copy + strided view -> compiled loop",
      _columns("im2col")),
     ("col2im x(32, 16, 24, 24) 3x3 pad 1: 9 strided adds -> compiled loop",

@@ -53,7 +53,7 @@ from .argmax import scatter_max_grad
 from .dispatch import parallel_slices, split_copyto
 
 POOLS = ("max", "avg")
-IMPLS = ("auto", "xp", "cuda", "emulate")  # what each runs: tinyspp.validate.IMPLS
+IMPLS = ("auto", "xp", "cpu", "cuda", "emulate")  # what each runs: tinyspp.validate.IMPLS
 
 
 class SPPCache(NamedTuple):
@@ -100,9 +100,13 @@ def spp_forward(x, levels=DEFAULT_LEVELS, mode="adaptive", pool="max", impl="aut
         Bin rule (see ``tinyspp.bins``). ``paper`` and ``caffe`` raise a ValueError for sizes
         where they cannot make ``n`` non-empty bins.
     pool : {"max", "avg"}
-    impl : {"auto", "xp", "cuda", "emulate"}
-        ``auto``: the CUDA kernel for float32/float64 CuPy inputs, the array-module path
-        otherwise; ``xp``: always the array-module path; ``cuda``: the CUDA kernel (CuPy);
+    impl : {"auto", "xp", "cpu", "cuda", "emulate"}
+        ``auto``: the CUDA kernel for float32/float64 CuPy inputs, the compiled CPU kernel for
+        NumPy float32/float64 max pooling in ``adaptive`` mode (where it builds), the
+        array-module path otherwise; ``xp``: always the array-module path; ``cpu``: the
+        region-pooling kernel ``tinyspp/kernels/region_max.cpp`` with one region per image,
+        the whole map (its adaptive bins are the image's: the same numbers, bit for bit, as
+        ``xp``; max, adaptive, NumPy float32/float64 only); ``cuda``: the CUDA kernel (CuPy);
         ``emulate``: the same kernel run serially on the CPU (NumPy; a slow test harness). The
         old ``"kernel"`` (cuda or emulate, by array type) warns and still works.
 
@@ -134,8 +138,11 @@ def spp_forward(x, levels=DEFAULT_LEVELS, mode="adaptive", pool="max", impl="aut
     xp = get_array_module(x)
     path = check_impl(impl, func, IMPLS, xp)
     if path == "auto":
-        path = "cuda" if is_gpu_array(x) and x.dtype in (np.float32, np.float64) else "xp"
-    if path in ("cuda", "emulate"):
+        path = "cuda" if is_gpu_array(x) and x.dtype in (np.float32, np.float64) else (
+            "cpu" if _cpu_kernel_takes(x, mode, pool) else "xp")
+    if path == "cpu":
+        out, argmax = _cpu_forward(x, levels, mode, pool, func)
+    elif path in ("cuda", "emulate"):
         from .. import kernels
 
         out, argmax = kernels.spp_forward(xp.ascontiguousarray(x), table, pool)
@@ -179,6 +186,40 @@ def spp_backward(dout, cache):
     else:
         dx = _avg_backward(dout, cache.table, (N, C, H, W))
     return dx.astype(cache.dtype, copy=False)
+
+
+def _cpu_kernel_takes(x, mode, pool) -> bool:
+    """Whether ``impl="auto"`` runs the compiled region kernel on these whole maps."""
+    from ..kernels import cpu
+
+    return (pool == "max" and mode == "adaptive" and isinstance(x, np.ndarray)
+            and x.dtype in cpu.VALUE_DTYPES and x.shape[2] * x.shape[3] <= 2**31
+            and cpu.available())
+
+
+def _whole_maps(N, H, W):
+    """One region per image covering its whole map: rows ``[n, 0, 0, W - 1, H - 1]``."""
+    rois = np.zeros((N, 5), dtype=np.int64)
+    rois[:, 0], rois[:, 3], rois[:, 4] = np.arange(N), W - 1, H - 1
+    return rois
+
+
+def _cpu_forward(x, levels, mode, pool, func):
+    """Max SPP of whole maps by ``tinyspp/kernels/region_max.cpp``: each image is one region
+    (adaptive bins of a region are the bins of the map: ``tinyspp.bins``)."""
+    from ..kernels import cpu
+
+    if pool != "max" or mode != "adaptive":
+        raise ValueError(f"{func}: impl='cpu' pools with pool='max' and mode='adaptive', got "
+                         f"pool={pool!r}, mode={mode!r}; use impl='xp' or 'auto'")
+    if not (isinstance(x, np.ndarray) and x.dtype in cpu.VALUE_DTYPES):
+        raise TypeError(f"{func}: impl='cpu' takes NumPy float32 or float64 x, got "
+                        f"{type(x).__name__} {getattr(x, 'dtype', '')}; use impl='xp' or 'auto'")
+    if not cpu.available():
+        raise RuntimeError(f"{func}: impl='cpu' needs the compiled kernel, which is unavailable "
+                           f"here ({cpu.why_unavailable()}); use impl='xp'")
+    N, _, H, W = x.shape
+    return cpu.pool_max(x, _whole_maps(N, H, W), np.arange(N), levels, mode)
 
 
 # --- helpers shared with region pooling ------------------------------------------------------
