@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from tinyspp.kernels import passes
@@ -70,17 +70,20 @@ def test_relu_passes_equal_numpy_bit_for_bit(shape, seed, double, threads):
 windows = st.tuples(st.integers(1, 4), st.integers(1, 3))  # ksize, stride (overlap: stride < ksize)
 
 
+def pool_case(shape, window, seed, double):
+    """``(x, ksize, stride, dtype)``: an awkward map whose windows fit (others are rejected)."""
+    k, s = window
+    assume(k <= min(shape[2:]))
+    dtype = np.float64 if double else np.float32
+    return awkward(shape, seed, dtype), k, s, dtype
+
+
 @needs_kernel
 @given(shape=shapes, window=windows, seed=st.integers(0, 2**16), double=st.booleans(),
        threads=st.sampled_from([1, 2]))
 def test_pool_backward_equals_numpy_bit_for_bit(shape, window, seed, double, threads):
     """Overlapping windows (stride < ksize) that pick the same pixel add up in the same order."""
-    N, C, H, W = shape
-    k, s = window
-    if k > min(H, W):
-        return
-    dtype = np.float64 if double else np.float32
-    x = awkward(shape, seed, dtype)
+    x, k, s, dtype = pool_case(shape, window, seed, double)
     out, cache = max_pool2d_forward(x, k, stride=s)
     dout = awkward(out.shape, seed + 1, dtype)
     with impl("xp"), np.errstate(invalid="ignore"):  # inf + -inf: NumPy warns, C++ does not
@@ -99,12 +102,8 @@ def test_pool_forward_equals_numpy_and_outputs_the_winner(shape, window, seed, d
     is the value at the winner, bit for bit. NumPy's running ``np.maximum`` is free to return
     either of two tied zeros or NaNs, so against it the values compare as values (-0.0 ==
     0.0, NaN == NaN), not as bits."""
+    x, k, s, dtype = pool_case(shape, window, seed, double)
     N, C, H, W = shape
-    k, s = window
-    if k > min(H, W):
-        return
-    dtype = np.float64 if double else np.float32
-    x = awkward(shape, seed, dtype)
     with impl("xp"):
         assert not pool._compiled_forward(x, k, s, 0, (H - k) // s + 1, (W - k) // s + 1)
         out_np, cache_np = max_pool2d_forward(x, k, stride=s)

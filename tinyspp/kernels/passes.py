@@ -2,8 +2,10 @@
 
 ``tinyspp.ops.relu_forward`` / ``relu_backward`` and ``max_pool2d_forward`` / ``_backward``
 call these for C-contiguous NumPy float32/float64 arrays when the library builds (the ops'
-``PASSES_IMPL = "auto"``); the NumPy code of the ops is the readable twin, and the tests check that both give
-the same numbers bit for bit. The ``.cpp`` file says why one loop beats NumPy's several passes.
+``PASSES_IMPL = "auto"``); the NumPy code of the ops is the readable twin, and the tests check
+that both give the same numbers bit for bit (the pooling forward: the same winners, and the
+value at the winner as output). The ``.cpp`` file says why one loop beats NumPy's several
+passes.
 Compiled once per machine and cached (:mod:`tinyspp.kernels.build`), with the flags of
 ``columns.cpp``. The calls release the GIL (ctypes does), so slices of a batch run on several
 threads at once (``tinyspp.ops.dispatch.parallel_slices``): every function here takes a range
