@@ -64,7 +64,8 @@ def _geometry(x, F: int, kh: int, kw: int, pad: int):
 
 def forward(x, w, b, pad: int, out) -> None:
     """``out (N, F, oh, ow) = conv(x, w, stride 1, pad) + b``, all C-contiguous, one dtype."""
-    N, C, H, W, F, kh, kw, oh, ow = _geometry(x, *np.shape(w)[::2], w.shape[3], pad)
+    F, _, kh, kw = w.shape
+    N, C, H, W, F, kh, kw, oh, ow = _geometry(x, F, kh, kw, pad)
     t = x.dtype
     getattr(library(), f"conv_direct_forward_{_SUFFIX[t]}")(
         _checked(x, "x", t, (N, C, H, W)), N, C, H, W, _checked(w, "w", t, (F, C, kh, kw)),
