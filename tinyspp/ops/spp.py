@@ -219,7 +219,8 @@ def _cpu_forward(x, levels, mode, pool, func):
         raise RuntimeError(f"{func}: impl='cpu' needs the compiled kernel, which is unavailable "
                            f"here ({cpu.why_unavailable()}); use impl='xp'")
     N, _, H, W = x.shape
-    return cpu.pool_max(x, _whole_maps(N, H, W), np.arange(N), levels, mode)
+    out, argmax = cpu.pool_max(x, _whole_maps(N, H, W), np.arange(N), levels, mode)
+    return out, argmax.astype(np.int32)  # the documented argmax dtype (the kernel's is uint16)
 
 
 # --- helpers shared with region pooling ------------------------------------------------------
