@@ -33,16 +33,13 @@ def _passes(impl: str):
         basic.PASSES_IMPL, pool.PASSES_IMPL = saved
 
 
-@contextlib.contextmanager
 def _direct(impl: str):
     """The convolution's ``DIRECT_IMPL`` switch (the first layer's direct kernel, or not)."""
+    from unittest import mock
+
     from ..ops import conv
 
-    saved, conv.DIRECT_IMPL = conv.DIRECT_IMPL, impl
-    try:
-        yield
-    finally:
-        conv.DIRECT_IMPL = saved
+    return mock.patch.object(conv, "DIRECT_IMPL", impl)
 
 
 def _first_conv(fast: bool):

@@ -113,7 +113,7 @@ def _use_direct(x, w, stride: int) -> bool:
     NumPy float32/float64 ``x`` and ``w`` of one dtype, stride 1, at most
     ``DIRECT_MAX_CHANNELS`` input channels, a kernel at most 7 wide, the library built, and
     ``DIRECT_IMPL`` left at ``"auto"``. A first layer, whose GEMM is shallow (``C*kh*kw``) and
-    very wide (``N*oh*ow``): the direct loops there are about twice as fast on one core."""
+    very wide (``N*oh*ow``); the ideas table of ``docs/performance.md`` times both ways."""
     if DIRECT_IMPL not in ("auto", "off"):
         raise ValueError(f"tinyspp.ops.conv.DIRECT_IMPL must be 'auto' or 'off', "
                          f"got {DIRECT_IMPL!r}")

@@ -139,7 +139,7 @@ def spp_forward(x, levels=DEFAULT_LEVELS, mode="adaptive", pool="max", impl="aut
     path = check_impl(impl, func, IMPLS, xp)
     if path == "auto":
         path = "cuda" if is_gpu_array(x) and x.dtype in (np.float32, np.float64) else (
-            "cpu" if _cpu_kernel_takes(x, mode, pool) else "xp")
+            "cpu" if _cpu_refusal(x, mode, pool, func) is None else "xp")
     if path == "cpu":
         out, argmax = _cpu_forward(x, levels, mode, pool, func)
     elif path in ("cuda", "emulate"):
@@ -188,13 +188,22 @@ def spp_backward(dout, cache):
     return dx.astype(cache.dtype, copy=False)
 
 
-def _cpu_kernel_takes(x, mode, pool) -> bool:
-    """Whether ``impl="auto"`` runs the compiled region kernel on these whole maps."""
+def _cpu_refusal(x, mode, pool, func):
+    """Why the compiled region kernel cannot pool these whole maps, as an exception to raise
+    for ``impl="cpu"``; None when it can (then ``impl="auto"`` takes it)."""
     from ..kernels import cpu
 
-    return (pool == "max" and mode == "adaptive" and isinstance(x, np.ndarray)
-            and x.dtype in cpu.VALUE_DTYPES and x.shape[2] * x.shape[3] <= 2**31
-            and cpu.available())
+    if pool != "max" or mode != "adaptive":
+        return ValueError(f"{func}: impl='cpu' pools with pool='max' and mode='adaptive', got "
+                          f"pool={pool!r}, mode={mode!r}; use impl='xp' or 'auto'")
+    if not (isinstance(x, np.ndarray) and x.dtype in cpu.VALUE_DTYPES):
+        return TypeError(f"{func}: impl='cpu' takes NumPy float32 or float64 x, got "
+                         f"{type(x).__name__} {getattr(x, 'dtype', '')}; use impl='xp' or "
+                         f"'auto'")
+    if not cpu.available():
+        return RuntimeError(f"{func}: impl='cpu' needs the compiled kernel, which is "
+                            f"unavailable here ({cpu.why_unavailable()}); use impl='xp'")
+    return None
 
 
 def _whole_maps(N, H, W):
@@ -209,15 +218,9 @@ def _cpu_forward(x, levels, mode, pool, func):
     (adaptive bins of a region are the bins of the map: ``tinyspp.bins``)."""
     from ..kernels import cpu
 
-    if pool != "max" or mode != "adaptive":
-        raise ValueError(f"{func}: impl='cpu' pools with pool='max' and mode='adaptive', got "
-                         f"pool={pool!r}, mode={mode!r}; use impl='xp' or 'auto'")
-    if not (isinstance(x, np.ndarray) and x.dtype in cpu.VALUE_DTYPES):
-        raise TypeError(f"{func}: impl='cpu' takes NumPy float32 or float64 x, got "
-                        f"{type(x).__name__} {getattr(x, 'dtype', '')}; use impl='xp' or 'auto'")
-    if not cpu.available():
-        raise RuntimeError(f"{func}: impl='cpu' needs the compiled kernel, which is unavailable "
-                           f"here ({cpu.why_unavailable()}); use impl='xp'")
+    refusal = _cpu_refusal(x, mode, pool, func)
+    if refusal is not None:
+        raise refusal
     N, _, H, W = x.shape
     out, argmax = cpu.pool_max(x, _whole_maps(N, H, W), np.arange(N), levels, mode)
     return out, argmax.astype(np.int32)  # the documented argmax dtype (the kernel's is uint16)
