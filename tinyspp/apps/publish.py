@@ -43,7 +43,9 @@ RENDERERS: dict[str, str] = {
     "gpu.check": "tinyspp.bench.gpu:render_results",
     **{f"bench.{k}": f"tinyspp.bench.report:render_{k}"
        for k in ("setup", "table", "targets", "targets_1thread", "profile", "ideas",
-                 "fresh", "runs", "runs_same_heap", "runs_unpinned")},
+                 "fresh", "runs", "runs_same_heap", "runs_unpinned", "threads",
+                 "xeon_setup", "xeon_targets", "xeon_targets_1thread", "xeon_table",
+                 "xeon_threads", "xeon_runs")},
 }
 
 BLOCK = re.compile(

@@ -18,6 +18,8 @@ from tinyspp.bench import SECTIONS
 from tinyspp.bench.common import (
     HEAPS,
     Peer,
+    blas_build,
+    cpu_features,
     cpu_model,
     format_table,
     heap_status,
@@ -109,7 +111,8 @@ def main(argv=None) -> int:
             "started": started.isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - t0, 1),
             "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
-                        "platform": platform.platform()},
+                        "platform": platform.platform(), "simd": cpu_features(),
+                        "blas": blas_build()},
             "versions": {"python": platform.python_version(), "numpy": np.__version__,
                          "torch": peer_info["torch"] if peer_info else None,
                          "tinyspp": tinyspp.__version__},

@@ -219,6 +219,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+SIMD_FLAGS = ("fma", "avx2", "avx512f", "amx_tile")  # the vector units that set BLAS's pace
+
+
+def cpu_features() -> list[str]:
+    """Which of :data:`SIMD_FLAGS` the CPU reports (Linux ``/proc/cpuinfo``; [] elsewhere):
+    OpenBLAS and torch's oneDNN pick their kernels by them, so two machines with the same
+    number of cores can rank the libraries differently."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    flags = set(line.split(":", 1)[-1].split())
+    return [f for f in SIMD_FLAGS if f in flags]
+
+
+def blas_build() -> str:
+    """NumPy's BLAS as ``threadpoolctl`` sees it: library, version and the kernels it chose
+    for this CPU (OpenBLAS's ``architecture``), e.g. ``openblas 0.3.31 (SkylakeX kernels)``."""
+    from threadpoolctl import threadpool_info
+
+    found = [f"{p['internal_api']} {p.get('version') or '?'}"
+             + (f" ({p['architecture']} kernels)" if p.get("architecture") else "")
+             for p in threadpool_info() if p["user_api"] == "blas"]
+    return ", ".join(found) or "none found"
+
+
 def heap_status() -> str:
     """What ``tinyspp.ops.heap`` did to glibc's heap in this process ("glibc's defaults" for
     code from before that module existed)."""

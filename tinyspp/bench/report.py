@@ -48,15 +48,20 @@ def _find(rows: list[Row], prefix: str, section: str) -> Row | None:
 
 def render_setup(results_dir: Path) -> str:
     """``bench.setup``: how and where the current numbers were measured (and the old ones)."""
+    return _setup_lines(results_dir, (
+        ("bench", "now"), ("bench_before", "before"),
+        ("bench_1thread", "now, one thread each"),
+        ("bench_before_1thread", "before, one thread each"),
+        *((name, f"training in a fresh process: {what}") for name, what, _ in FRESH),
+        *((p.stem, f"training in a fresh process, repeated ({p.stem})")
+          for prefix in (RUNS, RUNS_SAME_HEAP) for p in _run_files(results_dir, prefix))))
+
+
+def _setup_lines(results_dir: Path, entries) -> str:
+    """One list item per ``(results file name, what it is)``: its command, when it ran, the
+    load, the machine, the versions, the thread and heap settings of both sides."""
     lines = []
-    for name, what in (("bench", "now"), ("bench_before", "before"),
-                       ("bench_1thread", "now, one thread each"),
-                       ("bench_before_1thread", "before, one thread each"),
-                       *((name, f"training in a fresh process: {what}")
-                         for name, what, _ in FRESH),
-                       *((p.stem, f"training in a fresh process, repeated ({p.stem})")
-                         for prefix in (RUNS, RUNS_SAME_HEAP)
-                         for p in _run_files(results_dir, prefix))):
+    for name, what in entries:
         d = _load(results_dir, name)
         if d is None:
             lines.append(f"- {what}: " + _missing(name).strip())
@@ -64,11 +69,14 @@ def render_setup(results_dir: Path) -> str:
         np_threads = ", ".join(f"{k}: {v}" for k, v in d["threads"]["numpy"].items()) or "none"
         load = d["load_average"]
         code = "; ".join(v for v in (d.get("commit"), d.get("note")) if v)
+        machine = d["machine"]
+        simd = (f"; vector units {', '.join(machine['simd'])}" if machine.get("simd") else "")
+        blas = f"; BLAS {machine['blas']}" if machine.get("blas") else ""
         lines += [
             f"- **{what}** ({code}):"
             f" `{d['command']}`, started {d['started']}, {d['seconds']:.0f} s; "
             f"load average (1/5/15 min) {load['start']} at start, {load['end']} at the end",
-            f"  - machine: {d['machine']['cpu']}, {d['machine']['cores']} cores; "
+            f"  - machine: {machine['cpu']}, {machine['cores']} cores{simd}{blas}; "
             + ", ".join(f"{k} {v}" for k, v in d["versions"].items()),
             f"  - threads: NumPy pools {np_threads}; tinyspp element-wise passes "
             f"{d['threads'].get('tinyspp', '-')}"
@@ -84,11 +92,11 @@ def render_setup(results_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_table(results_dir: Path) -> str:
+def render_table(results_dir: Path, name: str = "bench") -> str:
     """``bench.table``: every timed and memory row of the current run (not profile, ideas)."""
-    d = _load(results_dir, "bench")
+    d = _load(results_dir, name)
     if d is None:
-        return _missing("bench")
+        return _missing(name)
     rows = [r for r in rows_from_json(d["rows"]) if r.section not in ("profile", "ideas")]
     return format_table(rows) + "\n"
 
@@ -273,3 +281,75 @@ def render_ideas(results_dir: Path) -> str:
             if p is not None:
                 out.append(f"| {name} | {p:.2f} | {r.ours_ms:.2f} | {p / r.ours_ms:.2f}x |")
     return "\n".join(out) + "\n"
+
+
+def render_threads(results_dir: Path, name: str = "bench", one_name: str = "bench_1thread"):
+    """``bench.threads``: what a second thread buys each library, from the default run
+    (``name``: every thread of the machine) and the one-thread run (``one_name``) of the same
+    code: each library's time on one thread and on all of them and the speed-up between, for
+    every target that is a time, then the cost of one hand-off to tinyspp's threads."""
+    many, one = _load(results_dir, name), _load(results_dir, one_name)
+    if many is None or one is None:
+        return _missing(name if many is None else one_name)
+    rows_many, rows_one = rows_from_json(many["rows"]), rows_from_json(one["rows"])
+    n = many["machine"]["cores"]
+    out = [f"| workload | tinyspp: 1 / {n} threads | speed-up | torch: 1 / {n} threads "
+           "| speed-up |", "|---|---|---|---|---|"]
+    for prefix, section, _ in TARGETS:
+        a, b = _find(rows_one, prefix, section), _find(rows_many, prefix, section)
+        if a is None or b is None or a.unit != "ms":
+            continue
+        cells = []
+        for x, y in ((a.ours_ms, b.ours_ms), (a.torch_ms, b.torch_ms)):
+            cells += (["-", "-"] if not (x and y) else
+                      [f"{x:.1f} / {y:.1f} ms", f"{x / y:.2f}x"])
+        out.append(f"| {b.workload} | " + " | ".join(cells) + " |")
+    handoff = _find(rows_many, "thread hand-off", "training")
+    if handoff is not None:
+        out.append(f"\n{handoff.workload[0].upper()}{handoff.workload[1:]} "
+                   f"({handoff.note}): {handoff.ours_ms:.0f} us.")
+    return "\n".join(out) + "\n"
+
+
+# --- a second machine -----------------------------------------------------------------------
+#
+# The same commands on another machine of the project (an Intel Xeon with AVX-512, where
+# OpenBLAS and torch's oneDNN both take their AVX-512 kernels), written to results/bench_xeon*.
+
+XEON = "bench_xeon"
+XEON_RUNS = "bench_xeon_training_run"
+
+
+def render_xeon_setup(results_dir: Path) -> str:
+    """``bench.xeon_setup``: how and where the second machine's numbers were measured."""
+    return _setup_lines(results_dir, (
+        (XEON, "now"), (f"{XEON}_before", "before"),
+        (f"{XEON}_1thread", "now, one thread each"),
+        (f"{XEON}_before_1thread", "before, one thread each"),
+        *((p.stem, f"training in a fresh process, repeated ({p.stem})")
+          for p in _run_files(results_dir, XEON_RUNS))))
+
+
+def render_xeon_targets(results_dir: Path) -> str:
+    """``bench.xeon_targets``: :func:`render_targets` on the second machine."""
+    return render_targets(results_dir, XEON, f"{XEON}_before")
+
+
+def render_xeon_targets_1thread(results_dir: Path) -> str:
+    """``bench.xeon_targets_1thread``: the same, both libraries on one thread."""
+    return render_targets(results_dir, f"{XEON}_1thread", f"{XEON}_before_1thread")
+
+
+def render_xeon_table(results_dir: Path) -> str:
+    """``bench.xeon_table``: every timed and memory row of the second machine's run."""
+    return render_table(results_dir, XEON)
+
+
+def render_xeon_threads(results_dir: Path) -> str:
+    """``bench.xeon_threads``: :func:`render_threads` on the second machine."""
+    return render_threads(results_dir, XEON, f"{XEON}_1thread")
+
+
+def render_xeon_runs(results_dir: Path) -> str:
+    """``bench.xeon_runs``: the repeated fresh training runs on the second machine."""
+    return render_runs(results_dir, XEON_RUNS)

@@ -211,7 +211,34 @@ def run(opts) -> list[Row]:
             note += f", torch {BATCH / theirs * 1e3:.0f} img/s"
         rows.append(Row("training", f"SGD step, small SPP-net, {BATCH}x3x{size}x{size}", ours,
                         theirs, note + (" (GPU)" if opts.gpu else ""), torch_inproc_ms=inproc))
-    return rows + faults
+    return rows + faults + handoff_rows(opts)
+
+
+HANDOFFS = 200  # empty splits per timed call of handoff_rows
+
+
+def handoff_rows(opts) -> list[Row]:
+    """What one hand-off to tinyspp's threads costs (section ``training``, unit ``us``): an
+    empty ``parallel_slices`` split over every thread, so its time is the wake-up of the
+    workers and the wait for their answers, nothing else. A 2-thread SGD step pays it at every
+    split (each big convolution, each pass above ``dispatch.MIN_WORK``); torch's OpenMP
+    workers spin between regions instead of sleeping. None on one thread, on the GPU, and for
+    code from before tinyspp had threads."""
+    from ..ops import dispatch
+
+    if opts.gpu or not hasattr(dispatch, "parallel_slices") or dispatch.num_threads() < 2:
+        return []
+    n = dispatch.num_threads()
+
+    def splits():
+        for _ in range(HANDOFFS):
+            dispatch.parallel_slices(lambda a, b: None, n, 1 << 62)
+
+    us = median_ms(splits, repeats=max(3, opts.repeats // 3)) * 1e3 / HANDOFFS
+    pinning = getattr(dispatch, "pinning", None)  # (older code never pinned)
+    pinned = "workers pinned" if pinning and pinning(n) else "workers not pinned"
+    return [Row("training", f"thread hand-off: one empty split over {n} threads", us,
+                note=f"{pinned}; median of {HANDOFFS}-split batches", unit="us")]
 
 
 def _import_what_a_step_imports() -> None:
