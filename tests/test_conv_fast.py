@@ -149,6 +149,43 @@ def test_conv_result_is_the_same_for_any_threads_pieces_columns_and_impl(
             same_bits(got, want)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 70), (70, 1), (63, 5), (64, 3), (65, 130),
+                                   (200, 129)])
+def test_transpose_in_bands_is_the_transpose_bit_for_bit(dtype, shape):
+    """``transpose_2d`` copies ``a.T`` in bands of rows: the same values (NaN, infinities and
+    -0.0 included), C-contiguous, for sizes around the band height and for strided inputs."""
+    a = awkward(shape, 5, dtype)
+    for src in (a, np.asfortranarray(a), awkward((shape[0], 2 * shape[1]), 6, dtype)[:, ::2]):
+        got = conv.transpose_2d(src)
+        assert got.flags.c_contiguous
+        same_bits(got, src.T)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 10 ** 9])  # 10**9: one band, NumPy's whole copy
+def test_weight_gradient_does_not_depend_on_the_transpose_bands(monkeypatch, rows):
+    """The weight gradient, summed in the GEMMs' (C*kh*kw, F) layout and transposed once,
+    is the same bit for bit whatever the bands of the transpose (the plain twin: one band)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 5, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    monkeypatch.setattr(conv, "DIRECT_IMPL", "off")
+    monkeypatch.setattr(conv, "PIECE_ELEMENTS", 5 * 9 * 81)  # pieces and blocks to sum
+    monkeypatch.setattr(conv, "PIECE_COLUMNS", 1)
+    monkeypatch.setattr(conv, "BLOCKS", 3)
+    out, cache = conv2d_forward(x, w, b, pad=1)
+    dout = np.cos(out)
+    _, want, _ = conv2d_backward(dout, cache)
+    monkeypatch.setattr(conv, "TRANSPOSE_ROWS", rows)
+    _, got, _ = conv2d_backward(dout, cache)
+    assert got.flags.c_contiguous and got.shape == w.shape
+    same_bits(got, want)
+    d2 = dout.transpose(1, 0, 2, 3).reshape(7, -1).astype(np.float64)
+    np.testing.assert_allclose(got.reshape(7, -1), d2 @ cache.cols.astype(np.float64).T,
+                               rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("dtype,rtol", [(np.float32, 2e-5), (np.float64, 1e-12)])
 def test_forward_gemm_per_image_and_per_piece_agree_with_the_naive_twin(monkeypatch, dtype,
                                                                        rtol):
