@@ -152,14 +152,25 @@ def test_conv_result_is_the_same_for_any_threads_pieces_columns_and_impl(
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (1, 70), (70, 1), (63, 5), (64, 3), (65, 130),
                                    (200, 129)])
-def test_transpose_in_bands_is_the_transpose_bit_for_bit(dtype, shape):
-    """``transpose_2d`` copies ``a.T`` in bands of rows: the same values (NaN, infinities and
-    -0.0 included), C-contiguous, for sizes around the band height and for strided inputs."""
+def test_sum_in_bands_is_the_sum_then_the_transpose_bit_for_bit(split_everything, dtype, shape):
+    """``sum_transposed`` adds and copies in bands of rows, split over threads: the same values
+    as summing in list order then copying ``.T`` (NaN, infinities and -0.0 included),
+    C-contiguous, for sizes around the band height and for strided inputs."""
     a = awkward(shape, 5, dtype)
-    for src in (a, np.asfortranarray(a), awkward((shape[0], 2 * shape[1]), 6, dtype)[:, ::2]):
-        got = conv.transpose_2d(src)
-        assert got.flags.c_contiguous
-        same_bits(got, src.T)
+    for threads in (1, 3):
+        dispatch.set_num_threads(threads)
+        for src in (a, np.asfortranarray(a),
+                    awkward((shape[0], 2 * shape[1]), 6, dtype)[:, ::2]):
+            got = conv.sum_transposed([src])
+            assert got.flags.c_contiguous
+            same_bits(got, src.T)
+        parts = [awkward(shape, seed, dtype) for seed in (7, 8, 9)]
+        want = parts[0].copy()
+        for part in parts[1:]:
+            want += part
+        for n in (2, 3):
+            got = conv.sum_transposed(parts[:n])
+            same_bits(got, (want if n == 3 else parts[0] + parts[1]).T)
 
 
 @pytest.mark.parametrize("rows", [1, 7, 10 ** 9])  # 10**9: one band, NumPy's whole copy

@@ -558,33 +558,48 @@ def conv2d_backward(dout, cache: Conv2dCache, need_dx: bool = True):
         return dw
 
     parts = _over_blocks(grad, xp, N, C * kh * kw * P, cache.cols is not None, F, P)
-    dw = parts[0]
-    for part in parts[1:]:  # summed in block order: the same for any number of threads
-        dw += part
-    if not direct:  # (C*kh*kw, F) -> (F, C*kh*kw)
-        dw = transpose_2d(dw)
+    if direct:
+        dw = parts[0]
+        for part in parts[1:]:  # summed in block order: the same for any number of threads
+            dw += part
+    else:  # the blocks' (C*kh*kw, F) parts summed in block order, then -> (F, C*kh*kw)
+        dw = sum_transposed(parts)
     return dx, dw.reshape(w.shape), db
 
 
-TRANSPOSE_ROWS = 64  # rows of the source a tile of transpose_2d moves at once
+TRANSPOSE_ROWS = 64  # rows of the source a band of sum_transposed moves at once
 
 
-def transpose_2d(a):
-    """``a.T`` as a new C-contiguous array (the same values, bit for bit).
+def sum_transposed(parts):
+    """``(parts[0] + parts[1] + ...).T`` as a new C-contiguous array, the sum taken in list
+    order (so bit for bit what ``dw = parts[0]; dw += parts[1]; ...`` then ``dw.T`` give).
 
     NumPy's transposing copy walks the whole destination row by row and reads the source a
     column at a time, one cache line per element once the matrix outgrows the cache (a dw of
-    2400x256 floats: several times slower than reading it). Copied in bands of
-    ``TRANSPOSE_ROWS`` source rows, each band's lines stay in the cache while it is read.
-    CuPy: its own copy.
+    2400x256 floats: several times slower than reading it). Here the sum and the copy go in
+    bands of ``TRANSPOSE_ROWS`` source rows, whose lines stay in the cache while a band is
+    read, and the bands are split over tinyspp's threads (each writes its own columns of the
+    result). CuPy: the sum, then its own copy.
     """
-    xp = get_array_module(a)
-    if xp is not np or a.ndim != 2:
-        return xp.ascontiguousarray(a.T)
-    rows, ncols = a.shape
-    out = np.empty((ncols, rows), dtype=a.dtype)
-    for r in range(0, rows, TRANSPOSE_ROWS):
-        np.copyto(out[:, r:r + TRANSPOSE_ROWS], a[r:r + TRANSPOSE_ROWS].T)
+    first = parts[0]
+    xp = get_array_module(first)
+    if xp is not np or first.ndim != 2:
+        total = first.copy()
+        for part in parts[1:]:
+            total += part
+        return xp.ascontiguousarray(total.T)
+    rows, ncols = first.shape
+    out = np.empty((ncols, rows), dtype=first.dtype)
+
+    def bands(i0, i1):  # bands i0..i1-1
+        for r in range(i0 * TRANSPOSE_ROWS, min(i1 * TRANSPOSE_ROWS, rows), TRANSPOSE_ROWS):
+            band = slice(r, r + TRANSPOSE_ROWS)
+            total = first[band] if len(parts) == 1 else first[band] + parts[1][band]
+            for part in parts[2:]:
+                total += part[band]
+            np.copyto(out[:, band], total.T)
+
+    parallel_slices(bands, -(-rows // TRANSPOSE_ROWS), first.size * len(parts))
     return out
 
 
