@@ -46,3 +46,73 @@ def test_runs_table_without_files_says_what_to_run(tmp_path):
     write_run(tmp_path, f"{RUNS_UNPINNED}1", 15, 10.0, 12, 10.0)
     assert "15.0 / 10.0 ms, 1.50" in render_runs_unpinned(tmp_path)
     assert "15.0 / 10.0" not in render_runs(tmp_path)
+
+
+def write_record(folder, name, rows, cores=2, **machine):
+    from tinyspp.bench.common import rows_to_json
+
+    (folder / f"{name}.json").write_text(json.dumps(
+        {"command": f"python -m tinyspp.bench --out {name}", "started": "t", "seconds": 1.0,
+         "machine": {"cpu": "cpu", "cores": cores, "platform": "p", **machine},
+         "versions": {"numpy": "2"}, "threads": {"numpy": {"blas": cores}},
+         "load_average": {"start": [0.1, 0, 0], "end": [0.2, 0, 0]},
+         "rows": rows_to_json(rows)}))
+
+
+def test_threads_table_divides_one_thread_by_all_threads_for_each_library(tmp_path):
+    from tinyspp.bench.common import Row
+    from tinyspp.bench.report import render_threads, render_xeon_threads
+
+    step = "SGD step, small SPP-net, 32x3x32x32"
+    conv = "conv fwd+bwd x(16, 3, 64, 64) w(32, 3, 5, 5) pad 2"
+    assert "Not measured yet" in render_threads(tmp_path)
+    write_record(tmp_path, "bench_1thread", [Row("training", step, 30.0, 20.0),
+                                             Row("layers", conv, 9.0, 8.0)])
+    assert "`results/bench.json`" in render_threads(tmp_path)  # the other file is missing
+    write_record(tmp_path, "bench", [
+        Row("training", step, 20.0, 10.0), Row("layers", conv, 6.0, None),
+        Row("training", "thread hand-off: one empty split over 2 threads", 98.6,
+            note="workers pinned", unit="us")])
+    text = render_threads(tmp_path)
+    assert f"| {step} | 30.0 / 20.0 ms | 1.50x | 20.0 / 10.0 ms | 2.00x |" in text
+    assert f"| {conv} | 9.0 / 6.0 ms | 1.50x | - | - |" in text  # torch not measured
+    assert "Thread hand-off: one empty split over 2 threads (workers pinned): 99 us." in text
+    assert "Not measured yet" in render_xeon_threads(tmp_path)  # its own files, not these
+
+
+def test_second_machine_blocks_read_the_xeon_files_and_name_the_machine(tmp_path):
+    from tinyspp.bench.common import Row
+    from tinyspp.bench.report import (
+        XEON_RUNS,
+        render_setup,
+        render_xeon_ideas,
+        render_xeon_runs,
+        render_xeon_setup,
+        render_xeon_table,
+        render_xeon_targets,
+    )
+
+    conv = "conv fwd+bwd x(8, 96, 27, 27) w(256, 96, 5, 5) pad 2"
+    write_record(tmp_path, "bench", [Row("layers", conv, 12.0, 10.0)])
+    write_record(tmp_path, "bench_xeon", [
+        Row("layers", conv, 15.0, 10.0), Row("ideas", "bands: plain", 3.0),
+        Row("ideas", "bands: fast", 1.0)], simd=["fma", "avx512f"],
+        blas="openblas 0.3 (SkylakeX kernels)")
+    targets = render_xeon_targets(tmp_path)
+    assert "| 15.0 / 10.0 ms | 1.50 | **no** |" in targets and "12.0" not in targets
+    assert "15.00" in render_xeon_table(tmp_path)
+    assert "| bands | 3.00 | 1.00 | 3.00x |" in render_xeon_ideas(tmp_path)
+    setup = render_xeon_setup(tmp_path)
+    assert "vector units fma, avx512f; BLAS openblas 0.3 (SkylakeX kernels)" in setup
+    assert "--out bench_xeon`" in setup and "--out bench`" not in setup
+    assert "vector units" not in render_setup(tmp_path)  # an older file records neither
+    assert "Not measured yet" in render_xeon_runs(tmp_path)
+    write_run(tmp_path, f"{XEON_RUNS}1", 14, 10.0, 12, 10.0)
+    assert "14.0 / 10.0 ms, 1.40" in render_xeon_runs(tmp_path)
+
+
+def test_machine_description_lists_known_vector_units_and_the_blas():
+    from tinyspp.bench.common import SIMD_FLAGS, blas_build, cpu_features
+
+    assert set(cpu_features()) <= set(SIMD_FLAGS)
+    assert blas_build()  # NumPy's BLAS, as threadpoolctl reports it

@@ -419,3 +419,16 @@ def test_a_local_gpu_cluster_without_a_device_is_refused():
         pytest.skip("a CUDA device is present")
     with pytest.raises(RuntimeError, match="connect"), connect(device="gpu"):
         pass
+
+
+def test_scale_report_says_whether_other_jobs_crowded_the_workers():
+    """The scale page's sentence about other jobs follows the measured wall and CPU times
+    (a quiet run must not be described as a crowded one, nor the other way round)."""
+    from tinyspp.apps.scale_bench import _crowding
+
+    quiet = {"1 worker": {"seconds_median": 0.31, "cpu_seconds_median": 0.32},
+             "2 workers": {"seconds_median": 0.33, "cpu_seconds_median": 0.32}}
+    assert "agree within 10%" in _crowding(quiet)
+    crowded = dict(quiet, **{"2 workers": {"seconds_median": 1.31,
+                                           "cpu_seconds_median": 0.39}})
+    assert "up to 3.36x" in _crowding(crowded) and "says little" in _crowding(crowded)

@@ -171,6 +171,20 @@ def projection(results: dict) -> dict:
     return out
 
 
+CROWDED = 1.1  # median wall over median CPU time per image above which other jobs crowded in
+
+
+def _crowding(runs: dict) -> str:
+    """What the runs' per-image wall and CPU times say about other jobs on the machine."""
+    worst = max(s["seconds_median"] / s["cpu_seconds_median"] for s in runs.values())
+    if worst > CROWDED:
+        return ("Here an image's median wall time exceeds its CPU time (up to "
+                f"{worst:.2f}x): other jobs took part of the cores, so this speed-up says "
+                "little about scaling.")
+    return ("Here every run's median wall and CPU times per image agree within "
+            f"{100 * (CROWDED - 1):.0f}%: other jobs took little of the cores.")
+
+
 def render(results_dir: Path) -> str:
     """Markdown for the ``scale.measured`` block of docs/scale.md."""
     r = json.loads((Path(results_dir) / "scale.json").read_text())
@@ -196,11 +210,11 @@ def render(results_dir: Path) -> str:
                      f"{s['store_bytes_per_image'] / 2**20:.2f} MiB |")
     lines += [
         "",
-        f"Speed-up from 1 to 2 workers: {r['speedup_2_workers']:.2f}x. A worker with a core of "
-        f"its own would get 100% in the share column (its tasks' CPU time over their wall "
-        f"time); the rest went to the other jobs on this machine, which is why wall times "
-        f"exceed CPU times and why this speed-up says little about scaling. Images per second "
-        f"count "
+        f"Speed-up from 1 to 2 workers: {r['speedup_2_workers']:.2f}x. A worker whose tasks "
+        f"ran back to back on a core of its own would get 100% in the share column (its tasks' "
+        f"CPU time over the run's time); the rest is time between and around the tasks "
+        f"(scheduling, writing the store) and, on a loaded machine, CPU that other jobs "
+        f"took. {_crowding(runs)} Images per second count "
         f"the tasks only (from the first submission to the last result), not the cluster's "
         f"start; the whole 1-worker command took {runs['1 worker']['wall_seconds']:.0f} s. "
         f"`detect train` on the 2-worker store took {r['train']['seconds']:.1f} s and "

@@ -200,6 +200,25 @@ def _one_gemm(x_shape, w_shape):
     return build
 
 
+def _sum_transposed(fast: bool):
+    """The end of a convolution's backward (the layers benchmark's second shape, w(256, 96,
+    5, 5)): the two image blocks' (2400, 256) weight-gradient parts summed and transposed to
+    (256, 2400), in one band (NumPy's whole transposing copy) or in bands of
+    ``TRANSPOSE_ROWS`` rows."""
+    from unittest import mock
+
+    from ..ops import conv
+
+    parts = [data((2400, 256), 18), data((2400, 256), 19)]
+    rows = conv.TRANSPOSE_ROWS if fast else 1 << 30
+
+    def run():
+        with mock.patch.object(conv, "TRANSPOSE_ROWS", rows):
+            conv.sum_transposed(parts)
+
+    return run
+
+
 def _threads(fast: bool):
     from ..ops import dispatch
 
@@ -259,6 +278,8 @@ IDEAS = [
      _one_gemm((32, 32, 8, 8), (64, 32, 3, 3))),
     ("conv fwd+bwd (no dx) x(32, 3, 48, 48) w(16, 3, 5, 5) pad 2: im2col + GEMM -> direct "
      "kernel", _first_conv),
+    ("conv bwd w(256, 96, 5, 5): dw's two (2400, 256) parts summed and transposed in one band "
+     "-> in bands of 64 rows", _sum_transposed),
     ("SGD step 32x3x48x48: first conv by im2col + GEMM -> direct kernel", _first_conv_step),
     ("SGD step 32x3x48x48: 1 thread + BLAS's own threads -> our threads, BLAS on 1 (one pool)",
      _threads),

@@ -264,11 +264,11 @@ def render_profile(results_dir: Path) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_ideas(results_dir: Path) -> str:
+def render_ideas(results_dir: Path, name: str = "bench") -> str:
     """``bench.ideas``: each fast path against its plain twin (section ``ideas``)."""
-    now = _load(results_dir, "bench")
+    now = _load(results_dir, name)
     if now is None:
-        return _missing("bench")
+        return _missing(name)
     rows = [r for r in rows_from_json(now["rows"]) if r.section == "ideas"]
     plain = {r.workload[:-len(": plain")]: r.ours_ms for r in rows
              if r.workload.endswith(": plain")}
@@ -343,6 +343,11 @@ def render_xeon_targets_1thread(results_dir: Path) -> str:
 def render_xeon_table(results_dir: Path) -> str:
     """``bench.xeon_table``: every timed and memory row of the second machine's run."""
     return render_table(results_dir, XEON)
+
+
+def render_xeon_ideas(results_dir: Path) -> str:
+    """``bench.xeon_ideas``: the ideas table of the second machine's run."""
+    return render_ideas(results_dir, XEON)
 
 
 def render_xeon_threads(results_dir: Path) -> str:
