@@ -116,3 +116,50 @@ def test_machine_description_lists_known_vector_units_and_the_blas():
 
     assert set(cpu_features()) <= set(SIMD_FLAGS)
     assert blas_build()  # NumPy's BLAS, as threadpoolctl reports it
+
+
+def test_scaling_section_times_every_piece_of_a_step_on_one_and_on_all_threads(monkeypatch):
+    from types import SimpleNamespace
+
+    from tinyspp.bench import scaling
+    from tinyspp.ops import dispatch
+
+    monkeypatch.setattr(scaling, "SIZES", (32,))
+    monkeypatch.setattr(scaling, "WARMUP", 1)
+    opts = SimpleNamespace(repeats=1, gpu=False)
+    with dispatch.using_threads(1):
+        assert scaling.run(opts) == []  # one thread: nothing to compare
+    with dispatch.using_threads(2):
+        rows = scaling.run(opts)
+    names = [r.workload for r in rows]
+    assert names[0] == "32x3x32x32: 0 Conv2d forward: 1 thread"
+    assert names[1] == "32x3x32x32: 0 Conv2d forward: 2 threads"
+    assert names[-1] == "32x3x32x32: SGD.step: 2 threads"
+    assert "32x3x32x32: loss softmax_cross_entropy: 1 thread" in names
+    assert "32x3x32x32: 0 Conv2d backward: 1 thread" in names  # the first layer, no dx
+    assert len(rows) == 2 * (2 * 13 + 2) and all(r.ours_ms > 0 for r in rows)
+    assert rows[1].note == f"{rows[0].ours_ms / rows[1].ours_ms:.2f}x"
+
+
+def test_scaling_table_sums_each_kind_of_layer_and_the_whole_step(tmp_path):
+    from tinyspp.bench.common import Row
+    from tinyspp.bench.report import render_scaling, render_table
+
+    pieces = {"0 Conv2d forward": (4.0, 2.0), "3 Conv2d backward": (6.0, 3.0),
+              "1 ReLU forward": (1.0, 1.25), "loss softmax_cross_entropy": (0.5, 0.5),
+              "SGD.step": (0.5, 0.5)}
+    rows = []
+    for piece, (one, many) in pieces.items():
+        rows += [Row("scaling", f"32x3x32x32: {piece}: 1 thread", one),
+                 Row("scaling", f"32x3x32x32: {piece}: 2 threads", many)]
+    write_record(tmp_path, "bench", [])
+    assert "no scaling rows" in render_scaling(tmp_path)
+    write_record(tmp_path, "bench", rows)
+    text = render_scaling(tmp_path)
+    assert "| 32x3x32x32 | convolutions | 10.00 | 5.00 | 2.00x |" in text
+    assert "| 32x3x32x32 | ReLU | 1.00 | 1.25 | 0.80x |" in text
+    assert "| 32x3x32x32 | dropout, loss, SGD update | 1.00 | 1.00 | 1.00x |" in text
+    assert text.rstrip().endswith("| 32x3x32x32 | whole step (sum of the pieces) | 12.00 | "
+                                  "7.25 | 1.66x |")
+    assert "max pooling" not in text  # no such layer in these rows
+    assert "scaling" not in render_table(tmp_path)

@@ -10,5 +10,5 @@ to ``results/bench.json`` (quoted by ``docs/performance.md``).
 
 from .common import median_ms  # public timer for notebooks and docs: median of repeats, in ms
 
-SECTIONS = ("layers", "pyramid", "gpu", "training", "memory", "profile", "ideas")
+SECTIONS = ("layers", "pyramid", "gpu", "training", "memory", "profile", "scaling", "ideas")
 __all__ = ["SECTIONS", "median_ms"]

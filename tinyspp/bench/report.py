@@ -97,7 +97,8 @@ def render_table(results_dir: Path, name: str = "bench") -> str:
     d = _load(results_dir, name)
     if d is None:
         return _missing(name)
-    rows = [r for r in rows_from_json(d["rows"]) if r.section not in ("profile", "ideas")]
+    rows = [r for r in rows_from_json(d["rows"])
+            if r.section not in ("profile", "scaling", "ideas")]
     return format_table(rows) + "\n"
 
 
@@ -311,6 +312,43 @@ def render_threads(results_dir: Path, name: str = "bench", one_name: str = "benc
     return "\n".join(out) + "\n"
 
 
+# the scaling section's layers, grouped by kind (forward and backward together)
+SCALING_GROUPS = [("Conv2d", "convolutions"), ("ReLU", "ReLU"), ("MaxPool2d", "max pooling"),
+                  ("SpatialPyramidPooling", "SPP layer"), ("Linear", "fully connected"),
+                  ("", "dropout, loss, SGD update")]
+
+
+def render_scaling(results_dir: Path, name: str = "bench") -> str:
+    """``bench.scaling``: each kind of layer's time inside real SGD steps on one thread and on
+    all of tinyspp's threads (section ``scaling``, summed over the layers of that kind, forward
+    and backward), the speed-up, and the whole step (the sum of its pieces)."""
+    d = _load(results_dir, name)
+    if d is None:
+        return _missing(name)
+    rows = [r for r in rows_from_json(d["rows"]) if r.section == "scaling"]
+    if not rows:
+        return (f"*`results/{name}.json` has no scaling rows:* run its command again "
+                "(the section `scaling` needs more than one thread).\n")
+    n = rows[1].workload.rsplit(": ", 1)[1]  # "<n> threads"
+    whole = "whole step (sum of the pieces)"
+    sums: dict[str, dict[str, list[float]]] = {}  # size -> group -> [1 thread, n threads]
+    for r in rows:
+        size, piece, threads = r.workload.split(": ")
+        kind = piece.split()[1] if piece[0].isdigit() else ""
+        group = next(label for key, label in SCALING_GROUPS if key == kind or not key)
+        groups = sums.setdefault(size, {label: [0.0, 0.0] for _, label in SCALING_GROUPS}
+                                 | {whole: [0.0, 0.0]})
+        for key in (group, whole):
+            groups[key][0 if threads == "1 thread" else 1] += r.ours_ms
+    out = [f"| step | pieces | 1 thread ms | {n} ms | speed-up |", "|---|---|---|---|---|"]
+    for size, groups in sums.items():
+        for group, (one, many) in groups.items():
+            if many:
+                out.append(f"| {size} | {group} | {one:.2f} | {many:.2f} | "
+                           f"{one / many:.2f}x |")
+    return "\n".join(out) + "\n"
+
+
 # --- a second machine -----------------------------------------------------------------------
 #
 # The same commands on another machine of the project (an Intel Xeon with AVX-512, where
@@ -318,6 +356,7 @@ def render_threads(results_dir: Path, name: str = "bench", one_name: str = "benc
 
 XEON = "bench_xeon"
 XEON_RUNS = "bench_xeon_training_run"
+XEON_RUNS_SAME_HEAP = "bench_xeon_training_sameheap_run"
 
 
 def render_xeon_setup(results_dir: Path) -> str:
@@ -327,7 +366,8 @@ def render_xeon_setup(results_dir: Path) -> str:
         (f"{XEON}_1thread", "now, one thread each"),
         (f"{XEON}_before_1thread", "before, one thread each"),
         *((p.stem, f"training in a fresh process, repeated ({p.stem})")
-          for p in _run_files(results_dir, XEON_RUNS))))
+          for prefix in (XEON_RUNS, XEON_RUNS_SAME_HEAP)
+          for p in _run_files(results_dir, prefix))))
 
 
 def render_xeon_targets(results_dir: Path) -> str:
@@ -353,6 +393,17 @@ def render_xeon_ideas(results_dir: Path) -> str:
 def render_xeon_threads(results_dir: Path) -> str:
     """``bench.xeon_threads``: :func:`render_threads` on the second machine."""
     return render_threads(results_dir, XEON, f"{XEON}_1thread")
+
+
+def render_xeon_scaling(results_dir: Path) -> str:
+    """``bench.xeon_scaling``: :func:`render_scaling` on the second machine."""
+    return render_scaling(results_dir, XEON)
+
+
+def render_xeon_runs_same_heap(results_dir: Path) -> str:
+    """``bench.xeon_runs_same_heap``: the repeated fresh training runs on the second machine,
+    torch's process with tinyspp's heap settings (like for like)."""
+    return render_runs(results_dir, XEON_RUNS_SAME_HEAP)
 
 
 def render_xeon_runs(results_dir: Path) -> str:
