@@ -1,8 +1,11 @@
-"""The benchmark report's repeated-runs table (``tinyspp.bench.report.render_runs``) on
-synthetic results files: every run listed in order, the median ratio and the count of runs
-within the target computed from them."""
+"""The benchmark report (``tinyspp.bench.report``) on synthetic results files: the repeated-runs
+tables (every run in order, the median ratio and the count within the target), the threads
+and scaling tables, the second machine's blocks, the convolution profile; and the benchmark
+pieces that write those rows (``scaling``, ``profile.profile_conv``, the machine record)."""
 
 import json
+
+import pytest
 
 from tinyspp.bench.report import (
     RUNS,
@@ -163,3 +166,36 @@ def test_scaling_table_sums_each_kind_of_layer_and_the_whole_step(tmp_path):
                                   "7.25 | 1.66x |")
     assert "max pooling" not in text  # no such layer in these rows
     assert "scaling" not in render_table(tmp_path)
+
+
+def test_conv_profile_table_gives_each_steps_share_and_the_gemms_together(tmp_path):
+    from tinyspp.bench.common import Row
+    from tinyspp.bench.report import render_conv_profile, render_profile
+
+    conv = "conv x(8, 96, 27, 27) w(256, 96, 5, 5)"
+    steps = {"whole forward": 30.0, "whole backward": 70.0, "fwd: im2col": 5.0,
+             "fwd: GEMMs w @ cols (one per image)": 25.0, "bwd: GEMMs cols @ d (dw)": 30.0,
+             "bwd: GEMMs w.T @ d.T (dcols)": 30.0, "bwd: col2im": 10.0}
+    write_record(tmp_path, "bench", [Row("profile", "32x3x32x32: 0 Conv2d forward", 3.0)])
+    assert "no profile" in render_conv_profile(tmp_path)
+    write_record(tmp_path, "bench", [Row("profile", "32x3x32x32: 0 Conv2d forward", 3.0)]
+                 + [Row("profile", f"{conv}: {k}", v) for k, v in steps.items()])
+    text = render_conv_profile(tmp_path)
+    assert f"| {conv} | whole backward | 70.00 |  |" in text
+    assert f"| {conv} | bwd: col2im | 10.00 | 10% |" in text
+    assert f"| {conv} | all the GEMMs | 85.00 | 85% |" in text
+    assert "Conv2d forward" not in text
+    assert conv not in render_profile(tmp_path)  # the step's profile keeps to the step
+
+
+@pytest.mark.parametrize("w_shape,one", [((6, 8, 3, 3), "one per image"),
+                                         ((6, 64, 3, 3), "one per piece")])
+def test_conv_profile_times_every_step_of_an_im2col_convolution(w_shape, one):
+    from tinyspp.bench.profile import profile_conv
+
+    got = dict(profile_conv((4, w_shape[1], 5, 5), w_shape, 1, repeats=1))
+    label = f"conv x(4, {w_shape[1]}, 5, 5) w{w_shape}"
+    assert f"{label}: fwd: GEMMs w @ cols ({one})" in got
+    assert {f"{label}: whole forward", f"{label}: bwd: col2im",
+            f"{label}: bwd: dw's parts summed and transposed"} <= set(got)
+    assert len(got) == 11 and all(ms > 0 for ms in got.values())

@@ -129,11 +129,88 @@ def profile_step(size: int, repeats: int) -> list[tuple[str, float]]:
     return out
 
 
+def profile_conv(x_shape, w_shape, pad: int, repeats: int) -> list[tuple[str, float]]:
+    """``(what, ms)`` for a convolution of the layers benchmark that runs im2col + GEMM: its
+    whole forward and backward, then each step of them over every piece of the batch as
+    ``conv2d_forward`` / ``conv2d_backward`` cut it (``ops.conv.image_blocks``), so the pieces
+    add up to about the whole; what is left beside the GEMMs is the work im2col + GEMM adds."""
+    from ..ops import conv
+    from .layers import conv_data, data
+
+    x, w, b = conv_data(x_shape, w_shape)
+    F, C, k, _ = w_shape
+    N, _, H, W = x_shape
+    oh, ow = conv.conv_output_size(H, k, 1, pad), conv.conv_output_size(W, k, 1, pad)
+    P, K = oh * ow, C * k * k
+    out, cache = conv.conv2d_forward(x, w, b, pad=pad)
+    dout = data(out.shape, 5)
+    blocks = conv.image_blocks(N, K * P, P)
+    pieces = [piece for block in blocks for piece in block]
+    cols, w2, bias = cache.cols, w.reshape(F, K), b.reshape(F, 1)
+    per_image = [K < conv.ONE_GEMM_RATIO * P or n1 - n0 == 1 for n0, n1 in pieces]
+    prod = {p: np.empty((F, (p[1] - p[0]) * P), np.float32) for p in pieces}
+    d = {p: conv._to_gemm_layout(dout[p[0]:p[1]]) for p in pieces}
+    dcols = {p: np.empty((K, (p[1] - p[0]) * P), np.float32) for p in pieces}
+    dx = np.empty(x_shape, np.float32)
+    parts = [sum(cols[:, n0 * P:n1 * P] @ d[n0, n1] for n0, n1 in block) for block in blocks]
+
+    def im2col_all():
+        for n0, n1 in pieces:
+            conv.im2col(x[n0:n1], k, k, 1, pad, out=cols[:, n0 * P:n1 * P])
+
+    def gemms_forward():
+        for (n0, n1), one in zip(pieces, per_image):
+            c, m = cols[:, n0 * P:n1 * P], n1 - n0
+            if one:
+                np.matmul(w2, c.reshape(-1, m, P).transpose(1, 0, 2),
+                          out=out[n0:n1].reshape(m, F, P))
+            else:
+                np.matmul(w2, c, out=prod[n0, n1])
+
+    def bias_pass():
+        for (n0, n1), one in zip(pieces, per_image):
+            m = n1 - n0
+            if one:
+                out[n0:n1].reshape(m, F, P).__iadd__(bias)
+            else:
+                np.add(prod[n0, n1].reshape(F, m, P).transpose(1, 0, 2), bias,
+                       out=out[n0:n1].reshape(m, F, P))
+
+    steps = {
+        "whole forward": lambda: conv.conv2d_forward(x, w, b, pad=pad, workspace=cols),
+        "whole backward": lambda: conv.conv2d_backward(dout, cache),
+        "fwd: im2col": im2col_all,
+        "fwd: GEMMs w @ cols" + (" (one per image)" if all(per_image) else
+                                 " (one per piece)" if not any(per_image) else ""):
+            gemms_forward,
+        "fwd: bias" + ("" if all(per_image) else " + transposing pass"): bias_pass,
+        "bwd: db sum": lambda: dout.sum(axis=(0, 2, 3)),
+        "bwd: dout to the GEMM layout": lambda: [conv._to_gemm_layout(dout[n0:n1])
+                                                  for n0, n1 in pieces],
+        "bwd: GEMMs cols @ d (dw)": lambda: [cols[:, n0 * P:n1 * P] @ d[n0, n1]
+                                             for n0, n1 in pieces],
+        "bwd: GEMMs w.T @ d.T (dcols)": lambda: [np.matmul(w2.T, d[p].T, out=dcols[p])
+                                                 for p in pieces],
+        "bwd: col2im": lambda: [conv.col2im(dcols[n0, n1], (n1 - n0, C, H, W), k, k, 1, pad,
+                                            out=dx[n0:n1]) for n0, n1 in pieces],
+        "bwd: dw's parts summed and transposed": lambda: conv.sum_transposed(parts),
+    }
+    label = f"conv x{tuple(x_shape)} w{tuple(w_shape)}"
+    return [(f"{label}: {name}", median_ms(fn, repeats)) for name, fn in steps.items()]
+
+
 def run(opts) -> list[Row]:
+    from ..ops import conv
+    from .layers import CONV
+
     rows = []
     with one_thread():  # each piece's own work (see the module docstring)
         for size in SIZES:
             for what, ms in profile_step(size, opts.repeats):
                 rows.append(Row("profile", f"{BATCH}x3x{size}x{size}: {what}", ms,
                                 note="1 thread"))
+        for x_shape, w_shape, pad in CONV:  # the layers benchmark's im2col + GEMM shapes
+            if hasattr(conv, "sum_transposed") and w_shape[1] > conv.DIRECT_MAX_CHANNELS:
+                for what, ms in profile_conv(x_shape, w_shape, pad, max(3, opts.repeats // 3)):
+                    rows.append(Row("profile", what, ms, note="1 thread"))
     return rows

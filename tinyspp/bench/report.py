@@ -253,15 +253,46 @@ def render_profile(results_dir: Path) -> str:
     if now is None:
         return _missing("bench")
     prof_now = {r.workload: r.ours_ms for r in rows_from_json(now["rows"])
-                if r.section == "profile"}
+                if r.section == "profile" and not r.workload.startswith(CONV_PROFILE)}
     prof_before = {r.workload: r.ours_ms for r in rows_from_json(before["rows"])
-                   if r.section == "profile"} if before else {}
+                   if r.section == "profile"
+                   and not r.workload.startswith(CONV_PROFILE)} if before else {}
     names = list(prof_before) + [k for k in prof_now if k not in prof_before]
     out = ["| piece of one SGD step (batch 32) | before ms | now ms |", "|---|---|---|"]
     for k in names:
         b, n = prof_before.get(k), prof_now.get(k)
         out.append(f"| {k} | {'-' if b is None else f'{b:.2f}'} | "
                    f"{'-' if n is None else f'{n:.2f}'} |")
+    return "\n".join(out) + "\n"
+
+
+CONV_PROFILE = "conv x("  # profile rows of the layers benchmark's convolutions
+
+
+def render_conv_profile(results_dir: Path, name: str = "bench") -> str:
+    """``bench.conv_profile``: the layers benchmark's im2col + GEMM convolutions taken apart
+    (profile rows ``conv x(...) w(...): <step>``, one thread): each step over every piece of
+    the batch, its share of the whole forward + backward, and the GEMMs' share together."""
+    d = _load(results_dir, name)
+    if d is None:
+        return _missing(name)
+    convs: dict[str, dict[str, float]] = {}
+    for r in rows_from_json(d["rows"]):
+        if r.section == "profile" and r.workload.startswith(CONV_PROFILE):
+            shape, step = r.workload.split(": ", 1)
+            convs.setdefault(shape, {})[step] = r.ours_ms
+    if not convs:
+        return (f"*`results/{name}.json` has no profile of the layers benchmark's "
+                "convolutions:* run its command again.\n")
+    out = ["| convolution | step (every piece of the batch, 1 thread) | ms | share of the "
+           "whole |", "|---|---|---|---|"]
+    for shape, steps in convs.items():
+        whole = steps.get("whole forward", 0.0) + steps.get("whole backward", 0.0)
+        gemms = sum(v for k, v in steps.items() if "GEMM" in k)
+        for step, ms in steps.items():
+            share = "" if step.startswith("whole") else f"{100 * ms / whole:.0f}%"
+            out.append(f"| {shape} | {step} | {ms:.2f} | {share} |")
+        out.append(f"| {shape} | all the GEMMs | {gemms:.2f} | {100 * gemms / whole:.0f}% |")
     return "\n".join(out) + "\n"
 
 
@@ -393,6 +424,11 @@ def render_xeon_ideas(results_dir: Path) -> str:
 def render_xeon_threads(results_dir: Path) -> str:
     """``bench.xeon_threads``: :func:`render_threads` on the second machine."""
     return render_threads(results_dir, XEON, f"{XEON}_1thread")
+
+
+def render_xeon_conv_profile(results_dir: Path) -> str:
+    """``bench.xeon_conv_profile``: :func:`render_conv_profile` on the second machine."""
+    return render_conv_profile(results_dir, XEON)
 
 
 def render_xeon_scaling(results_dir: Path) -> str:
