@@ -179,3 +179,49 @@ def test_source_compiles_without_warnings(tmp_path):
     proc = subprocess.run([emulate.find_compiler(), *direct.flags(), "-Wall", "-Wextra",
                            "-fsyntax-only", str(src)], capture_output=True, text=True)
     assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("F", [3, 4, 5, 10, 16])  # no split, one group, a partial last group
+def test_one_image_splits_its_filters_over_threads_with_the_same_bits(monkeypatch, dtype, F):
+    """A batch of one image (the detector's) convolves its filters on several threads, in
+    whole register groups of the kernel: the output is the same bits as on one thread, and as
+    the kernel's single call over all the filters."""
+    from tinyspp.ops import dispatch
+
+    monkeypatch.setattr(dispatch, "MIN_WORK", 0)  # split even this small image
+    rng = np.random.default_rng(F)
+    x = rng.standard_normal((1, 3, 13, 17)).astype(dtype)
+    w = rng.standard_normal((F, 3, 5, 5)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    want = np.empty((1, F, 13, 17), dtype)
+    direct.forward(x, w, b, 2, want)
+    real, calls = direct.forward, []
+
+    def recording(x, w, b, pad, out):  # the kernel, and how many filters each call had
+        calls.append(w.shape[0])
+        real(x, w, b, pad, out)
+
+    monkeypatch.setattr(direct, "forward", recording)
+    try:
+        for threads in (1, 2, 3):
+            calls.clear()
+            with dispatch.using_threads(threads):
+                out, cache = conv2d_forward(x, w, b, pad=2)
+            assert out.tobytes() == want.tobytes() and cache.direct
+            assert sum(calls) == F and (len(calls) > 1) == (threads > 1 and F > 4)
+            assert sum(n % conv.DIRECT_FILTER_GROUP != 0 for n in calls) <= 1  # the last group
+    finally:
+        dispatch.set_num_threads(None)
+
+
+def test_the_filter_group_matches_the_kernels_register_block():
+    """``ops.conv.DIRECT_FILTER_GROUP`` cuts a single image's filters where the kernel's own
+    register groups (``FG`` in ``direct.cpp``) begin."""
+    import re
+    from pathlib import Path
+
+    source = (Path(direct.__file__).parent / direct.SOURCE_NAME).read_text()
+    assert int(re.search(r"constexpr int FG = (\d+);", source).group(1)) == \
+        conv.DIRECT_FILTER_GROUP

@@ -3,7 +3,7 @@
 Every fast path in the ops keeps the plain code it replaced (the tests compare the two bit for
 bit); this section times both on the shapes of the small SPP-net's training step (batch 32,
 48 x 48 images), alternating rounds, so ``docs/performance.md`` can say what each idea bought.
-All but the threads idea run on one thread (``common.one_thread``): the change of work, not the
+All but the threads ideas run on one thread (``common.one_thread``): the change of work, not the
 machine's scheduling, is what they measure.
 Rows come in pairs, ``"<idea>: plain"`` and ``"<idea>: fast"``.
 """
@@ -219,6 +219,21 @@ def _sum_transposed(fast: bool):
     return run
 
 
+def _one_image_filters(fast: bool):
+    """A first convolution of one image (the detector's: 3 -> 16 channels, 5x5, 240 x 320),
+    forward, on one thread (plain: a batch of one image is one block) or with its filters
+    split over tinyspp's threads (fast)."""
+    from ..ops import conv2d_forward, dispatch
+
+    x, w, b = data((1, 3, 240, 320), 20), data((16, 3, 5, 5), 21), data((16,), 22)
+
+    def run():
+        with dispatch.using_threads(dispatch.cpu_count() if fast else 1):
+            conv2d_forward(x, w, b, pad=2)
+
+    return run
+
+
 def _threads(fast: bool):
     from ..ops import dispatch
 
@@ -283,7 +298,10 @@ IDEAS = [
     ("SGD step 32x3x48x48: first conv by im2col + GEMM -> direct kernel", _first_conv_step),
     ("SGD step 32x3x48x48: 1 thread + BLAS's own threads -> our threads, BLAS on 1 (one pool)",
      _threads),
+    ("conv fwd one image x(1, 3, 240, 320) w(16, 3, 5, 5), direct kernel: one thread -> its "
+     "filters split over the threads", _one_image_filters),
 ]
+THREAD_IDEAS = (_threads, _one_image_filters)  # timed with the machine's threads, not one
 
 
 def run(opts) -> list[Row]:
@@ -298,7 +316,7 @@ def run(opts) -> list[Row]:
         else:
             steps = [build(False), build(True)]
         times = [[], []]
-        with contextlib.nullcontext() if build is _threads else one_thread():
+        with contextlib.nullcontext() if build in THREAD_IDEAS else one_thread():
             for r in range(rounds):
                 for t, fn in zip(times, steps):
                     t += times_ms(fn, per, warmup=1 if r == 0 else 0)

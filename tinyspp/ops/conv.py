@@ -369,8 +369,21 @@ def _direct_forward(x, w, b, pad: int, out_shape):
         for n0, n1 in block:
             direct.forward(x[n0:n1], w, b, pad, out[n0:n1])
 
-    _over_blocks(convolve, np, N, C * kh * kw * P, False, F, P)
+    macs = F * C * kh * kw * P
+    if N == 1 and num_threads() > 1 and F > DIRECT_FILTER_GROUP:
+        # one image (the detector's case): its filters split over the threads instead, in
+        # whole register groups of the kernel; each output is the same sum either way
+        def filters(g0, g1):
+            f0, f1 = g0 * DIRECT_FILTER_GROUP, min(g1 * DIRECT_FILTER_GROUP, F)
+            direct.forward(x, w[f0:f1], b[f0:f1], pad, out[:, f0:f1])
+
+        parallel_slices(filters, -(-F // DIRECT_FILTER_GROUP), macs // SPLIT_MACS)
+    else:
+        _over_blocks(convolve, np, N, C * kh * kw * P, False, F, P)
     return out, Conv2dCache(x.shape, None, w, 1, pad, x, direct=True)
+
+
+DIRECT_FILTER_GROUP = 4  # filters the direct kernel's forward computes at once (FG in the .cpp)
 
 
 def conv2d_forward_naive(x, w, b, stride: int = 1, pad: int = 0):
