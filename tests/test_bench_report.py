@@ -199,3 +199,20 @@ def test_conv_profile_times_every_step_of_an_im2col_convolution(w_shape, one):
     assert {f"{label}: whole forward", f"{label}: bwd: col2im",
             f"{label}: bwd: dw's parts summed and transposed"} <= set(got)
     assert len(got) == 11 and all(ms > 0 for ms in got.values())
+
+
+def test_handoff_row_times_an_empty_split_only_when_there_are_threads():
+    from types import SimpleNamespace
+
+    from tinyspp.bench import training
+    from tinyspp.ops import dispatch
+
+    opts = SimpleNamespace(gpu=False, repeats=3)
+    with dispatch.using_threads(1):
+        assert training.handoff_rows(opts) == []
+    with dispatch.using_threads(2):
+        (row,) = training.handoff_rows(opts)
+    assert row.unit == "us" and row.ours_ms > 0 and row.ratio is None
+    assert row.workload == "thread hand-off: one empty split over 2 threads"
+    assert row.note.startswith(("workers pinned", "workers not pinned"))
+    assert training.handoff_rows(SimpleNamespace(gpu=True, repeats=3)) == []

@@ -222,8 +222,8 @@ def handoff_rows(opts) -> list[Row]:
     empty ``parallel_slices`` split over every thread, so its time is the wake-up of the
     workers and the wait for their answers, nothing else. A 2-thread SGD step pays it at every
     split (each big convolution, each pass above ``dispatch.MIN_WORK``); torch's OpenMP
-    workers spin between regions instead of sleeping. None on one thread, on the GPU, and for
-    code from before tinyspp had threads."""
+    workers spin for a while between parallel regions before they sleep. None on one thread,
+    on the GPU, and for code from before tinyspp had threads."""
     from ..ops import dispatch
 
     if opts.gpu or not hasattr(dispatch, "parallel_slices") or dispatch.num_threads() < 2:

@@ -597,8 +597,8 @@ def sum_transposed(parts):
     first = parts[0]
     xp = get_array_module(first)
     if xp is not np or first.ndim != 2:
-        total = first.copy()
-        for part in parts[1:]:
+        total = first if len(parts) == 1 else first + parts[1]
+        for part in parts[2:]:
             total += part
         return xp.ascontiguousarray(total.T)
     rows, ncols = first.shape
