@@ -214,8 +214,12 @@ def test_training_bench_smoke():
     from types import SimpleNamespace
 
     from tinyspp.bench import training
+    from tinyspp.ops import dispatch
 
-    rows = training.run(SimpleNamespace(repeats=1, quick=True, gpu=False, torch=None))
+    with dispatch.using_threads(2):
+        rows = training.run(SimpleNamespace(repeats=1, quick=True, gpu=False, torch=None))
+    rows, (handoff,) = rows[:4], rows[4:]  # the thread hand-off last (see test_bench_report)
+    assert handoff.workload.startswith("thread hand-off") and handoff.unit == "us"
     assert [r.workload.split()[-1] for r in rows] == ["32x3x32x32", "32x3x48x48"] * 2
     steps, faults = rows[:2], rows[2:]
     assert all(r.ours_ms > 0 and r.torch_ms is None and "img/s" in r.note for r in steps)
