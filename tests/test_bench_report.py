@@ -216,3 +216,17 @@ def test_handoff_row_times_an_empty_split_only_when_there_are_threads():
     assert row.workload == "thread hand-off: one empty split over 2 threads"
     assert row.note.startswith(("workers pinned", "workers not pinned"))
     assert training.handoff_rows(SimpleNamespace(gpu=True, repeats=3)) == []
+
+
+def test_before_now_table_pairs_workloads_and_divides_now_by_before(tmp_path):
+    from tinyspp.bench.common import Row
+    from tinyspp.bench.report import XEON, render_xeon_pyramid
+
+    assert "Not measured yet" in render_xeon_pyramid(tmp_path)
+    write_record(tmp_path, f"{XEON}_pyramid_before", [Row("pyramid", "region SPP a", 10.0),
+                                                       Row("pyramid", "gone", 1.0)])
+    write_record(tmp_path, f"{XEON}_pyramid", [Row("pyramid", "region SPP a", 12.5),
+                                                Row("pyramid", "new only", 2.0)])
+    text = render_xeon_pyramid(tmp_path)
+    assert "| region SPP a | 10.0 ms | 12.5 ms | 1.25 |" in text
+    assert "gone" not in text and "new only" not in text  # only workloads measured both ways

@@ -46,7 +46,7 @@ RENDERERS: dict[str, str] = {
                  "fresh", "runs", "runs_same_heap", "runs_unpinned", "threads",
                  "xeon_setup", "xeon_targets", "xeon_targets_1thread", "xeon_table",
                  "xeon_threads", "xeon_runs", "xeon_ideas", "scaling", "xeon_scaling",
-                 "xeon_runs_same_heap", "conv_profile", "xeon_conv_profile")},
+                 "xeon_runs_same_heap", "conv_profile", "xeon_conv_profile", "xeon_pyramid")},
 }
 
 BLOCK = re.compile(

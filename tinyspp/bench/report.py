@@ -394,6 +394,7 @@ def render_xeon_setup(results_dir: Path) -> str:
     """``bench.xeon_setup``: how and where the second machine's numbers were measured."""
     return _setup_lines(results_dir, (
         (XEON, "now"), (f"{XEON}_before", "before"),
+        (f"{XEON}_pyramid", "region SPP, now"), (f"{XEON}_pyramid_before", "region SPP, before"),
         (f"{XEON}_1thread", "now, one thread each"),
         (f"{XEON}_before_1thread", "before, one thread each"),
         *((p.stem, f"training in a fresh process, repeated ({p.stem})")
@@ -440,6 +441,30 @@ def render_xeon_runs_same_heap(results_dir: Path) -> str:
     """``bench.xeon_runs_same_heap``: the repeated fresh training runs on the second machine,
     torch's process with tinyspp's heap settings (like for like)."""
     return render_runs(results_dir, XEON_RUNS_SAME_HEAP)
+
+
+def render_before_now(results_dir: Path, name: str, before_name: str) -> str:
+    """Every row of ``results/<name>.json`` with our time in ``results/<before_name>.json``
+    beside it (the same workload in the code before issue 14) and now over before: whether
+    anything got slower."""
+    now, before = _load(results_dir, name), _load(results_dir, before_name)
+    if now is None or before is None:
+        return _missing(name if now is None else before_name)
+    old = {r.workload: r for r in rows_from_json(before["rows"])}
+    out = ["| workload | before | now | now / before |", "|---|---|---|---|"]
+    for r in rows_from_json(now["rows"]):
+        b = old.get(r.workload)
+        if b is None:
+            continue
+        out.append(f"| {r.workload} | {b.ours_ms:.1f} {r.unit} | {r.ours_ms:.1f} {r.unit} | "
+                   f"{r.ours_ms / b.ours_ms:.2f} |")
+    return "\n".join(out) + "\n"
+
+
+def render_xeon_pyramid(results_dir: Path) -> str:
+    """``bench.xeon_pyramid``: the region-SPP benchmark before issue 14 and now, on the second
+    machine (``--only pyramid``, the same harness on both codes)."""
+    return render_before_now(results_dir, f"{XEON}_pyramid", f"{XEON}_pyramid_before")
 
 
 def render_xeon_runs(results_dir: Path) -> str:
