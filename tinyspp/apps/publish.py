@@ -45,8 +45,8 @@ RENDERERS: dict[str, str] = {
        for k in ("setup", "table", "targets", "targets_1thread", "profile", "ideas",
                  "fresh", "runs", "runs_same_heap", "runs_unpinned", "threads",
                  "xeon_setup", "xeon_targets", "xeon_targets_1thread", "xeon_table",
-                 "xeon_threads", "xeon_runs", "xeon_ideas", "scaling", "xeon_scaling",
-                 "xeon_runs_same_heap", "conv_profile", "xeon_conv_profile", "xeon_pyramid")},
+                 "xeon_threads", "xeon_runs", "xeon_ideas", "xeon_scaling",
+                 "xeon_runs_same_heap", "xeon_conv_profile", "xeon_pyramid")},
 }
 
 BLOCK = re.compile(
