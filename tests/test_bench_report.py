@@ -230,3 +230,17 @@ def test_before_now_table_pairs_workloads_and_divides_now_by_before(tmp_path):
     text = render_xeon_pyramid(tmp_path)
     assert "| region SPP a | 10.0 ms | 12.5 ms | 1.25 |" in text
     assert "gone" not in text and "new only" not in text  # only workloads measured both ways
+
+
+def test_threads_table_names_each_librarys_own_thread_count(tmp_path):
+    from tinyspp.bench.common import Row
+    from tinyspp.bench.report import render_threads
+
+    step = "SGD step, small SPP-net, 32x3x32x32"
+    write_record(tmp_path, "bench_1thread", [Row("training", step, 30.0, 20.0)], cores=8)
+    write_record(tmp_path, "bench", [Row("training", step, 10.0, 5.0)], cores=8)
+    record = json.loads((tmp_path / "bench.json").read_text())
+    record["threads"].update(tinyspp=4, torch_peer=8)  # tinyspp takes at most 4 threads
+    (tmp_path / "bench.json").write_text(json.dumps(record))
+    head = render_threads(tmp_path).splitlines()[0]
+    assert "tinyspp: 1 / 4 threads" in head and "torch: 1 / 8 threads" in head

@@ -270,7 +270,7 @@ CONV_PROFILE = "conv x("  # profile rows of the layers benchmark's convolutions
 
 
 def render_conv_profile(results_dir: Path, name: str = "bench") -> str:
-    """``bench.conv_profile``: the layers benchmark's im2col + GEMM convolutions taken apart
+    """The layers benchmark's im2col + GEMM convolutions taken apart
     (profile rows ``conv x(...) w(...): <step>``, one thread): each step over every piece of
     the batch, its share of the whole forward + backward, and the GEMMs' share together."""
     d = _load(results_dir, name)
@@ -324,9 +324,11 @@ def render_threads(results_dir: Path, name: str = "bench", one_name: str = "benc
     if many is None or one is None:
         return _missing(name if many is None else one_name)
     rows_many, rows_one = rows_from_json(many["rows"]), rows_from_json(one["rows"])
-    n = many["machine"]["cores"]
-    out = [f"| workload | tinyspp: 1 / {n} threads | speed-up | torch: 1 / {n} threads "
-           "| speed-up |", "|---|---|---|---|---|"]
+    threads = many.get("threads", {})
+    ours_n = threads.get("tinyspp") or many["machine"]["cores"]
+    torch_n = threads.get("torch_peer") or many["machine"]["cores"]
+    out = [f"| workload | tinyspp: 1 / {ours_n} threads | speed-up | torch: 1 / {torch_n} "
+           "threads | speed-up |", "|---|---|---|---|---|"]
     for prefix, section, _ in TARGETS:
         a, b = _find(rows_one, prefix, section), _find(rows_many, prefix, section)
         if a is None or b is None or a.unit != "ms":
@@ -350,7 +352,7 @@ SCALING_GROUPS = [("Conv2d", "convolutions"), ("ReLU", "ReLU"), ("MaxPool2d", "m
 
 
 def render_scaling(results_dir: Path, name: str = "bench") -> str:
-    """``bench.scaling``: each kind of layer's time inside real SGD steps on one thread and on
+    """Each kind of layer's time inside real SGD steps on one thread and on
     all of tinyspp's threads (section ``scaling``, summed over the layers of that kind, forward
     and backward), the speed-up, and the whole step (the sum of its pieces)."""
     d = _load(results_dir, name)
