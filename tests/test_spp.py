@@ -254,6 +254,17 @@ def test_cpu_impl_errors_name_what_it_takes():
     with pytest.raises(TypeError, match="impl='cpu' takes NumPy float32 or float64 x, got "
                                         "ndarray float16"):
         spp_forward(x.astype(np.float16), (2, 1), impl="cpu")
+    # maps over 2**31 cells (an int32 argmax) are refused by impl='cpu', and left by
+    # impl='auto' to the array path (a view of one zero, no memory behind it)
+    from tinyspp.ops.spp import _cpu_refusal
+
+    huge = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (1, 1, 2**16, 2**15 + 1),
+                                           (0, 0, 0, 0))
+    assert _cpu_refusal(x, "adaptive", "max", "spp_forward") is None
+    refusal = _cpu_refusal(huge, "adaptive", "max", "spp_forward")
+    assert isinstance(refusal, ValueError) and "at most 2**31 cells" in str(refusal)
+    with pytest.raises(ValueError, match="impl='cpu' needs maps of at most 2..31 cells"):
+        spp_forward(huge, (1,), impl="cpu")
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ import numpy as np
 
 from .common import Row, one_thread, times_ms
 from .layers import data
-from .training import ours_step
+from .training import ours_step, setup, step_of
 
 
 @contextlib.contextmanager
@@ -248,23 +248,13 @@ def _threads(fast: bool):
 
 def _with_keep_cols(keep: bool):
     """One SGD step whose conv layers keep (``True``) or re-gather (``False``) the columns."""
-    from ..nn import SGD, Conv2d, small_spp_net
-    from ..ops import softmax_cross_entropy
-    from .training import LEVELS, NUM_CLASSES, batch
+    from ..nn import Conv2d
 
-    net = small_spp_net(NUM_CLASSES, 3, levels=LEVELS, seed=0).train()
+    net, opt, x, y = setup(48)
     for layer in net:
         if isinstance(layer, Conv2d):
             layer.keep_cols = keep
-    opt = SGD(net, lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x, y = batch(48)
-
-    def step():
-        _, dlogits = softmax_cross_entropy(net.forward(x), y)
-        net.backward(dlogits, input_grad=False)
-        opt.step()
-
-    return step
+    return step_of(net, opt, x, y)
 
 
 IDEAS = [

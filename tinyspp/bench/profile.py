@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .common import Row, median_ms, one_thread
-from .training import BATCH, LEVELS, NUM_CLASSES, batch
+from .training import BATCH, setup
 
 SIZES = (32, 48)
 
@@ -82,12 +82,10 @@ def _conv_pieces(layer, x, dout, repeats):
 
 def profile_step(size: int, repeats: int) -> list[tuple[str, float]]:
     """``(what, ms)`` for every piece of one SGD step at ``size`` px."""
-    from ..nn import SGD, Conv2d, small_spp_net
+    from ..nn import Conv2d
     from ..ops import softmax_cross_entropy
 
-    net = small_spp_net(NUM_CLASSES, 3, levels=LEVELS, seed=0).train()
-    opt = SGD(net, lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x, y = batch(size)
+    net, opt, x, y = setup(size)
     inputs, h = [], x
     for layer in net:  # the activations of one forward pass
         inputs.append(h)
@@ -148,7 +146,8 @@ def profile_conv(x_shape, w_shape, pad: int, repeats: int) -> list[tuple[str, fl
     pieces = [piece for block in blocks for piece in block]
     cols, w2, bias = cache.cols, w.reshape(F, K), b.reshape(F, 1)
     per_image = [K < conv.ONE_GEMM_RATIO * P or n1 - n0 == 1 for n0, n1 in pieces]
-    prod = {p: np.empty((F, (p[1] - p[0]) * P), np.float32) for p in pieces}
+    prod = {p: np.empty((F, (p[1] - p[0]) * P), np.float32)  # one-GEMM pieces' products
+            for p, one in zip(pieces, per_image) if not one}
     d = {p: conv._to_gemm_layout(dout[p[0]:p[1]]) for p in pieces}
     dcols = {p: np.empty((K, (p[1] - p[0]) * P), np.float32) for p in pieces}
     dx = np.empty(x_shape, np.float32)

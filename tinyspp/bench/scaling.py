@@ -16,7 +16,7 @@ import statistics
 import time
 
 from .common import Row, one_thread
-from .training import BATCH, LEVELS, NUM_CLASSES, batch
+from .training import BATCH, setup
 
 SIZES = (32, 48)
 WARMUP = 3  # untimed steps first (scratch buffers, caches, the threads' first wake-up)
@@ -24,12 +24,10 @@ WARMUP = 3  # untimed steps first (scratch buffers, caches, the threads' first w
 
 def step_pieces(size: int, steps: int) -> dict[str, float]:
     """Median ms of every piece of ``steps`` timed SGD steps at ``size`` px, in step order."""
-    from ..nn import SGD, Conv2d, small_spp_net
+    from ..nn import Conv2d
     from ..ops import softmax_cross_entropy
 
-    net = small_spp_net(NUM_CLASSES, 3, levels=LEVELS, seed=0).train()
-    opt = SGD(net, lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x, y = batch(size)
+    net, opt, x, y = setup(size)
     names = [f"{i} {type(layer).__name__}" for i, layer in enumerate(net)]
     times: dict[str, list[float]] = {}
 

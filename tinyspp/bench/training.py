@@ -29,10 +29,11 @@ def batch(size: int):
     return x, rng.integers(0, NUM_CLASSES, BATCH)
 
 
-def ours_step(size: int, gpu: bool = False):
-    """``step()`` of one SGD step of the small SPP-net on a fixed batch (and the net)."""
+def setup(size: int, gpu: bool = False):
+    """``(net, opt, x, y)``: the small SPP-net (seed 0) in training mode, its SGD (lr 0.01,
+    momentum 0.9, weight decay 5e-4) and the batch of :func:`batch`, on the GPU if ``gpu``:
+    what every section that times our training step starts from."""
     from ..nn import SGD, small_spp_net
-    from ..ops import softmax_cross_entropy
 
     net = small_spp_net(NUM_CLASSES, 3, levels=LEVELS, seed=0)
     net.to("gpu" if gpu else "cpu")
@@ -42,14 +43,25 @@ def ours_step(size: int, gpu: bool = False):
         from ..backend import to_device
 
         x, y = to_device(x, "gpu"), to_device(y, "gpu")
-    net.train()
+    return net.train(), opt, x, y
+
+
+def step_of(net, opt, x, y):
+    """``step()``: one SGD step (forward, loss, backward without the input's gradient,
+    update) of ``net`` on ``(x, y)``."""
+    from ..ops import softmax_cross_entropy
 
     def step():
-        loss, dlogits = softmax_cross_entropy(net.forward(x), y)
+        _, dlogits = softmax_cross_entropy(net.forward(x), y)
         net.backward(dlogits, input_grad=False)
         opt.step()
 
     return step
+
+
+def ours_step(size: int, gpu: bool = False):
+    """``step()`` of one SGD step of the small SPP-net on a fixed batch (and the net)."""
+    return step_of(*setup(size, gpu))
 
 
 def ours_peak_bytes(size: int) -> int:

@@ -596,7 +596,7 @@ def sum_transposed(parts):
     """
     first = parts[0]
     xp = get_array_module(first)
-    if xp is not np or first.ndim != 2:
+    if xp is not np:
         total = first if len(parts) == 1 else first + parts[1]
         for part in parts[2:]:
             total += part

@@ -200,6 +200,9 @@ def _cpu_refusal(x, mode, pool, func):
         return TypeError(f"{func}: impl='cpu' takes NumPy float32 or float64 x, got "
                          f"{type(x).__name__} {getattr(x, 'dtype', '')}; use impl='xp' or "
                          f"'auto'")
+    if x.shape[2] * x.shape[3] > 2**31:
+        return ValueError(f"{func}: impl='cpu' needs maps of at most 2**31 cells (int32 "
+                          f"argmax), got {x.shape[2]}x{x.shape[3]}; use impl='xp' or 'auto'")
     if not cpu.available():
         return RuntimeError(f"{func}: impl='cpu' needs the compiled kernel, which is "
                             f"unavailable here ({cpu.why_unavailable()}); use impl='xp'")
@@ -223,7 +226,7 @@ def _cpu_forward(x, levels, mode, pool, func):
         raise refusal
     N, _, H, W = x.shape
     out, argmax = cpu.pool_max(x, _whole_maps(N, H, W), np.arange(N), levels, mode)
-    return out, argmax.astype(np.int32)  # the documented argmax dtype (the kernel's is uint16)
+    return out, argmax.astype(np.int32)  # the documented dtype (the kernel's: uint16 or int32)
 
 
 # --- helpers shared with region pooling ------------------------------------------------------
