@@ -115,6 +115,32 @@ def test_conv_ops_with_and_without_the_kernel_agree(monkeypatch, dtype, shape, F
 
 
 @needs_kernel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("keep_cols", [False, True])
+def test_more_channels_run_the_kernel_forward_and_the_columns_backward(monkeypatch, dtype,
+                                                                       keep_cols):
+    # between DIRECT_DW_MAX_CHANNELS and DIRECT_MAX_CHANNELS input channels: the forward is
+    # the kernel's, the backward im2col + GEMM on columns gathered from the kept x
+    C = conv.DIRECT_DW_MAX_CHANNELS + 1
+    assert C <= conv.DIRECT_MAX_CHANNELS
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((5, C, 11, 9)).astype(dtype)
+    w = rng.standard_normal((6, C, 3, 3)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    out, cache = conv2d_forward(x, w, b, pad=1, keep_cols=keep_cols)
+    assert not cache.direct and cache.cols is None and cache.x is x
+    dout = np.cos(out)
+    got = (out,) + conv2d_backward(dout, cache)
+    monkeypatch.setattr(conv, "DIRECT_IMPL", "off")
+    out2, plain_cache = conv2d_forward(x, w, b, pad=1, keep_cols=False)
+    want = (out2,) + conv2d_backward(dout, plain_cache)
+    close(got[0], want[0].astype(np.float64), dtype, factor=10)
+    for g, p in zip(got[1:], want[1:], strict=True):  # the same columns path, the same bits
+        np.testing.assert_array_equal(g, p)
+    close(got[0], conv2d_forward_naive(x, w, b, pad=1), dtype, factor=10)
+
+
+@needs_kernel
 def test_non_contiguous_input_and_a_gradient_of_another_dtype(monkeypatch):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 9, 8, 2)).astype(np.float32).transpose(0, 3, 1, 2)  # (3,2,9,8)
@@ -136,8 +162,11 @@ def test_the_rule_that_picks_the_kernel(monkeypatch):
     x3, w3 = np.zeros((1, 3, 8, 8), np.float32), np.zeros((2, 3, 5, 5), np.float32)
     assert conv._use_direct(x3, w3, 1) == direct.available()
     assert not conv._use_direct(x3, w3, 2)  # stride 1 only
-    assert not conv._use_direct(np.zeros((1, 5, 8, 8), np.float32),
-                                np.zeros((2, 5, 3, 3), np.float32), 1)  # > DIRECT_MAX_CHANNELS
+    C = conv.DIRECT_MAX_CHANNELS
+    assert conv._use_direct(np.zeros((1, C, 8, 8), np.float32),
+                            np.zeros((2, C, 3, 3), np.float32), 1) == direct.available()
+    assert not conv._use_direct(np.zeros((1, C + 1, 8, 8), np.float32),
+                                np.zeros((2, C + 1, 3, 3), np.float32), 1)  # too many channels
     assert not conv._use_direct(x3, np.zeros((2, 3, 3, 9), np.float32), 1)  # wider than 7
     assert not conv._use_direct(x3, w3.astype(np.float64), 1)  # two dtypes
     assert not conv._use_direct(x3.astype(np.float16), w3.astype(np.float16), 1)

@@ -359,13 +359,32 @@ def test_layers_bench_section_runs_on_tiny_workloads(monkeypatch):
     monkeypatch.setattr(layers, "CONV", [((2, 3, 9, 9), (4, 3, 3, 3), 1)])
     monkeypatch.setattr(layers, "POOL", [((2, 3, 9, 9), 3, 2), ((2, 3, 8, 8), 2, 2)])
     monkeypatch.setattr(layers, "SPP", [(2, 3, 7, 6)])
+    monkeypatch.setattr(layers, "STEP_CONV", [((2, 8, 6, 6), (5, 8, 3, 3), 1, "a step's")])
     rows = layers.run(SimpleNamespace(repeats=1, quick=True, gpu=False, torch=None))
-    assert [r.section for r in rows] == ["layers"] * 5
+    assert [r.section for r in rows] == ["layers"] * 8
     assert rows[0].workload.startswith("conv fwd+bwd") and rows[1].workload.endswith(
         "its 3 GEMMs alone")
-    assert rows[2].workload.startswith("max-pool") and rows[3].note == "reshape + reduce"
-    assert rows[4].workload.startswith("SPP")
+    assert rows[2].workload.startswith("conv fwd+bwd x(2, 8, 6, 6)")
+    assert rows[2].note.startswith("a step's; ")
+    assert [r.workload.endswith("np.matmul vs torch.mm") for r in rows[3:5]] == [True, True]
+    assert "x(2, 8, 6, 6)" in rows[4].workload
+    assert rows[5].workload.startswith("max-pool") and rows[6].note == "reshape + reduce"
+    assert rows[7].workload.startswith("SPP")
     assert all(r.ours_ms > 0 and r.torch_ms is None for r in rows)
+
+
+def test_the_gemm_rows_time_the_same_products_on_both_sides():
+    torch = pytest.importorskip("torch")
+    from tinyspp.bench import layers
+
+    shape, w_shape, pad = (2, 4, 5, 6), (3, 4, 3, 3), 1
+    w2, cols, d = layers.gemm_operands(shape, w_shape, pad)
+    assert w2.shape == (3, 36) and cols.shape == (36, 2 * 5 * 6) and d.shape == (60, 3)
+    x, w, b = layers.conv_data(shape, w_shape)
+    out, _ = conv2d_forward(x, w, b, pad=pad)  # the columns are the convolution's
+    np.testing.assert_allclose((w2 @ cols).reshape(3, 2, 5, 6).transpose(1, 0, 2, 3), out,
+                               rtol=1e-5, atol=1e-5)
+    layers.conv_gemms_torch(torch, shape, w_shape, pad)()  # runs
 
 
 def test_max_pool_all_neg_inf_window_routes_gradient_to_a_real_cell(xp):

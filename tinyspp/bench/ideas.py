@@ -58,6 +58,41 @@ def _first_conv(fast: bool):
     return step
 
 
+def _few_channels(fast: bool):
+    """The direct kernel's forward for layers with up to ``DIRECT_MAX_CHANNELS`` channels
+    (fast), or only for first layers, up to ``DIRECT_DW_MAX_CHANNELS`` (plain)."""
+    from unittest import mock
+
+    from ..ops import conv
+
+    limit = conv.DIRECT_MAX_CHANNELS if fast else conv.DIRECT_DW_MAX_CHANNELS
+    return mock.patch.object(conv, "DIRECT_MAX_CHANNELS", limit)
+
+
+def _second_conv(fast: bool):
+    """The training step's second convolution (16 -> 32 channels, 3x3, pad 1, 24 x 24, batch
+    32), forward: im2col + GEMM, or the direct kernel."""
+    from ..ops import conv2d_forward
+
+    x, w, b = data((32, 16, 24, 24), 23), data((32, 16, 3, 3), 24, 0.1), data((32,), 25)
+
+    def step():
+        with _few_channels(fast):
+            conv2d_forward(x, w, b, pad=1, keep_cols=False)
+
+    return step
+
+
+def _second_conv_step(fast: bool):
+    step = ours_step(48)
+
+    def run():
+        with _few_channels(fast):
+            step()
+
+    return run
+
+
 def _first_conv_step(fast: bool):
     step = ours_step(48)
 
@@ -285,13 +320,19 @@ IDEAS = [
      "kernel", _first_conv),
     ("conv bwd w(256, 96, 5, 5): dw's two (2400, 256) parts summed and transposed in one band "
      "-> in bands of 64 rows", _sum_transposed),
-    ("SGD step 32x3x48x48: first conv by im2col + GEMM -> direct kernel", _first_conv_step),
+    ("SGD step 32x3x48x48: direct kernel off (im2col + GEMM everywhere) -> on (conv1; conv2's "
+     "forward)", _first_conv_step),
+    ("conv fwd x(32, 16, 24, 24) w(32, 16, 3, 3) pad 1 (the step's conv2): im2col + GEMM -> "
+     "direct kernel (its backward stays im2col + GEMM)", _second_conv),
+    ("SGD step 32x3x48x48, the machine's threads: conv2's forward by im2col + GEMM -> direct "
+     "kernel", _second_conv_step),
     ("SGD step 32x3x48x48: 1 thread + BLAS's own threads -> our threads, BLAS on 1 (one pool)",
      _threads),
     ("conv fwd one image x(1, 3, 240, 320) w(16, 3, 5, 5), direct kernel: one thread -> its "
      "filters split over the threads", _one_image_filters),
 ]
-THREAD_IDEAS = (_threads, _one_image_filters)  # timed with the machine's threads, not one
+THREAD_IDEAS = (_threads, _one_image_filters, _second_conv_step)  # timed with the machine's
+# threads, not one
 
 
 def run(opts) -> list[Row]:

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import Row, side_by_side
+from .common import Row, blas_build, side_by_side
 
 # (x shape, w shape, pad): conv forward + backward
 CONV = [
     ((16, 3, 64, 64), (32, 3, 5, 5), 2),
     ((8, 96, 27, 27), (256, 96, 5, 5), 2),
     ((8, 256, 13, 13), (384, 256, 3, 3), 1),
+]
+# the small SPP-net's im2col convolutions in its training step (batch 32 at 32 and 48 px; its
+# first layer runs the direct kernel): where the step's gap to torch lies
+STEP_CONV = [
+    ((32, 16, 16, 16), (32, 16, 3, 3), 1, "conv2 of the 32 px step"),
+    ((32, 32, 8, 8), (64, 32, 3, 3), 1, "conv3 of the 32 px step"),
+    ((32, 16, 24, 24), (32, 16, 3, 3), 1, "conv2 of the 48 px step"),
+    ((32, 32, 12, 12), (64, 32, 3, 3), 1, "conv3 of the 48 px step"),
 ]
 # (x shape, ksize, stride): max-pool forward + backward
 POOL = [((8, 96, 55, 55), 3, 2), ((32, 16, 32, 32), 2, 2)]
@@ -53,17 +61,22 @@ def conv_ours(x_shape, w_shape, pad):
     return step
 
 
+def gemm_operands(x_shape, w_shape, pad):
+    """``(w2, cols, d)``: the operands of a conv's three GEMMs, as ``conv2d_backward`` forms them
+    (``w2 (F, C*k*k)``, ``cols (C*k*k, N*oh*ow)``, ``d (N*oh*ow, F)``, a row per position)."""
+    from ..ops.conv import conv_output_size, im2col
+
+    x, w, _ = conv_data(x_shape, w_shape)
+    F, _, k, _ = w_shape
+    N, _, H, W = x_shape
+    positions = N * conv_output_size(H, k, 1, pad) * conv_output_size(W, k, 1, pad)
+    return w.reshape(F, -1), im2col(x, k, k, 1, pad), np.ones((positions, F), np.float32)
+
+
 def conv_gemms_ours(x_shape, w_shape, pad):
     """The three GEMMs of one conv forward + backward alone, whole batch, BLAS's own threads:
     what im2col + GEMM cannot go below (``dw`` and ``dcols`` as ``conv2d_backward`` forms them)."""
-    from ..ops.conv import conv2d_forward, im2col
-
-    x, w, b = conv_data(x_shape, w_shape)
-    F, _, k, _ = w_shape
-    out, _ = conv2d_forward(x, w, b, pad=pad)
-    cols = im2col(x, k, k, 1, pad)
-    w2 = w.reshape(F, -1)
-    d = np.ascontiguousarray(np.ones_like(out).transpose(0, 2, 3, 1)).reshape(-1, F)
+    w2, cols, d = gemm_operands(x_shape, w_shape, pad)
 
     def step():
         w2 @ cols
@@ -109,6 +122,19 @@ def conv_torch(torch, x_shape, w_shape, pad):
     return step
 
 
+def conv_gemms_torch(torch, x_shape, w_shape, pad):
+    """The same three products by ``torch.mm`` (torch's BLAS) on the same matrices: the two
+    libraries' GEMMs side by side, nothing else."""
+    w2, cols, d = (torch.from_numpy(a) for a in gemm_operands(x_shape, w_shape, pad))
+
+    def step():
+        torch.mm(w2, cols)
+        torch.mm(cols, d)
+        torch.mm(w2.T, d.T)
+
+    return step
+
+
 def pool_torch(torch, x_shape, k, s):
     tx = torch.from_numpy(data(x_shape, 3)).requires_grad_()
 
@@ -137,14 +163,26 @@ def _spec(builder, *args):
     return (__name__, builder, [list(a) if isinstance(a, tuple) else a for a in args])
 
 
+def blas_name() -> str:
+    """NumPy's BLAS library in a few words (``OpenBLAS``), for the notes of the GEMM rows."""
+    build = blas_build() or "NumPy's BLAS"
+    return "OpenBLAS" if build.startswith("openblas") else build.split(" (")[0]
+
+
 def _conv_method(x_shape, w_shape) -> str:
     """What ``conv2d_forward`` runs on this shape: the direct kernel or im2col + GEMM."""
     try:
         from ..ops.conv import _use_direct
     except ImportError:  # the "before" tree of docs/performance.md: im2col + GEMM only
         return "im2col + GEMM"
+    from ..ops import conv
+
     x, w = np.empty((1, *x_shape[1:]), np.float32), np.empty(w_shape, np.float32)
-    return "direct kernel (no columns)" if _use_direct(x, w, 1) else "im2col + GEMM"
+    if not _use_direct(x, w, 1):
+        return "im2col + GEMM"
+    if x_shape[1] <= getattr(conv, "DIRECT_DW_MAX_CHANNELS", x_shape[1]):  # older trees: all
+        return "direct kernel (no columns)"
+    return "direct kernel forward, im2col + GEMM backward"
 
 
 def run(opts) -> list[Row]:
@@ -161,6 +199,20 @@ def run(opts) -> list[Row]:
                          _spec("conv_torch", x_shape, w_shape, pad), opts)
         rows.append(Row("layers", f"conv x{x_shape} w{tuple(w_shape)}: its 3 GEMMs alone", t[0],
                         t[1], "OpenBLAS, whole batch; torch: its whole conv fwd+bwd",
+                        torch_inproc_ms=t[2]))
+    for x_shape, w_shape, pad, label in STEP_CONV:  # the small SPP-net's, as in its step
+        x_shape = _shape(x_shape, opts.quick)
+        t = side_by_side(conv_ours(x_shape, w_shape, pad),
+                         _spec("conv_torch", x_shape, w_shape, pad), opts)
+        rows.append(Row("layers", f"conv fwd+bwd x{x_shape} w{tuple(w_shape)} pad {pad}", t[0],
+                        t[1], f"{label}; {_conv_method(x_shape, w_shape)}",
+                        torch_inproc_ms=t[2]))
+    for x_shape, w_shape, pad in CONV + [c[:3] for c in STEP_CONV]:  # the BLAS libraries alone
+        x_shape = _shape(x_shape, opts.quick)
+        t = side_by_side(conv_gemms_ours(x_shape, w_shape, pad),
+                         _spec("conv_gemms_torch", x_shape, w_shape, pad), opts)
+        rows.append(Row("layers", f"GEMMs of conv x{x_shape} w{tuple(w_shape)}: np.matmul vs "
+                        "torch.mm", t[0], t[1], f"{blas_name()} vs torch's BLAS, same matrices",
                         torch_inproc_ms=t[2]))
     for x_shape, k, s in POOL:
         x_shape = _shape(x_shape, opts.quick)

@@ -3,8 +3,8 @@
 The step of :mod:`tinyspp.bench.training` (batch 32, 3x32x32 and 3x48x48), taken apart: every
 layer's forward and backward timed on the activations the step really sees, the SGD update and
 the loss, and, inside the convolutions, the pieces of ``conv2d_forward`` / ``conv2d_backward``
-(im2col, compiled and in NumPy; the GEMMs; the layout transpose; col2im, both ways; or, for
-the first layer, the direct kernel's forward and weight gradient).
+(im2col, compiled and in NumPy; the GEMMs; the layout transpose; col2im, both ways; or, where
+the direct kernel runs, its forward -- the first two layers -- and weight gradient -- the first).
 Each piece is timed alone (median of repeats), so the pieces of a layer need not add up exactly
 to its total. Everything runs on ONE thread (BLAS and tinyspp's element-wise passes): a piece's
 time is then its own work, not a wait for a second thread that another job on a shared machine
@@ -21,19 +21,18 @@ from .training import BATCH, setup
 SIZES = (32, 48)
 
 
-def _direct_pieces(layer, x, dout, repeats):
-    """Time the pieces of a convolution that runs the direct kernel (a first layer): its
-    forward, its weight gradient, the bias gradient (``tinyspp/kernels/direct.cpp``)."""
+def _direct_pieces(layer, x, dout, repeats, dw: bool = True):
+    """Time the pieces of a convolution that runs the direct kernel: its forward and (``dw``:
+    a first layer) its weight gradient and the bias gradient (``tinyspp/kernels/direct.cpp``)."""
     from ..kernels import direct
 
     w, b, p = layer.params["w"], layer.params["b"], layer.pad
     F, C, kh, kw = w.shape
-    out, dw = np.empty(dout.shape, dtype=x.dtype), np.zeros(w.shape, dtype=x.dtype)
-    pieces = {
-        "fwd: direct kernel (+ bias)": lambda: direct.forward(x, w, b, p, out),
-        "bwd: direct kernel (dw)": lambda: direct.weight_grad(x, dout, kh, kw, p, dw),
-        "bwd: db sum": lambda: dout.sum(axis=(0, 2, 3)),
-    }
+    out, grad = np.empty(dout.shape, dtype=x.dtype), np.zeros(w.shape, dtype=x.dtype)
+    pieces = {"fwd: direct kernel (+ bias)": lambda: direct.forward(x, w, b, p, out)}
+    if dw:
+        pieces["bwd: direct kernel (dw)"] = lambda: direct.weight_grad(x, dout, kh, kw, p, grad)
+        pieces["bwd: db sum"] = lambda: dout.sum(axis=(0, 2, 3))
     return {name: median_ms(fn, repeats) for name, fn in pieces.items()}
 
 
@@ -80,6 +79,15 @@ def _conv_pieces(layer, x, dout, repeats):
     return {name: median_ms(fn, repeats) for name, fn in pieces.items()}
 
 
+def _forward_direct(layer, x) -> bool:
+    """Whether ``layer``'s forward runs the direct kernel on ``x`` (False for code from before
+    the kernel took more than a first layer)."""
+    from ..ops import conv
+
+    return hasattr(conv, "DIRECT_DW_MAX_CHANNELS") and conv._use_direct(
+        x, layer.params["w"], layer.stride)
+
+
 def profile_step(size: int, repeats: int) -> list[tuple[str, float]]:
     """``(what, ms)`` for every piece of one SGD step at ``size`` px."""
     from ..nn import Conv2d
@@ -120,6 +128,12 @@ def profile_step(size: int, repeats: int) -> list[tuple[str, float]]:
             if i == 0:
                 for piece in [k for k in pieces if "dcols" in k or "col2im" in k]:
                     pieces.pop(piece)
+            if layer._cache.x is not None and layer._cache.cols is None and _forward_direct(
+                    layer, inputs[i]):  # the direct forward; the backward gathers columns
+                fwd = _direct_pieces(layer, inputs[i], douts[i], repeats, dw=False)
+                pieces = {**fwd, **{k.replace("fwd: im2col", "bwd: im2col from x"): v
+                                    for k, v in pieces.items()
+                                    if k.startswith(("fwd: im2col", "bwd"))}}
             out += [(f"{name}   {k}", v) for k, v in pieces.items()]
     out.append(("loss softmax_cross_entropy", median_ms(lambda: softmax_cross_entropy(h, y),
                                                         repeats)))
@@ -132,9 +146,15 @@ def profile_conv(x_shape, w_shape, pad: int, repeats: int) -> list[tuple[str, fl
     whole forward and backward, then each step of them over every piece of the batch as
     ``conv2d_forward`` / ``conv2d_backward`` cut it (``ops.conv.image_blocks``), so the pieces
     add up to about the whole; what is left beside the GEMMs is the work im2col + GEMM adds."""
+    from unittest import mock
+
     from ..ops import conv
     from .layers import conv_data, data
 
+    if conv._use_direct(np.empty((1, *x_shape[1:]), np.float32),
+                        np.empty(w_shape, np.float32), 1):
+        with mock.patch.object(conv, "DIRECT_IMPL", "off"):  # the im2col + GEMM it profiles
+            return profile_conv(x_shape, w_shape, pad, repeats)
     x, w, b = conv_data(x_shape, w_shape)
     F, C, k, _ = w_shape
     N, _, H, W = x_shape

@@ -1,5 +1,5 @@
-// direct.cpp: the direct convolution of a network's first layer (few input channels, stride 1)
-// for tinyspp.ops.conv2d_forward / conv2d_backward on the CPU.
+// direct.cpp: the direct convolution of layers with few input channels (stride 1) for
+// tinyspp.ops.conv2d_forward (up to 16 channels) / conv2d_backward (dw of a first layer).
 //
 // Loaded by tinyspp/kernels/direct.py (compiled once per machine, no -ffast-math; with -mfma
 // where the CPU has FMA3) and used for NumPy float32/float64 arrays when the layer has at most

@@ -1,10 +1,11 @@
-"""The compiled direct convolution of a first layer: ``direct.cpp`` and its glue.
+"""The compiled direct convolution of layers with few input channels: ``direct.cpp`` and its glue.
 
-``tinyspp.ops.conv2d_forward`` and ``conv2d_backward`` call :func:`forward` and
-:func:`weight_grad` here for NumPy float32/float64 convolutions with stride 1, at most
-``tinyspp.ops.conv.DIRECT_MAX_CHANNELS`` input channels and kernels at most ``MAX_KERNEL``
-wide (:func:`takes`), when the library builds: a network's first layer, whose im2col + GEMM
-is mostly memory traffic (the ``.cpp`` file says why). im2col + one GEMM stays the readable
+``tinyspp.ops.conv2d_forward`` calls :func:`forward` here for NumPy float32/float64
+convolutions with stride 1, at most ``tinyspp.ops.conv.DIRECT_MAX_CHANNELS`` input channels and
+kernels at most ``MAX_KERNEL`` wide (:func:`takes`), when the library builds, and
+``conv2d_backward`` calls :func:`weight_grad` for those with at most
+``DIRECT_DW_MAX_CHANNELS`` (a network's first layer, whose im2col + GEMM is mostly memory
+traffic: the ``.cpp`` file says why). im2col + one GEMM stays the readable
 algorithm; the tests compare the two. The library is compiled once per machine and cached
 (:mod:`tinyspp.kernels.build`) with ``-mfma`` where the CPU has FMA3. The calls release the GIL
 (ctypes does), so the image blocks of a convolution run on several threads at once.

@@ -21,12 +21,15 @@ the same algorithm:
 * big convolutions run their blocks on tinyspp's threads, with BLAS held at one thread
   (``tinyspp.ops.dispatch``): one thread pool, not two. The blocks do not depend on the number
   of threads, so neither does any result, bit for bit;
-* a first layer (stride 1, at most ``DIRECT_MAX_CHANNELS`` input channels, kernels at most 7
-  wide) runs a direct convolution instead (``tinyspp/kernels/direct.cpp``: the forward and the
-  weight gradient, no columns at all): its GEMM is 75 numbers deep for 3 channels of 5x5 and
-  millions of columns wide, so im2col + GEMM there is mostly memory traffic. It keeps ``x`` for
-  the backward (``keep_cols`` does not apply); ``DIRECT_IMPL = "off"`` turns it off (the tests
-  compare the two).
+* a layer with few input channels (stride 1, at most ``DIRECT_MAX_CHANNELS``, kernels at most
+  7 wide) runs a direct convolution forward instead (``tinyspp/kernels/direct.cpp``, no
+  columns at all), and a first layer (at most ``DIRECT_DW_MAX_CHANNELS``) its weight gradient
+  too: a first layer's GEMM is 75 numbers deep for 3 channels of 5x5 and millions of columns
+  wide, so im2col + GEMM there is mostly memory traffic; a 16-channel layer's forward still
+  gains (the small SPP-net's second conv), while its backward is faster by im2col + GEMM, which
+  gathers the columns from ``x``. The direct forward keeps ``x`` for the backward
+  (``keep_cols`` does not apply); ``DIRECT_IMPL = "off"`` turns it off (the tests compare the
+  two).
 
 Memory: ``cols`` is ``kh*kw`` times the size of the input (25x for a 5x5 kernel). The forward can
 keep it for the backward (``keep_cols=True``, the default of the op: the fastest) or keep only
@@ -80,7 +83,8 @@ class Conv2dCache(NamedTuple):
     stride: int
     pad: int
     x: object = None  # (N, C, H, W) the input, kept when cols is not
-    direct: bool = False  # the forward ran the direct kernel (the backward's dw runs it too)
+    direct: bool = False  # the backward's dw runs the direct kernel: the forward ran it and x
+    # has at most DIRECT_DW_MAX_CHANNELS channels (else the backward gathers columns from x)
 
 
 def conv_output_size(size: int, ksize: int, stride: int = 1, pad: int = 0) -> int:
@@ -105,15 +109,20 @@ def _strided_view(x, shape, strides):
 IMPLS = ("auto", "xp", "cpu")
 COLUMNS_IMPL = "auto"  # what conv2d_forward/backward ask im2col and col2im for (tests patch it)
 DIRECT_IMPL = "auto"  # "auto": the direct kernel where it applies (_use_direct); "off": never
-DIRECT_MAX_CHANNELS = 4  # input channels of a convolution the direct kernel takes, at most
+DIRECT_MAX_CHANNELS = 16  # input channels of a convolution whose forward the direct kernel
+# runs, at most (the small SPP-net's first two layers; conv3's 32 channels run faster by GEMM)
+DIRECT_DW_MAX_CHANNELS = 4  # ... and whose weight gradient it runs too, at most (a first layer;
+# above, im2col + GEMM computes dw faster; docs/performance.md, ideas table)
 
 
 def _use_direct(x, w, stride: int) -> bool:
     """Whether ``conv2d_forward`` runs the direct kernel (``tinyspp/kernels/direct.cpp``):
     NumPy float32/float64 ``x`` and ``w`` of one dtype, stride 1, at most
     ``DIRECT_MAX_CHANNELS`` input channels, a kernel at most 7 wide, the library built, and
-    ``DIRECT_IMPL`` left at ``"auto"``. A first layer, whose GEMM is shallow (``C*kh*kw``) and
-    very wide (``N*oh*ow``); the ideas table of ``docs/performance.md`` times both ways."""
+    ``DIRECT_IMPL`` left at ``"auto"``. Layers with few channels, whose GEMM is shallow
+    (``C*kh*kw``) and very wide (``N*oh*ow``); the ideas table of ``docs/performance.md`` times
+    both ways. (The backward's weight gradient runs the kernel only up to
+    ``DIRECT_DW_MAX_CHANNELS``: see ``Conv2dCache.direct``.)"""
     if DIRECT_IMPL not in ("auto", "off"):
         raise ValueError(f"tinyspp.ops.conv.DIRECT_IMPL must be 'auto' or 'off', "
                          f"got {DIRECT_IMPL!r}")
@@ -380,7 +389,7 @@ def _direct_forward(x, w, b, pad: int, out_shape):
         parallel_slices(filters, -(-F // DIRECT_FILTER_GROUP), macs // SPLIT_MACS)
     else:
         _over_blocks(convolve, np, N, C * kh * kw * P, False, F, P)
-    return out, Conv2dCache(x.shape, None, w, 1, pad, x, direct=True)
+    return out, Conv2dCache(x.shape, None, w, 1, pad, x, direct=C <= DIRECT_DW_MAX_CHANNELS)
 
 
 DIRECT_FILTER_GROUP = 4  # filters the direct kernel's forward computes at once (FG in the .cpp)
