@@ -135,7 +135,8 @@ def test_more_channels_run_the_kernel_forward_and_the_columns_backward(monkeypat
     out2, plain_cache = conv2d_forward(x, w, b, pad=1, keep_cols=False)
     want = (out2,) + conv2d_backward(dout, plain_cache)
     close(got[0], want[0].astype(np.float64), dtype, factor=10)
-    for g, p in zip(got[1:], want[1:], strict=True):  # the same columns path, the same bits
+    close(got[1], want[1].astype(np.float64), dtype, factor=10)  # dx: the kernel, both runs
+    for g, p in zip(got[2:], want[2:], strict=True):  # dw, db: the same columns path, bits
         np.testing.assert_array_equal(g, p)
     close(got[0], conv2d_forward_naive(x, w, b, pad=1), dtype, factor=10)
 
@@ -254,3 +255,59 @@ def test_the_filter_group_matches_the_kernels_register_block():
     source = (Path(direct.__file__).parent / direct.SOURCE_NAME).read_text()
     assert int(re.search(r"constexpr int FG = (\d+);", source).group(1)) == \
         conv.DIRECT_FILTER_GROUP
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,F,k,pad", [((3, 16, 9, 11), 32, 3, 1), ((2, 3, 12, 10), 8, 5, 2),
+                                           ((4, 6, 7, 7), 5, 3, 0), ((1, 2, 9, 8), 4, 7, 6),
+                                           ((2, 20, 6, 5), 3, 1, 0)])
+def test_the_input_gradient_by_the_kernel(monkeypatch, dtype, shape, F, k, pad):
+    from tinyspp.ops import dispatch
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((F, shape[1], k, k)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    out, cache = conv2d_forward(x, w, b, pad=pad)
+    dout = np.cos(out)
+    assert conv._direct_dx(cache, dout)
+    dx, dw, db = conv2d_backward(dout, cache)
+    monkeypatch.setattr(conv, "DIRECT_IMPL", "off")  # im2col + GEMM everywhere: the twin
+    dx2, _, _ = conv2d_backward(dout, conv2d_forward(x, w, b, pad=pad)[1])
+    assert not conv._direct_dx(cache, dout)
+    close(dx, dx2.astype(np.float64), dtype, factor=10)
+    # against the formula: the convolution is linear in x, so sum(conv(x) * dout) over every
+    # output (bias left out) equals sum(x * dx) -- dx is the adjoint's image of dout
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    lhs = (conv2d_forward_naive(x64, w64, np.zeros(F), pad=pad) * dout).sum()
+    rhs = (x64 * dx).sum()
+    scale = np.abs(conv2d_forward_naive(np.abs(x64), np.abs(w64), np.zeros(F), pad=pad)
+                   * np.abs(dout)).sum()
+    assert abs(lhs - rhs) <= (1e-5 if dtype == np.float32 else 1e-12) * scale
+    monkeypatch.setattr(conv, "DIRECT_IMPL", "auto")
+    for threads in (1, 2, 3):  # the same bits on any number of threads
+        with dispatch.using_threads(threads):
+            got = conv2d_backward(dout, conv2d_forward(x, w, b, pad=pad)[1])[0]
+        assert got.tobytes() == dx.tobytes()
+
+
+@needs_kernel
+def test_the_rule_for_the_input_gradient_by_the_kernel():
+    x = np.zeros((2, 4, 8, 8), np.float32)
+    cases = [  # (w shape, stride, pad, dout dtype): by the kernel?
+        ((conv.DIRECT_DX_MAX_FILTERS, 4, 3, 3), 1, 1, np.float32, True),
+        ((conv.DIRECT_DX_MAX_FILTERS + 1, 4, 3, 3), 1, 1, np.float32, False),  # too many filters
+        ((4, 4, 3, 3), 2, 1, np.float32, False),  # stride 2
+        ((4, 4, 3, 3), 1, 3, np.float32, False),  # pad > k - 1
+        ((4, 4, 3, 5), 1, 1, np.float32, False),  # not square
+        ((4, 4, 9, 9), 1, 4, np.float32, False),  # wider than the kernel's 7
+        ((4, 4, 3, 3), 1, 1, np.float64, False),  # dout of another dtype
+    ]
+    for w_shape, stride, pad, dtype, want in cases:
+        w = np.zeros(w_shape, np.float32)
+        _, cache = conv2d_forward(x, w, np.zeros(w_shape[0], np.float32), stride=stride,
+                                  pad=pad)
+        dout = np.zeros((2, w_shape[0], *(
+            conv.conv_output_size(8, k, stride, pad) for k in w_shape[2:])), dtype)
+        assert conv._direct_dx(cache, dout) is want, (w_shape, stride, pad, dtype)

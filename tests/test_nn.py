@@ -369,3 +369,82 @@ def test_backward_without_input_grad_stops_at_the_first_layer_with_parameters(mo
     assert set(lin.grads) == {"w", "b"}
     assert net2.backward(np.ones_like(out)).shape == (3, 4) and spy.calls == [(3, 4)]
     assert Sequential(_Spy()).backward(np.ones(2), input_grad=False) is None
+
+
+# --- ReLU then max pooling, run as pooling then ReLU (Sequential's SWAP_RELU_POOL) ------------
+
+def _relu_pool_values(kind, shape, seed, dtype):
+    """Inputs on which the swap could go wrong if it were not exact: ties (integers, many of
+    them zero or negative), windows with no positive value, -0.0, and NaN."""
+    rng = np.random.default_rng(seed)
+    if kind == "ties":
+        x = rng.integers(-2, 3, shape).astype(dtype)
+        x[..., ::3] = -0.0
+        return x
+    x = rng.standard_normal(shape).astype(dtype)
+    if kind == "nan":
+        x.flat[rng.integers(0, x.size, 3)] = np.nan
+    if kind == "negative":
+        x = -np.abs(x)
+    return x
+
+
+def _run_pair(net, x, dout, swap, monkeypatch):
+    from tinyspp.nn import sequential
+
+    monkeypatch.setattr(sequential, "SWAP_RELU_POOL", swap)
+    out = net.forward(x)
+    dx = net.backward(dout)
+    return out, dx, {k: v.copy() for k, v in net.grads().items()}
+
+
+@pytest.mark.parametrize("pool", [dict(ksize=2), dict(ksize=3, stride=2),
+                                  dict(ksize=3, stride=2, pad=1), dict(ksize=2, ceil_mode=True)])
+@pytest.mark.parametrize("kind", ["random", "ties", "negative", "nan"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_then_pool_runs_swapped_with_the_same_bits(monkeypatch, pool, kind, dtype):
+    x = _relu_pool_values(kind, (3, 4, 9, 11), 3, dtype)
+    rng = np.random.default_rng(4)
+    # the pair alone (x straight into ReLU, MaxPool) and after a convolution
+    for layers in ((ReLU(), MaxPool2d(**pool), Flatten()),
+                   (Conv2d(4, 5, 3, pad=1, rng=0, dtype=dtype), ReLU(), MaxPool2d(**pool),
+                    Flatten())):
+        seq = Sequential(*layers)
+        dout = rng.standard_normal(seq.forward(x).shape).astype(dtype)
+        plain = _run_pair(seq, x, dout, False, monkeypatch)
+        swapped = _run_pair(seq, x, dout, True, monkeypatch)
+        assert seq._swapped == {len(layers) - 3}  # the last forward ran the pair swapped
+        for a, b in zip(plain[:2], swapped[:2], strict=True):
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+        assert plain[2].keys() == swapped[2].keys()
+        for k in plain[2]:
+            assert plain[2][k].tobytes() == swapped[2][k].tobytes()
+
+
+def test_swapped_pair_caches_and_the_training_step_path(monkeypatch):
+    from tinyspp.nn import sequential
+
+    net = small_net(dtype=np.float32)
+    x = tie_free((2, 2, 8, 8), 5, np.float32)
+    labels = np.array([0, 2])
+    monkeypatch.setattr(sequential, "SWAP_RELU_POOL", True)
+    out = net.forward(x)
+    assert net._swapped == {1}  # ReLU 1 + MaxPool 2; ReLU 4 before the SPP layer is not a pool
+    assert net[1]._cache.positive.shape == (2, 3, 4, 4)  # the pooled map's shape
+    _, dlogits = softmax_cross_entropy(out, labels)
+    assert net.backward(dlogits, input_grad=False) is None
+    swapped = {k: v.copy() for k, v in net.grads().items()}
+    monkeypatch.setattr(sequential, "SWAP_RELU_POOL", False)
+    net.forward(x)
+    assert net._swapped == set() and net[1]._cache.positive.shape == (2, 3, 8, 8)
+    net.backward(dlogits, input_grad=False)
+    for k, v in net.grads().items():
+        np.testing.assert_array_equal(v, swapped[k])
+    # a subclass of either layer runs as written (its forward may not commute)
+    class MyReLU(ReLU):
+        pass
+
+    seq = Sequential(MyReLU(), MaxPool2d(2))
+    monkeypatch.setattr(sequential, "SWAP_RELU_POOL", True)
+    seq.forward(x)
+    assert seq._swapped == set()

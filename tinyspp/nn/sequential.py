@@ -1,7 +1,9 @@
 """``Sequential``: layers applied in order, backpropagated in reverse, saved to one file.
 
 Parameter names are ``"{index}.{name}"`` (``"0.w"``, ``"0.b"``, ``"3.w"``, ...), the index being
-the layer's position in the network. Slicing (``net[:k]``) gives a new ``Sequential`` over the
+the layer's position in the network. A ``ReLU`` followed by a ``MaxPool2d`` runs as the pooling,
+then the ReLU on the smaller pooled map (``SWAP_RELU_POOL``; the two commute, so every number
+is the same bit for bit; ``forward`` says why). Slicing (``net[:k]``) gives a new ``Sequential`` over the
 *same* layer objects: training the slice trains the network (its names restart at 0).
 
 Examples
@@ -28,7 +30,17 @@ import numpy as np
 
 from ..backend import asnumpy, check_device, get_array_module
 from .checkpoint import load_checkpoint, save_checkpoint
-from .layers import Layer
+from .layers import Layer, MaxPool2d, ReLU
+
+SWAP_RELU_POOL = True  # run a ReLU followed by max pooling as the pooling, then the ReLU (the
+# same numbers bit for bit, on a quarter of the data for a 2x2 pool); False: in the written
+# order (the plain twin the tests compare it with)
+
+
+def _swappable(layer, following) -> bool:
+    """Whether ``layer`` and the ``following`` one run in swapped order: exactly a ``ReLU``
+    (not a subclass, whose forward may differ) and exactly a ``MaxPool2d``."""
+    return type(layer) is ReLU and type(following) is MaxPool2d
 
 
 class Sequential:
@@ -48,12 +60,30 @@ class Sequential:
                     f"Sequential: layer {i} must be a tinyspp.nn.Layer, got {type(layer).__name__}"
                 )
         self.layers = list(layers)
+        self._swapped = set()  # i: the last forward ran layer i + 1 (a pool) before layer i
 
     # ------------------------------------------------------------------ running
     def forward(self, x):
-        """Apply every layer in order; returns the last layer's output."""
-        for layer in self.layers:
-            x = layer.forward(x)
+        """Apply every layer in order; returns the last layer's output.
+
+        A ``ReLU`` followed by a ``MaxPool2d`` runs as the pooling first, then the ReLU on the
+        pooled map (``SWAP_RELU_POOL``): the maximum of a window commutes with ``max(., 0)``,
+        which never changes the order of two values, so the output is the same bit for bit,
+        and so is every gradient (a window whose maximum is not positive passes no gradient
+        either way; NaN wins a window and is masked by the ReLU either way). The ReLU then
+        touches a quarter of the data (2x2 windows), forward and backward. ``backward`` runs
+        the pair in the matching order; the two layers' caches hold the swapped pair's state
+        (the ReLU's mask is of the pooled map's shape)."""
+        self._swapped = set()
+        i, layers = 0, self.layers
+        while i < len(layers):
+            if SWAP_RELU_POOL and i + 1 < len(layers) and _swappable(layers[i], layers[i + 1]):
+                x = layers[i].forward(layers[i + 1].forward(x))
+                self._swapped.add(i)
+                i += 2
+                continue
+            x = layers[i].forward(x)
+            i += 1
         return x
 
     def __call__(self, x):
@@ -71,8 +101,15 @@ class Sequential:
         stop = 0
         if not input_grad:
             stop = next((i for i, layer in enumerate(self.layers) if layer.params), len(self))
+        swapped = set()  # the ReLUs already run (their pool's turn ran them first)
         for i in range(len(self.layers) - 1, stop - 1, -1):
             layer = self.layers[i]
+            if i in swapped:
+                continue
+            if i - 1 in getattr(self, "_swapped", ()) and i - 1 >= stop:  # a pool, run first
+                dout = layer.backward(self.layers[i - 1].backward(dout))
+                swapped.add(i - 1)
+                continue
             if i == stop and not input_grad:
                 if "need_dx" in inspect.signature(layer.backward).parameters:
                     layer.backward(dout, need_dx=False)

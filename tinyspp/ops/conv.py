@@ -547,10 +547,14 @@ def conv2d_backward(dout, cache: Conv2dCache, need_dx: bool = True):
     dx = xp.empty(cache.x_shape, dtype=dout.dtype) if need_dx else None
     w2, P = w.reshape(F, -1), oh * ow
     direct = cache.direct and dout.dtype == cache.x.dtype  # else gather columns from x
-    if direct:
+    dx_direct = need_dx and xp is np and _direct_dx(cache, dout)
+    if direct or dx_direct:
         from ..kernels import direct as kernel
 
         dout = np.ascontiguousarray(dout)
+    if dx_direct:  # dx = the stride-1 convolution of dout with w turned and transposed
+        turned = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dout.dtype)
+        no_bias, turned_pad = np.zeros(C, dtype=dout.dtype), kh - 1 - cache.pad
 
     def grad(block):  # the images of one block: their part of dw, and their dx
         # the direct kernel adds into dw (F, C*kh*kw); the GEMMs give dw transposed,
@@ -560,8 +564,10 @@ def conv2d_backward(dout, cache: Conv2dCache, need_dx: bool = True):
             if direct:  # dw += this piece's images' gradient, image after image
                 kernel.weight_grad(cache.x[n0:n1], dout[n0:n1], kh, kw, cache.pad,
                                    dw.reshape(w.shape))
-                if not need_dx:
-                    continue
+            if dx_direct:
+                kernel.forward(dout[n0:n1], turned, no_bias, turned_pad, dx[n0:n1])
+            if direct and (dx_direct or not need_dx):
+                continue
             d = _to_gemm_layout(dout[n0:n1])  # (n*oh*ow, F): a row per output position
             if not direct:
                 cols = cache.cols[:, n0 * P:n1 * P] if cache.cols is not None else im2col(
@@ -572,7 +578,7 @@ def conv2d_backward(dout, cache: Conv2dCache, need_dx: bool = True):
                     dw = part
                 else:
                     dw += part
-            if need_dx:  # dcols = w2.T @ dout2: (C*kh*kw, n*oh*ow), row-major for col2im
+            if need_dx and not dx_direct:  # dcols = w2.T @ dout2: (C*kh*kw, n*oh*ow) ...
                 dcols = w2.T @ d.T if xp is not np else np.matmul(
                     w2.T, d.T, out=_temp("dcols", xp, (C * kh * kw, (n1 - n0) * P), d.dtype))
                 col2im(dcols, (n1 - n0, C, *cache.x_shape[2:]), kh, kw, cache.stride,
@@ -587,6 +593,28 @@ def conv2d_backward(dout, cache: Conv2dCache, need_dx: bool = True):
     else:  # the blocks' (C*kh*kw, F) parts summed in block order, then -> (F, C*kh*kw)
         dw = sum_transposed(parts)
     return dx, dw.reshape(w.shape), db
+
+
+DIRECT_DX_MAX_FILTERS = 32  # filters of a convolution whose input gradient the direct kernel
+# computes, at most: the backward of a stride-1 convolution is the convolution of dout (F
+# channels, padded by k - 1 - pad) with the filters turned by 180 degrees and their channel
+# axes swapped, the direct kernel's forward; with more filters dcols' GEMM + col2im is faster
+
+
+def _direct_dx(cache: Conv2dCache, dout) -> bool:
+    """Whether ``conv2d_backward`` computes dx by the direct kernel: ``DIRECT_IMPL`` "auto",
+    stride 1, a square kernel at most 7 wide with ``pad <= k - 1``, at most
+    ``DIRECT_DX_MAX_FILTERS`` filters, ``dout`` of the weights' dtype (float32/float64) and
+    the library built (the ideas table of ``docs/performance.md`` times both ways)."""
+    w = cache.w
+    F, _, kh, kw = w.shape
+    if (DIRECT_IMPL != "auto" or cache.stride != 1 or kh != kw or cache.pad > kh - 1
+            or F > DIRECT_DX_MAX_FILTERS or not isinstance(dout, np.ndarray)
+            or dout.dtype != w.dtype):
+        return False
+    from ..kernels import direct
+
+    return direct.takes(dout, w, 1) and direct.available()
 
 
 TRANSPOSE_ROWS = 64  # rows of the source a band of sum_transposed moves at once
