@@ -93,6 +93,59 @@ def _second_conv_step(fast: bool):
     return run
 
 
+def _relu_pool(fast: bool):
+    """A ReLU and the 2x2 max pooling after it, forward + backward, as ``Sequential`` runs them:
+    in the written order (plain) or pooling first (fast; ``SWAP_RELU_POOL``)."""
+    from unittest import mock
+
+    from ..nn import MaxPool2d, ReLU, Sequential, sequential
+
+    x = data((32, 16, 48, 48), 26)
+    pair = Sequential(ReLU(), MaxPool2d(2))
+    dout = data((32, 16, 24, 24), 27)
+
+    def step():
+        with mock.patch.object(sequential, "SWAP_RELU_POOL", fast):
+            pair.forward(x)
+            pair.backward(dout)
+
+    return step
+
+
+def _relu_pool_step(fast: bool):
+    from unittest import mock
+
+    from ..nn import sequential
+
+    step = ours_step(48)
+
+    def run():
+        with mock.patch.object(sequential, "SWAP_RELU_POOL", fast):
+            step()
+
+    return run
+
+
+def _conv_dx(fast: bool):
+    """The input gradient of the step's second convolution (16 -> 32 channels, 3x3, pad 1,
+    24 x 24, batch 32) with its weight gradient: dx by dcols' GEMM + col2im, or by the direct
+    kernel (``DIRECT_DX_MAX_FILTERS``)."""
+    from unittest import mock
+
+    from ..ops import conv, conv2d_backward, conv2d_forward
+
+    x, w, b = data((32, 16, 24, 24), 28), data((32, 16, 3, 3), 29, 0.1), data((32,), 30)
+    _, cache = conv2d_forward(x, w, b, pad=1, keep_cols=False)
+    dout = data((32, 32, 24, 24), 31)
+
+    def step():
+        limit = conv.DIRECT_DX_MAX_FILTERS if fast else 0
+        with mock.patch.object(conv, "DIRECT_DX_MAX_FILTERS", limit):
+            conv2d_backward(dout, cache)
+
+    return step
+
+
 def _first_conv_step(fast: bool):
     step = ours_step(48)
 
@@ -326,13 +379,19 @@ IDEAS = [
      "direct kernel (its backward stays im2col + GEMM)", _second_conv),
     ("SGD step 32x3x48x48, the machine's threads: conv2's forward by im2col + GEMM -> direct "
      "kernel", _second_conv_step),
+    ("ReLU + max-pool 2/2 fwd+bwd x(32, 16, 48, 48): in the written order -> pooling first, "
+     "ReLU on the pooled map", _relu_pool),
+    ("SGD step 32x3x48x48, the machine's threads: ReLU, then pooling -> pooling, then ReLU",
+     _relu_pool_step),
+    ("conv bwd x(32, 16, 24, 24) w(32, 16, 3, 3) pad 1: dx by dcols' GEMM + col2im -> by the "
+     "direct kernel", _conv_dx),
     ("SGD step 32x3x48x48: 1 thread + BLAS's own threads -> our threads, BLAS on 1 (one pool)",
      _threads),
     ("conv fwd one image x(1, 3, 240, 320) w(16, 3, 5, 5), direct kernel: one thread -> its "
      "filters split over the threads", _one_image_filters),
 ]
-THREAD_IDEAS = (_threads, _one_image_filters, _second_conv_step)  # timed with the machine's
-# threads, not one
+THREAD_IDEAS = (_threads, _one_image_filters, _second_conv_step, _relu_pool_step)  # timed with
+# the machine's threads, not one
 
 
 def run(opts) -> list[Row]:
