@@ -26,9 +26,12 @@ the same algorithm:
   columns at all), and a first layer (at most ``DIRECT_DW_MAX_CHANNELS``) its weight gradient
   too: a first layer's GEMM is 75 numbers deep for 3 channels of 5x5 and millions of columns
   wide, so im2col + GEMM there is mostly memory traffic; a 16-channel layer's forward still
-  gains (the small SPP-net's second conv), while its backward is faster by im2col + GEMM, which
-  gathers the columns from ``x``. The direct forward keeps ``x`` for the backward
-  (``keep_cols`` does not apply); ``DIRECT_IMPL = "off"`` turns it off (the tests compare the
+  gains (the small SPP-net's second conv), while its weight gradient is faster by im2col +
+  GEMM, which gathers the columns from ``x``. The direct forward keeps ``x`` for the backward
+  (``keep_cols`` does not apply). The input gradient of a stride-1 convolution with at most
+  ``DIRECT_DX_MAX_FILTERS`` filters is the kernel's forward too (``dout`` convolved with the
+  filters turned by 180 degrees, their channel axes swapped): no ``dcols`` GEMM, no
+  ``col2im``. ``DIRECT_IMPL = "off"`` turns the kernel off everywhere (the tests compare the
   two).
 
 Memory: ``cols`` is ``kh*kw`` times the size of the input (25x for a 5x5 kernel). The forward can
