@@ -1,10 +1,11 @@
 """``Sequential``: layers applied in order, backpropagated in reverse, saved to one file.
 
 Parameter names are ``"{index}.{name}"`` (``"0.w"``, ``"0.b"``, ``"3.w"``, ...), the index being
-the layer's position in the network. A ``ReLU`` followed by a ``MaxPool2d`` runs as the pooling,
-then the ReLU on the smaller pooled map (``SWAP_RELU_POOL``; the two commute, so every number
-is the same bit for bit; ``forward`` says why). Slicing (``net[:k]``) gives a new ``Sequential`` over the
-*same* layer objects: training the slice trains the network (its names restart at 0).
+the layer's position in the network. A ``ReLU`` followed by a ``MaxPool2d`` runs as the
+pooling, then the ReLU on the smaller pooled map (``SWAP_RELU_POOL``; the two commute, so every
+number is the same bit for bit; ``forward`` says why). Slicing (``net[:k]``) gives a new
+``Sequential`` over the *same* layer objects: training the slice trains the network (its names
+restart at 0).
 
 Examples
 --------
