@@ -244,3 +244,23 @@ def test_threads_table_names_each_librarys_own_thread_count(tmp_path):
     (tmp_path / "bench.json").write_text(json.dumps(record))
     head = render_threads(tmp_path).splitlines()[0]
     assert "tinyspp: 1 / 4 threads" in head and "torch: 1 / 8 threads" in head
+
+
+def test_step_profile_names_what_each_convolution_runs():
+    from tinyspp.bench.profile import profile_step
+    from tinyspp.kernels import direct
+
+    if not direct.available():
+        pytest.skip(f"the direct kernel does not build here: {direct.why_unavailable()}")
+    got = dict(profile_step(32, repeats=1))
+    assert all(ms > 0 for ms in got.values())
+    # conv1: the kernel's forward and dw, no dx; conv2: the kernel's forward and dx, dw by
+    # GEMM on columns gathered from x; conv3: im2col + GEMM throughout
+    keys = set(got)
+    assert {"0 Conv2d   fwd: direct kernel (+ bias)", "0 Conv2d   bwd: direct kernel (dw)"} <= keys
+    assert not any(k.startswith("0 Conv2d") and "dx" in k for k in got)
+    assert {"3 Conv2d   fwd: direct kernel (+ bias)", "3 Conv2d   bwd: dx by the direct kernel",
+            "3 Conv2d   bwd: GEMM (dw)", "3 Conv2d   bwd: im2col from x (compiled loop)"} <= keys
+    assert not any(k.startswith("3 Conv2d") and ("col2im" in k or "dcols" in k) for k in got)
+    assert {"6 Conv2d   fwd: im2col (compiled loop)",
+            "6 Conv2d   bwd: col2im (compiled loop)"} <= keys

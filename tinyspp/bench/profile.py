@@ -6,9 +6,11 @@ the loss, and, inside the convolutions, the pieces of ``conv2d_forward`` / ``con
 (im2col, compiled and in NumPy; the GEMMs; the layout transpose; col2im, both ways; or, where
 the direct kernel runs, its forward -- the first two layers -- and weight gradient -- the first).
 Each piece is timed alone (median of repeats), so the pieces of a layer need not add up exactly
-to its total. Everything runs on ONE thread (BLAS and tinyspp's element-wise passes): a piece's
-time is then its own work, not a wait for a second thread that another job on a shared machine
-holds off its core. No torch here: this is a map of our own time.
+to its total. Layers run one by one in the written order (a ReLU before its pooling, not the
+swapped pair that ``Sequential`` runs). Everything runs on ONE thread (BLAS and tinyspp's
+element-wise passes): a piece's time is then its own work, not a wait for a second thread
+that another job on a shared machine holds off its core. No torch here: this is a map of our
+own time.
 """
 
 from __future__ import annotations
@@ -88,6 +90,27 @@ def _forward_direct(layer, x) -> bool:
         x, layer.params["w"], layer.stride)
 
 
+def _dx_direct(layer, dout) -> bool:
+    """Whether ``layer``'s backward computes dx by the direct kernel (False for older code)."""
+    from ..ops import conv
+
+    return hasattr(conv, "_direct_dx") and conv._direct_dx(layer._cache, dout)
+
+
+def _direct_dx_ms(layer, dout, repeats) -> float:
+    """The direct kernel's dx of ``layer`` for ``dout``: the convolution of ``dout`` with the
+    filters turned by 180 degrees and their channel axes swapped, as ``conv2d_backward`` runs it."""
+    from ..kernels import direct
+
+    w, p = layer.params["w"], layer.pad
+    F, C, k, _ = w.shape
+    turned = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    d = np.ascontiguousarray(dout)
+    dx = np.empty(layer._cache.x_shape, dtype=d.dtype)
+    zero = np.zeros(C, dtype=d.dtype)
+    return median_ms(lambda: direct.forward(d, turned, zero, k - 1 - p, dx), repeats)
+
+
 def profile_step(size: int, repeats: int) -> list[tuple[str, float]]:
     """``(what, ms)`` for every piece of one SGD step at ``size`` px."""
     from ..nn import Conv2d
@@ -125,11 +148,13 @@ def profile_step(size: int, repeats: int) -> list[tuple[str, float]]:
                     _direct_pieces(layer, inputs[i], douts[i], repeats).items()]
         elif isinstance(layer, Conv2d):
             pieces = _conv_pieces(layer, inputs[i], douts[i], repeats)
-            if i == 0:
+            dx_direct = i > 0 and _dx_direct(layer, douts[i])
+            if i == 0 or dx_direct:  # no dx (a first layer), or dx by the direct kernel
                 for piece in [k for k in pieces if "dcols" in k or "col2im" in k]:
                     pieces.pop(piece)
-            if layer._cache.x is not None and layer._cache.cols is None and _forward_direct(
-                    layer, inputs[i]):  # the direct forward; the backward gathers columns
+            if dx_direct:
+                pieces["bwd: dx by the direct kernel"] = _direct_dx_ms(layer, douts[i], repeats)
+            if _forward_direct(layer, inputs[i]):  # the backward gathers columns from x
                 fwd = _direct_pieces(layer, inputs[i], douts[i], repeats, dw=False)
                 pieces = {**fwd, **{k.replace("fwd: im2col", "bwd: im2col from x"): v
                                     for k, v in pieces.items()
