@@ -33,6 +33,21 @@ def _passes(impl: str):
         basic.PASSES_IMPL, pool.PASSES_IMPL = saved
 
 
+def _step_under(switch):
+    """``build(fast)`` of an idea timed on whole SGD steps (48 px): the step run inside
+    ``switch(fast)``, a context manager that turns the idea off (plain) or on (fast)."""
+    def build(fast: bool):
+        step = ours_step(48)
+
+        def run():
+            with switch(fast):
+                step()
+
+        return run
+
+    return build
+
+
 def _direct(impl: str):
     """The convolution's ``DIRECT_IMPL`` switch (the first layer's direct kernel, or not)."""
     from unittest import mock
@@ -83,47 +98,36 @@ def _second_conv(fast: bool):
     return step
 
 
-def _second_conv_step(fast: bool):
-    step = ours_step(48)
+_second_conv_step = _step_under(_few_channels)
 
-    def run():
-        with _few_channels(fast):
-            step()
 
-    return run
+def _swap(fast: bool):
+    """``Sequential``'s ``SWAP_RELU_POOL`` switch (a ReLU before max pooling run pooling first)."""
+    from unittest import mock
+
+    from ..nn import sequential
+
+    return mock.patch.object(sequential, "SWAP_RELU_POOL", fast)
 
 
 def _relu_pool(fast: bool):
     """A ReLU and the 2x2 max pooling after it, forward + backward, as ``Sequential`` runs them:
-    in the written order (plain) or pooling first (fast; ``SWAP_RELU_POOL``)."""
-    from unittest import mock
-
-    from ..nn import MaxPool2d, ReLU, Sequential, sequential
+    in the written order (plain) or pooling first (fast)."""
+    from ..nn import MaxPool2d, ReLU, Sequential
 
     x = data((32, 16, 48, 48), 26)
     pair = Sequential(ReLU(), MaxPool2d(2))
     dout = data((32, 16, 24, 24), 27)
 
     def step():
-        with mock.patch.object(sequential, "SWAP_RELU_POOL", fast):
+        with _swap(fast):
             pair.forward(x)
             pair.backward(dout)
 
     return step
 
 
-def _relu_pool_step(fast: bool):
-    from unittest import mock
-
-    from ..nn import sequential
-
-    step = ours_step(48)
-
-    def run():
-        with mock.patch.object(sequential, "SWAP_RELU_POOL", fast):
-            step()
-
-    return run
+_relu_pool_step = _step_under(_swap)
 
 
 def _conv_dx(fast: bool):
@@ -146,14 +150,7 @@ def _conv_dx(fast: bool):
     return step
 
 
-def _first_conv_step(fast: bool):
-    step = ours_step(48)
-
-    def run():
-        with _direct("auto" if fast else "off"):
-            step()
-
-    return run
+_first_conv_step = _step_under(lambda fast: _direct("auto" if fast else "off"))
 
 
 def _relu(fast: bool):
@@ -322,16 +319,13 @@ def _one_image_filters(fast: bool):
     return run
 
 
-def _threads(fast: bool):
+def _threads_switch(fast: bool):
     from ..ops import dispatch
 
-    step = ours_step(48)
+    return dispatch.using_threads(dispatch.cpu_count() if fast else 1)
 
-    def run():
-        with dispatch.using_threads(dispatch.cpu_count() if fast else 1):
-            step()
 
-    return run
+_threads = _step_under(_threads_switch)
 
 
 def _with_keep_cols(keep: bool):

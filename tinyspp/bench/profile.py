@@ -101,14 +101,12 @@ def _direct_dx_ms(layer, dout, repeats) -> float:
     """The direct kernel's dx of ``layer`` for ``dout``: the convolution of ``dout`` with the
     filters turned by 180 degrees and their channel axes swapped, as ``conv2d_backward`` runs it."""
     from ..kernels import direct
+    from ..ops.conv import transposed_convolution
 
-    w, p = layer.params["w"], layer.pad
-    F, C, k, _ = w.shape
-    turned = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    turned, zero, pad = transposed_convolution(layer.params["w"], layer.pad)
     d = np.ascontiguousarray(dout)
     dx = np.empty(layer._cache.x_shape, dtype=d.dtype)
-    zero = np.zeros(C, dtype=d.dtype)
-    return median_ms(lambda: direct.forward(d, turned, zero, k - 1 - p, dx), repeats)
+    return median_ms(lambda: direct.forward(d, turned, zero, pad, dx), repeats)
 
 
 def profile_step(size: int, repeats: int) -> list[tuple[str, float]]:

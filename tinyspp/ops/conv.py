@@ -555,9 +555,8 @@ def conv2d_backward(dout, cache: Conv2dCache, need_dx: bool = True):
         from ..kernels import direct as kernel
 
         dout = np.ascontiguousarray(dout)
-    if dx_direct:  # dx = the stride-1 convolution of dout with w turned and transposed
-        turned = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dout.dtype)
-        no_bias, turned_pad = np.zeros(C, dtype=dout.dtype), kh - 1 - cache.pad
+    if dx_direct:
+        turned, no_bias, turned_pad = transposed_convolution(w, cache.pad)
 
     def grad(block):  # the images of one block: their part of dw, and their dx
         # the direct kernel adds into dw (F, C*kh*kw); the GEMMs give dw transposed,
@@ -602,6 +601,16 @@ DIRECT_DX_MAX_FILTERS = 32  # filters of a convolution whose input gradient the 
 # computes, at most: the backward of a stride-1 convolution is the convolution of dout (F
 # channels, padded by k - 1 - pad) with the filters turned by 180 degrees and their channel
 # axes swapped, the direct kernel's forward; with more filters dcols' GEMM + col2im is faster
+
+
+def transposed_convolution(w, pad: int):
+    """``(w_t, zeros, pad_t)``: the stride-1 convolution whose output is the input gradient
+    of convolving with ``w`` (pad ``pad``): ``dx = conv(dout, w_t, zeros, pad=pad_t)``, with the
+    filters turned by 180 degrees and their two channel axes swapped, ``w_t (C, F, k, k)``,
+    and ``pad_t = k - 1 - pad`` (which ``_direct_dx`` requires to be >= 0)."""
+    _, C, k, _ = w.shape
+    turned = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    return turned, np.zeros(C, dtype=w.dtype), k - 1 - pad
 
 
 def _direct_dx(cache: Conv2dCache, dout) -> bool:
