@@ -1,5 +1,5 @@
 """Hand-written kernels: pyramid pooling (one CUDA source, its CPU emulation, a CPU kernel),
-the convolution's im2col / col2im and a first layer's direct convolution on the CPU.
+the convolution's im2col / col2im and its direct convolutions on the CPU.
 
 This package face only hands names on. What lives where:
 
@@ -19,6 +19,9 @@ This package face only hands names on. What lives where:
 ``direct.cpp``             the compiled direct convolution of a first layer (few channels,
                            stride 1): forward and weight gradient, no columns
 ``direct.py``              its glue: the rule's kernel half (``takes``), checks, the calls
+``blocked.cpp``            the compiled direct convolution of deeper layers (many channels,
+                           stride 1) in a channel-blocked layout: forward, dw and dx
+``blocked.py``             its glue: packing to and from the blocks, checks, the calls
 ``build.py``               compile once per source version, cache safely, load (ctypes)
 ``common.py``              sources, entry points, launch sizes, the shared argument checks
 =========================  ===================================================================

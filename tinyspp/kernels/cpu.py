@@ -46,12 +46,14 @@ def argmax_dtype(HW: int):
     return np.dtype(np.uint16) if HW <= 2**16 else np.dtype(np.int32)
 
 
-OPTIONAL_FLAGS = {"AVX2": "-mavx2", "FMA3": "-mfma"}  # a CPU feature -> the flag that uses it
+OPTIONAL_FLAGS = {"AVX2": "-mavx2", "FMA3": "-mfma", "AVX512F": "-mavx512f"}  # a CPU feature ->
+# the flag that uses it
 
 
 def flags(features: tuple[str, ...] = ("AVX2",)) -> tuple[str, ...]:
     """Compiler flags for this machine: ``FLAGS``, plus the flag of each of ``features``
-    (``OPTIONAL_FLAGS``: ``-mavx2``, ``-mfma``) that this CPU has, as NumPy reports it.
+    (``OPTIONAL_FLAGS``: ``-mavx2``, ``-mfma``, ``-mavx512f``) that this CPU has, as NumPy
+    reports it.
 
     ``-mfma`` lets the compiler fuse a multiply and an add into one instruction (one rounding
     instead of two): the convolution kernels ask for it, the pooling kernels, which never

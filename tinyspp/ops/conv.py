@@ -31,8 +31,18 @@ the same algorithm:
   (``keep_cols`` does not apply). The input gradient of a stride-1 convolution with at most
   ``DIRECT_DX_MAX_FILTERS`` filters is the kernel's forward too (``dout`` convolved with the
   filters turned by 180 degrees, their channel axes swapped): no ``dcols`` GEMM, no
-  ``col2im``. ``DIRECT_IMPL = "off"`` turns the kernel off everywhere (the tests compare the
-  two).
+  ``col2im``;
+* a deeper layer (stride 1, a square kernel with ``pad <= k - 1``, at least
+  ``BLOCKED_MIN_CHANNELS`` input channels and filters) runs, on a CPU with AVX-512, the
+  channel-blocked direct convolution of ``tinyspp/kernels/blocked.cpp`` instead: x, w and
+  dout are copied into blocks of 16 float32 channels (8 float64), innermost, as Intel's oneDNN
+  does, and one kernel computes the forward and, with the turned filters, dx, another dw, each
+  input value loaded once for 32 filters, with no columns (``_blocked_forward``,
+  ``_blocked_backward``). ``BLOCKED_IMPL = "off"`` turns it off, ``"always"`` on where the
+  CPU lacks AVX-512 (the tests).
+
+``DIRECT_IMPL = "off"`` turns both direct kernels off everywhere: im2col + GEMM for every layer
+(the tests compare the two).
 
 Memory: ``cols`` is ``kh*kw`` times the size of the input (25x for a 5x5 kernel). The forward can
 keep it for the backward (``keep_cols=True``, the default of the op: the fastest) or keep only
@@ -88,6 +98,9 @@ class Conv2dCache(NamedTuple):
     x: object = None  # (N, C, H, W) the input, kept when cols is not
     direct: bool = False  # the backward's dw runs the direct kernel: the forward ran it and x
     # has at most DIRECT_DW_MAX_CHANNELS channels (else the backward gathers columns from x)
+    packed: object = None  # (xb, wb): x (N, Cb, H + 2*pad, W + 2*pad, B) and w (Fb, Cb, kh, kw,
+    # B, B) in the blocks of the blocked kernel (tinyspp/kernels/blocked.cpp), which ran the
+    # forward and runs the backward; x is then not kept
 
 
 def conv_output_size(size: int, ksize: int, stride: int = 1, pad: int = 0) -> int:
@@ -116,6 +129,33 @@ DIRECT_MAX_CHANNELS = 16  # input channels of a convolution whose forward the di
 # runs, at most (the small SPP-net's first two layers; conv3's 32 channels run faster by GEMM)
 DIRECT_DW_MAX_CHANNELS = 4  # ... and whose weight gradient it runs too, at most (a first layer;
 # above, im2col + GEMM computes dw faster; docs/performance.md, ideas table)
+
+
+BLOCKED_IMPL = "auto"  # "auto": the blocked kernel where it applies (_use_blocked) and the CPU
+# has AVX-512; "always": where it applies on any CPU (the tests); "off": never
+BLOCKED_MIN_CHANNELS = 16  # input channels and filters of a convolution the blocked kernel
+# runs, at least (below, a 16-wide channel block would be mostly zeros)
+
+
+def _use_blocked(x, w, stride: int, pad: int) -> bool:
+    """Whether ``conv2d_forward`` (and then the backward) runs the channel-blocked direct
+    convolution (``tinyspp/kernels/blocked.cpp``): NumPy float32/float64 ``x`` and ``w`` of one
+    dtype, stride 1, a square kernel with ``pad <= k - 1`` (so that the input gradient is a
+    stride-1 convolution too), at least ``BLOCKED_MIN_CHANNELS`` input channels and filters,
+    the library built, ``DIRECT_IMPL`` and ``BLOCKED_IMPL`` not ``"off"``, and, for ``"auto"``,
+    a CPU with AVX-512 (elsewhere im2col + GEMM is faster)."""
+    if BLOCKED_IMPL not in ("auto", "always", "off"):
+        raise ValueError(f"tinyspp.ops.conv.BLOCKED_IMPL must be 'auto', 'always' or 'off', "
+                         f"got {BLOCKED_IMPL!r}")
+    F, C, kh, kw = w.shape
+    if (BLOCKED_IMPL == "off" or DIRECT_IMPL == "off" or stride != 1 or kh != kw
+            or pad > kh - 1 or min(C, F) < BLOCKED_MIN_CHANNELS
+            or not isinstance(x, np.ndarray) or not isinstance(w, np.ndarray)
+            or x.dtype not in (np.float32, np.float64) or w.dtype != x.dtype):
+        return False
+    from ..kernels import blocked
+
+    return blocked.available() and (BLOCKED_IMPL == "always" or blocked.fast())
 
 
 def _use_direct(x, w, stride: int) -> bool:
@@ -329,6 +369,8 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0, workspace=None,
             f"{func}: the {kh}x{kw} kernel does not fit x of size {H}x{W} with pad={pad}: "
             f"output would be {oh}x{ow}"
         )
+    if xp is np and _use_blocked(x, w, stride, pad):
+        return _blocked_forward(x, w, b, pad, (N, F, oh, ow))
     if xp is np and _use_direct(x, w, stride):
         return _direct_forward(x, w, b, pad, (N, F, oh, ow))
     shape = (C * kh * kw, N * oh * ow)
@@ -396,6 +438,111 @@ def _direct_forward(x, w, b, pad: int, out_shape):
 
 
 DIRECT_FILTER_GROUP = 4  # filters the direct kernel's forward computes at once (FG in the .cpp)
+
+
+def _blocked_forward(x, w, b, pad: int, out_shape):
+    """``conv2d_forward`` by the blocked kernel: x and w to blocks, the convolution, the output
+    back to NCHW; the cache keeps the blocks of x and w for the backward."""
+    from ..kernels import blocked
+
+    t = x.dtype
+    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    F, C, kh, kw = w.shape
+    wb = blocked.empty(blocked.weight_shape(F, C, kh, kw, t), t)
+    parallel_slices(lambda f0, f1: blocked.pack_weights(w, wb, f0, f1), wb.shape[0], wb.size)
+    bias = blocked.empty((wb.shape[0] * wb.shape[4],), t)
+    bias[:F], bias[F:] = b, 0
+    out, xb = _blocked_convolve(x, pad, wb, bias, out_shape[2:], F)
+    return out, Conv2dCache(x.shape, None, w, 1, pad, packed=(xb, wb))
+
+
+def _blocked_convolve(a, pad: int, wb, bias, size, channels: int | None = None):
+    """``(out, ab)``: the blocked convolution of ``a (N, E, H, W)`` padded by ``pad`` with the
+    blocks ``wb (Ob, Eb, kh, kw, B, B)`` plus ``bias (Ob*B,)``, as the NCHW array ``out`` of
+    its first ``channels`` channels (None: all of ``bias``'s that are real, i.e. the layer's
+    filters, given by the caller) and spatial ``size``, and ``ab``, the padded blocks of
+    ``a``. One split over threads when the images divide evenly among them (each thread
+    packs, convolves and unpacks its own images), else three (the tasks split finely)."""
+    from ..kernels import blocked
+
+    N = a.shape[0]
+    Ob, Eb, kh, kw, B, _ = wb.shape
+    ab = blocked.empty((N, Eb, a.shape[2] + 2 * pad, a.shape[3] + 2 * pad, B), a.dtype)
+    ob = blocked.empty((N, Ob, *size, B), a.dtype)
+    out = np.empty((N, channels, *size), dtype=a.dtype)
+    tiles = blocked.forward_tasks(1, Ob)
+    macs = N * Ob * Eb * B * B * kh * kw * size[0] * size[1]
+
+    def pack(n0, n1):
+        blocked.pack_input(a, pad, ab, n0, n1)
+
+    def convolve(t0, t1):
+        blocked.forward(ab, wb, bias, ob, t0, t1)
+
+    def unpack(n0, n1):
+        blocked.unpack_output(ob, channels, out, n0, n1)
+
+    def images(n0, n1):  # all three for images n0..n1-1
+        pack(n0, n1)
+        convolve(n0 * tiles, n1 * tiles)
+        unpack(n0, n1)
+
+    if N % num_threads() == 0:
+        parallel_slices(images, N, macs // SPLIT_MACS)
+    else:
+        parallel_slices(pack, N, ab.size)
+        parallel_slices(convolve, N * tiles, macs // SPLIT_MACS)
+        parallel_slices(unpack, N, ob.size)
+    return out, ab
+
+
+def _blocked_backward(dout, cache: Conv2dCache, need_dx: bool):
+    """``conv2d_backward`` by the blocked kernel: dout to blocks (padded by ``k - 1 - pad``
+    when dx is needed) and dx, the convolution of those with the turned filters, by the
+    forward's kernel; then dw from the blocks of x and dout.
+
+    dw's tasks (filter tiles x input blocks) each sum over every image; a layer with fewer
+    tasks than twice the machine's CPUs (few channels, many images) cuts its images into
+    ``min(N, dispatch.cpu_count())`` groups instead, whose parts are summed in group order
+    (so, as for ``image_blocks``, the result never depends on the number of threads)."""
+    from ..kernels import blocked
+
+    (xb, wb), w = cache.packed, cache.w
+    F, C, k, _ = w.shape
+    N, Cb, Hp, Wp, B = xb.shape
+    Fb, t = wb.shape[0], xb.dtype
+    dout = np.ascontiguousarray(dout)
+    dx = None
+    if need_dx:
+        off = k - 1 - cache.pad
+        turned = blocked.empty((Cb, Fb, k, k, B, B), t)
+        parallel_slices(lambda c0, c1: blocked.turn_weights(wb, turned, c0, c1), Cb,
+                        turned.size)
+        zero = blocked.empty((Cb * B,), t)
+        zero[:] = 0
+        dx, db = _blocked_convolve(dout, off, turned, zero,
+                                   cache.x_shape[2:], C)
+    else:
+        off = 0
+        db = blocked.empty((N, Fb, *dout.shape[2:], B), t)
+        parallel_slices(lambda n0, n1: blocked.pack_input(dout, 0, db, n0, n1), N, db.size)
+    tasks = blocked.weight_grad_tasks(Fb, Cb)
+    groups = 1 if tasks >= 2 * dispatch.cpu_count() else min(N, dispatch.cpu_count())
+    parts = blocked.empty((groups, *wb.shape), t)
+    macs = F * C * k * k * N * (Hp - k + 1) * (Wp - k + 1)
+
+    def grad(i0, i1):  # items i0..i1-1 of the (group, task) grid: one call per group
+        for g in range(i0 // tasks, -(-i1 // tasks)):
+            n0, n1 = N * g // groups, N * (g + 1) // groups
+            t0, t1 = max(i0 - g * tasks, 0), min(i1 - g * tasks, tasks)
+            blocked.weight_grad(xb[n0:n1], db[n0:n1], k, k, off, parts[g], t0, t1)
+
+    parallel_slices(grad, groups * tasks, macs // SPLIT_MACS)
+    for g in range(1, groups):  # in group order: the same sum on any number of threads
+        parts[0] += parts[g]
+    dw = np.empty(w.shape, dtype=t)
+    parallel_slices(lambda f0, f1: blocked.unpack_weights(parts[0], dw, f0, f1), Fb, dw.size)
+    return dx, dw, dout.sum(axis=(0, 2, 3))
 
 
 def conv2d_forward_naive(x, w, b, stride: int = 1, pad: int = 0):
@@ -546,6 +693,10 @@ def conv2d_backward(dout, cache: Conv2dCache, need_dx: bool = True):
         raise ValueError(
             f"conv2d_backward: dout must have shape {(N, F, oh, ow)}, got {tuple(dout.shape)}"
         )
+    if cache.packed is not None:
+        if dout.dtype == cache.packed[0].dtype:
+            return _blocked_backward(dout, cache, need_dx)
+        cache = cache._replace(packed=None, x=_unpacked(cache))  # the columns path, from x
     db = dout.sum(axis=(0, 2, 3))
     dx = xp.empty(cache.x_shape, dtype=dout.dtype) if need_dx else None
     w2, P = w.reshape(F, -1), oh * ow
@@ -595,6 +746,14 @@ def conv2d_backward(dout, cache: Conv2dCache, need_dx: bool = True):
     else:  # the blocks' (C*kh*kw, F) parts summed in block order, then -> (F, C*kh*kw)
         dw = sum_transposed(parts)
     return dx, dw.reshape(w.shape), db
+
+
+def _unpacked(cache: Conv2dCache):
+    """The input ``x (N, C, H, W)`` back from the padded blocks the blocked forward kept."""
+    N, C, H, W = cache.x_shape
+    p = cache.pad
+    inner = cache.packed[0][:, :, p:p + H, p:p + W, :]  # (N, Cb, H, W, B)
+    return np.ascontiguousarray(inner.transpose(0, 1, 4, 2, 3).reshape(N, -1, H, W)[:, :C])
 
 
 DIRECT_DX_MAX_FILTERS = 32  # filters of a convolution whose input gradient the direct kernel
