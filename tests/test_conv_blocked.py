@@ -99,8 +99,8 @@ def test_the_pieces_cover_the_whole_bit_for_bit(dtype):
     w = rng.standard_normal((5 * B, 2 * B, 3, 3)).astype(dtype)
     xb, xb2 = (np.full((3, 2, 8, 7, B), np.nan, dtype) for _ in range(2))
     blocked.pack_input(x, 1, xb)
-    blocked.pack_input(x, 1, xb2, 0, 1)
-    blocked.pack_input(x, 1, xb2, 1, 3)
+    blocked.pack_input(x, 1, xb2, 0, 5)  # rows of the padded images (8 each)
+    blocked.pack_input(x, 1, xb2, 5, 24)
     np.testing.assert_array_equal(xb, xb2)
     wb = blocked.empty(blocked.weight_shape(*w.shape, dtype), dtype)
     blocked.pack_weights(w, wb, 0, 2)
@@ -109,11 +109,18 @@ def test_the_pieces_cover_the_whole_bit_for_bit(dtype):
     bias = rng.standard_normal(5 * B).astype(dtype)
     whole, parts = (np.full((3, 5, 6, 5, B), np.nan, dtype) for _ in range(2))
     blocked.forward(xb, wb, bias, whole)
-    tasks = blocked.forward_tasks(3, 5)
-    assert tasks == 3 * 3  # tiles of two filter blocks: 2 + 2 + 1
-    for t0, t1 in [(0, 4), (4, 5), (5, tasks)]:
+    tasks = blocked.forward_tasks(3, 5, 6)
+    assert tasks == 3 * 3 * 6  # tiles of two filter blocks (2 + 2 + 1) x 6 output rows
+    for t0, t1 in [(0, 4), (4, 5), (5, 31), (31, tasks)]:
         blocked.forward(xb, wb, bias, parts, t0, t1)
     np.testing.assert_array_equal(whole, parts)
+    out, out2 = (np.full((3, 5 * B - 3, 6, 5), np.nan, dtype) for _ in range(2))
+    blocked.unpack_output(whole, 5 * B - 3, out)
+    blocked.unpack_output(whole, 5 * B - 3, out2, 0, 7)  # output rows (6 per image)
+    blocked.unpack_output(whole, 5 * B - 3, out2, 7, 18)
+    np.testing.assert_array_equal(out, out2)
+    np.testing.assert_array_equal(out, whole.transpose(0, 1, 4, 2, 3).reshape(3, 5 * B, 6, 5)[
+        :, :5 * B - 3])
     db = rng.standard_normal((3, 5, 8, 7, B)).astype(dtype)  # dout (6, 5) at offset 1
     dw, dw2 = (np.full(wb.shape, np.nan, dtype) for _ in range(2))
     blocked.weight_grad(xb, db, 3, 3, 1, dw)

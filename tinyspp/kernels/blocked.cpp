@@ -108,7 +108,8 @@ void forward_row_chunk(int R, const T* xn, i64 Cb, i64 Hp, i64 Wp, const T* wf, 
 #undef TINYSPP_TILE
 }
 
-// Tasks t0..t1-1 of the forward, task t = image t / tiles, filter tile t % tiles (G blocks).
+// Tasks t0..t1-1 of the forward: task t is output row t % oh of image and filter tile t / oh
+// (image (t / oh) / tiles, filter blocks G * ((t / oh) % tiles) and on).
 template <typename T>
 void forward(const T* xb, i64 N, i64 Cb, i64 Hp, i64 Wp, const T* wb, i64 Fb, i64 kh,
              i64 kw, const T* bias, T* ob, i64 t0, i64 t1) {
@@ -121,23 +122,21 @@ void forward(const T* xb, i64 N, i64 Cb, i64 Hp, i64 Wp, const T* wb, i64 Fb, i6
     const i64 chunks = (ow + RMAX - 1) / RMAX;
     const i64 R = (ow + chunks - 1) / chunks;  // the row in nearly equal chunks
     for (i64 t = t0; t < t1; ++t) {
-        const i64 n = t / tiles, fb = (t % tiles) * G;
+        const i64 oy = t % oh, n = (t / oh) / tiles, fb = ((t / oh) % tiles) * G;
         const int gg = Fb - fb < G ? int(Fb - fb) : G;
         const T* xn = xb + n * Cb * Hp * Wp * B;
         const T* wf = wb + fb * wstride;
-        for (i64 oy = 0; oy < oh; ++oy) {
-            for (i64 ox0 = 0; ox0 < ow; ox0 += R) {
-                const int r = int(ow - ox0 < R ? ow - ox0 : R);
-                T* dst[G];
-                for (int q = 0; q < gg; ++q)
-                    dst[q] = ob + (((n * Fb + fb + q) * oh + oy) * ow + ox0) * B;
-                if (gg == G)
-                    forward_row_chunk<T, G>(r, xn, Cb, Hp, Wp, wf, wstride, kh, kw,
-                                            bias + fb * B, oy, ox0, dst);
-                else
-                    forward_row_chunk<T, 1>(r, xn, Cb, Hp, Wp, wf, wstride, kh, kw,
-                                            bias + fb * B, oy, ox0, dst);
-            }
+        for (i64 ox0 = 0; ox0 < ow; ox0 += R) {
+            const int r = int(ow - ox0 < R ? ow - ox0 : R);
+            T* dst[G];
+            for (int q = 0; q < gg; ++q)
+                dst[q] = ob + (((n * Fb + fb + q) * oh + oy) * ow + ox0) * B;
+            if (gg == G)
+                forward_row_chunk<T, G>(r, xn, Cb, Hp, Wp, wf, wstride, kh, kw, bias + fb * B,
+                                        oy, ox0, dst);
+            else
+                forward_row_chunk<T, 1>(r, xn, Cb, Hp, Wp, wf, wstride, kh, kw, bias + fb * B,
+                                        oy, ox0, dst);
         }
     }
 }
@@ -213,37 +212,43 @@ void weight_grad(const T* xb, i64 N, i64 Cb, i64 Hp, i64 Wp, const T* db, i64 Fb
     }
 }
 
-// x (N, C, H, W) -> xb (N, Cb, H + 2*pad, W + 2*pad, B), zeros outside x; images n0..n1-1.
+// x (N, C, H, W) -> xb (N, Cb, H + 2*pad, W + 2*pad, B), zeros outside x: rows r0..r1-1 of
+// the padded images, row r = n * (H + 2*pad) + y, in every channel block.
 template <typename T>
-void pack_input(const T* x, i64 C, i64 H, i64 W, i64 pad, i64 Cb, T* xb, i64 n0, i64 n1) {
+void pack_input(const T* x, i64 C, i64 H, i64 W, i64 pad, i64 Cb, T* xb, i64 r0, i64 r1) {
     constexpr int B = Simd<T>::B;
     const i64 Hp = H + 2 * pad, Wp = W + 2 * pad;
-    for (i64 n = n0; n < n1; ++n) {
-        T* xn = xb + n * Cb * Hp * Wp * B;
-        std::memset(xn, 0, sizeof(T) * Cb * Hp * Wp * B);
+    for (i64 r = r0; r < r1; ++r) {
+        const i64 n = r / Hp, yp = r % Hp, y = yp - pad;
         for (i64 cb = 0; cb < Cb; ++cb) {
+            T* drow = xb + ((n * Cb + cb) * Hp + yp) * Wp * B;
+            std::memset(drow, 0, sizeof(T) * Wp * B);
+            if (y < 0 || y >= H) continue;
             const int m = C - cb * B < B ? int(C - cb * B) : B;
-            for (i64 y = 0; y < H; ++y) {
-                T* drow = xn + ((cb * Hp + y + pad) * Wp + pad) * B;
-                for (int c = 0; c < m; ++c) {
-                    const T* srow = x + ((n * C + cb * B + c) * H + y) * W;
-                    for (i64 q = 0; q < W; ++q) drow[q * B + c] = srow[q];
-                }
+            for (int c = 0; c < m; ++c) {
+                const T* srow = x + ((n * C + cb * B + c) * H + y) * W;
+                for (i64 q = 0; q < W; ++q) drow[(q + pad) * B + c] = srow[q];
             }
         }
     }
 }
 
-// ob (N, Fb, oh, ow, B) -> out (N, F, oh, ow); images n0..n1-1.
+// ob (N, Fb, oh, ow, B) -> out (N, F, oh, ow): rows r0..r1-1, row r = n * oh + oy, in every
+// filter block; a row's blocks (a cache line each) are read in order and each channel's row
+// written whole.
 template <typename T>
-void unpack_output(const T* ob, i64 F, i64 Fb, i64 P, T* out, i64 n0, i64 n1) {
+void unpack_output(const T* ob, i64 F, i64 Fb, i64 oh, i64 ow, T* out, i64 r0, i64 r1) {
     constexpr int B = Simd<T>::B;
-    for (i64 n = n0; n < n1; ++n)
-        for (i64 f = 0; f < F; ++f) {
-            const T* src = ob + ((n * Fb + f / B) * P) * B + f % B;
-            T* dst = out + (n * F + f) * P;
-            for (i64 p = 0; p < P; ++p) dst[p] = src[p * B];
+    for (i64 r = r0; r < r1; ++r) {
+        const i64 n = r / oh, oy = r % oh;
+        for (i64 fb = 0; fb < Fb; ++fb) {
+            const int m = F - fb * B < B ? int(F - fb * B) : B;
+            const T* src = ob + ((n * Fb + fb) * oh + oy) * ow * B;
+            T* dst = out + ((n * F + fb * B) * oh + oy) * ow;
+            for (int f = 0; f < m; ++f)
+                for (i64 q = 0; q < ow; ++q) dst[f * oh * ow + q] = src[q * B + f];
         }
+    }
 }
 
 // w (F, C, kh, kw) -> wb (Fb, Cb, kh, kw, B, B) (see the top): filter blocks fb0..fb1-1, written
@@ -315,12 +320,12 @@ extern "C" {
         weight_grad<T>(xb, N, Cb, Hp, Wp, db, Fb, Hd, Wd, off, kh, kw, dwb, t0, t1);          \
     }                                                                                         \
     void blocked_pack_input_##SUFFIX(const T* x, i64 C, i64 H, i64 W, i64 pad, i64 Cb, T* xb, \
-                                     i64 n0, i64 n1) {                                        \
-        pack_input<T>(x, C, H, W, pad, Cb, xb, n0, n1);                                       \
+                                     i64 r0, i64 r1) {                                        \
+        pack_input<T>(x, C, H, W, pad, Cb, xb, r0, r1);                                       \
     }                                                                                         \
-    void blocked_unpack_output_##SUFFIX(const T* ob, i64 F, i64 Fb, i64 P, T* out, i64 n0,    \
-                                        i64 n1) {                                             \
-        unpack_output<T>(ob, F, Fb, P, out, n0, n1);                                          \
+    void blocked_unpack_output_##SUFFIX(const T* ob, i64 F, i64 Fb, i64 oh, i64 ow, T* out,   \
+                                        i64 r0, i64 r1) {                                     \
+        unpack_output<T>(ob, F, Fb, oh, ow, out, r0, r1);                                     \
     }                                                                                         \
     void blocked_pack_weights_##SUFFIX(const T* w, i64 F, i64 C, i64 kh, i64 kw, T* wb,     \
                                        i64 fb0, i64 fb1) {                                    \

@@ -36,7 +36,7 @@ _ARGS = {
     "blocked_forward": "pqqqqpqqqppqq",
     "blocked_dw": "pqqqqpqqqqqqpqq",
     "blocked_pack_input": "pqqqqqpqq",
-    "blocked_unpack_output": "pqqqpqq",
+    "blocked_unpack_output": "pqqqqpqq",
     "blocked_pack_weights": "pqqqqpqq",
     "blocked_turn_weights": "pqqqqpqq",
     "blocked_unpack_weights": "pqqqqpqq",
@@ -102,27 +102,28 @@ def _dtype_of(a, name: str):
     return a.dtype
 
 
-def pack_input(x, pad: int, out, n0: int = 0, n1: int | None = None) -> None:
-    """``out (N, Cb, H + 2*pad, W + 2*pad, B)`` = ``x (N, C, H, W)`` blocked and zero padded
-    (images ``n0..n1-1``)."""
+def pack_input(x, pad: int, out, r0: int = 0, r1: int | None = None) -> None:
+    """``out (N, Cb, H + 2*pad, W + 2*pad, B)`` = ``x (N, C, H, W)`` blocked and zero padded:
+    rows ``r0..r1-1`` of the padded images (row ``n * (H + 2*pad) + y``), every block."""
     t = _dtype_of(x, "x")
     N, C, H, W = x.shape
     shape = (N, blocks(C, t), H + 2 * pad, W + 2 * pad, block(t))
     _fn("blocked_pack_input", t)(_checked(x, "x", t, x.shape), C, H, W, pad, shape[1],
-                                 _checked(out, "out", t, shape), n0, N if n1 is None else n1)
+                                 _checked(out, "out", t, shape), r0,
+                                 N * shape[2] if r1 is None else r1)
 
 
-def unpack_output(ob, channels: int, out, n0: int = 0, n1: int | None = None) -> None:
+def unpack_output(ob, channels: int, out, r0: int = 0, r1: int | None = None) -> None:
     """``out (N, channels, oh, ow)`` = the first ``channels`` channels of ``ob (N, Fb, oh, ow,
-    B)`` (images ``n0..n1-1``)."""
+    B)``: output rows ``r0..r1-1`` (row ``n * oh + y``)."""
     t = _dtype_of(ob, "ob")
     N, Fb, oh, ow, _ = ob.shape
     if not 0 < channels <= Fb * block(t):
         raise ValueError(f"tinyspp.kernels.blocked: channels must be in 1..{Fb * block(t)}, "
                          f"got {channels}")
-    _fn("blocked_unpack_output", t)(_checked(ob, "ob", t, ob.shape), channels, Fb, oh * ow,
-                                    _checked(out, "out", t, (N, channels, oh, ow)), n0,
-                                    N if n1 is None else n1)
+    _fn("blocked_unpack_output", t)(_checked(ob, "ob", t, ob.shape), channels, Fb, oh, ow,
+                                    _checked(out, "out", t, (N, channels, oh, ow)), r0,
+                                    N * oh if r1 is None else r1)
 
 
 def weight_shape(F: int, C: int, kh: int, kw: int, dtype) -> tuple:
@@ -161,15 +162,17 @@ def unpack_weights(dwb, out, fb0: int = 0, fb1: int | None = None) -> None:
                                      shape[0] if fb1 is None else fb1)
 
 
-def forward_tasks(N: int, Fb: int) -> int:
-    """Tasks of :func:`forward`: one per image and tile of ``FILTER_TILE`` filter blocks."""
-    return N * -(-Fb // FILTER_TILE)
+def forward_tasks(N: int, Fb: int, oh: int) -> int:
+    """Tasks of :func:`forward`: one per image, tile of ``FILTER_TILE`` filter blocks and
+    output row (task ``(n * tiles + tile) * oh + row``). Every output element is computed by
+    one task, whole, so the result is the same however the tasks are split."""
+    return N * -(-Fb // FILTER_TILE) * oh
 
 
 def forward(xb, wb, bias, out, t0: int = 0, t1: int | None = None) -> None:
     """``out (N, Fb, oh, ow, B)`` = the stride-1 convolution of the padded blocks ``xb (N, Cb,
     Hp, Wp, B)`` with ``wb (Fb, Cb, kh, kw, B, B)``, plus ``bias (Fb*B,)``: tasks
-    ``t0..t1-1`` of :func:`forward_tasks` (task ``n * tiles + tile``)."""
+    ``t0..t1-1`` of :func:`forward_tasks`."""
     t = _dtype_of(xb, "xb")
     N, Cb, Hp, Wp, B = xb.shape
     Fb, _, kh, kw, _, _ = wb.shape
@@ -181,7 +184,7 @@ def forward(xb, wb, bias, out, t0: int = 0, t1: int | None = None) -> None:
         _checked(xb, "xb", t, xb.shape), N, Cb, Hp, Wp,
         _checked(wb, "wb", t, (Fb, Cb, kh, kw, B, B)), Fb, kh, kw,
         _checked(bias, "bias", t, (Fb * B,)), _checked(out, "out", t, (N, Fb, oh, ow, B)),
-        t0, forward_tasks(N, Fb) if t1 is None else t1)
+        t0, forward_tasks(N, Fb, oh) if t1 is None else t1)
 
 
 def weight_grad_tasks(Fb: int, Cb: int) -> int:

@@ -462,7 +462,8 @@ def _blocked_convolve(a, pad: int, wb, bias, size, channels: int | None = None):
     its first ``channels`` channels (None: all of ``bias``'s that are real, i.e. the layer's
     filters, given by the caller) and spatial ``size``, and ``ab``, the padded blocks of
     ``a``. One split over threads when the images divide evenly among them (each thread
-    packs, convolves and unpacks its own images), else three (the tasks split finely)."""
+    packs, convolves and unpacks its own images), else three (the tasks, output rows, split
+    finely: a single image's rows too)."""
     from ..kernels import blocked
 
     N = a.shape[0]
@@ -470,29 +471,31 @@ def _blocked_convolve(a, pad: int, wb, bias, size, channels: int | None = None):
     ab = blocked.empty((N, Eb, a.shape[2] + 2 * pad, a.shape[3] + 2 * pad, B), a.dtype)
     ob = blocked.empty((N, Ob, *size, B), a.dtype)
     out = np.empty((N, channels, *size), dtype=a.dtype)
-    tiles = blocked.forward_tasks(1, Ob)
+    rows = blocked.forward_tasks(1, Ob, size[0])  # the tasks of one image
     macs = N * Ob * Eb * B * B * kh * kw * size[0] * size[1]
 
-    def pack(n0, n1):
-        blocked.pack_input(a, pad, ab, n0, n1)
+    Hp = ab.shape[2]
 
-    def convolve(t0, t1):
+    def pack(r0, r1):  # rows r0..r1-1 of the padded images
+        blocked.pack_input(a, pad, ab, r0, r1)
+
+    def convolve(t0, t1):  # tasks: output rows of a filter tile
         blocked.forward(ab, wb, bias, ob, t0, t1)
 
-    def unpack(n0, n1):
-        blocked.unpack_output(ob, channels, out, n0, n1)
+    def unpack(r0, r1):  # output rows
+        blocked.unpack_output(ob, channels, out, r0, r1)
 
     def images(n0, n1):  # all three for images n0..n1-1
-        pack(n0, n1)
-        convolve(n0 * tiles, n1 * tiles)
-        unpack(n0, n1)
+        pack(n0 * Hp, n1 * Hp)
+        convolve(n0 * rows, n1 * rows)
+        unpack(n0 * size[0], n1 * size[0])
 
     if N % num_threads() == 0:
         parallel_slices(images, N, macs // SPLIT_MACS)
     else:
-        parallel_slices(pack, N, ab.size)
-        parallel_slices(convolve, N * tiles, macs // SPLIT_MACS)
-        parallel_slices(unpack, N, ob.size)
+        parallel_slices(pack, N * Hp, ab.size)
+        parallel_slices(convolve, N * rows, macs // SPLIT_MACS)
+        parallel_slices(unpack, N * size[0], ob.size)
     return out, ab
 
 
@@ -525,7 +528,8 @@ def _blocked_backward(dout, cache: Conv2dCache, need_dx: bool):
     else:
         off = 0
         db = blocked.empty((N, Fb, *dout.shape[2:], B), t)
-        parallel_slices(lambda n0, n1: blocked.pack_input(dout, 0, db, n0, n1), N, db.size)
+        parallel_slices(lambda r0, r1: blocked.pack_input(dout, 0, db, r0, r1),
+                        N * db.shape[2], db.size)
     tasks = blocked.weight_grad_tasks(Fb, Cb)
     groups = 1 if tasks >= 2 * dispatch.cpu_count() else min(N, dispatch.cpu_count())
     parts = blocked.empty((groups, *wb.shape), t)
