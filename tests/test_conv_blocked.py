@@ -127,6 +127,14 @@ def test_the_pieces_cover_the_whole_bit_for_bit(dtype):
     for t0, t1 in [(0, 1), (1, blocked.weight_grad_tasks(5, 2))]:
         blocked.weight_grad(xb, db, 3, 3, 1, dw2, t0, t1)
     np.testing.assert_array_equal(dw, dw2)
+    # each task also writing its blocks to the (F, C, k, k) gradient, as unpack_weights does
+    real, real2 = (np.full((5 * B - 2, 2 * B - 1, 3, 3), np.nan, dtype) for _ in range(2))
+    blocked.unpack_weights(dw, real)
+    for t0, t1 in [(0, 3), (3, blocked.weight_grad_tasks(5, 2))]:
+        blocked.weight_grad(xb, db, 3, 3, 1, dw2, t0, t1, out=real2)
+    np.testing.assert_array_equal(real, real2)
+    with pytest.raises(ValueError, match="does not fit blocks"):
+        blocked.weight_grad(xb, db, 3, 3, 1, dw2, out=np.empty((5 * B + 1, 2 * B, 3, 3), dtype))
 
 
 geometry = st.tuples(
@@ -289,8 +297,13 @@ def test_the_rule_that_picks_the_kernel(monkeypatch):
                        np.zeros(m, np.float32))
 
 
-def test_fast_means_the_avx512_build():
-    assert blocked.fast() == ("-mavx512f" in blocked.flags())
+def test_the_build_uses_avx512_exactly_where_the_cpu_has_it():
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as have
+    except ImportError:  # NumPy 1.x
+        from numpy.core._multiarray_umath import __cpu_features__ as have
+    assert blocked.fast() is bool(have.get("AVX512F"))
+    assert ("-mfma" in blocked.flags()) is bool(have.get("FMA3"))
 
 
 def test_empty_is_aligned_to_a_vector():
@@ -366,3 +379,25 @@ def test_a_layer_trains_on_the_kernel_like_on_the_columns(monkeypatch):
         return out
 
     close(run("always"), run("off"), np.float64, factor=100)
+
+
+@needs_kernel
+def test_the_benchmark_ideas_switch_the_blocked_kernel_on_and_off(monkeypatch):
+    """The ideas rows of the blocked kernel time it against the path before it; the older
+    ideas' rows run with it off, on the code they changed."""
+    from tinyspp.bench import ideas
+
+    calls = []
+    real = conv._blocked_forward
+    monkeypatch.setattr(conv, "_blocked_forward", lambda *a: calls.append(a[0].shape) or real(*a))
+    plain, fast = (ideas._blocked_conv((2, 16, 5, 5), (16, 16, 3, 3), 1, 0)(f) for f in (0, 1))
+    calls.clear()
+    plain()
+    assert calls == []
+    fast()
+    assert calls == ([(2, 16, 5, 5)] if blocked.fast() else [])
+    calls.clear()
+    for older in (ideas._second_conv, ideas._conv_dx):
+        for f in (False, True):
+            older(f)()
+    assert calls == []

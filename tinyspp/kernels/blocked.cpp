@@ -36,6 +36,11 @@
 
 #include <cstring>
 
+// Without AVX-512 (the tests run this file there too) GCC warns that a 64-byte vector returned
+// by value "changes the ABI": these functions are internal to this file and inlined, so no
+// such value crosses a library boundary.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 typedef long long i64;
 
 namespace {
@@ -141,6 +146,28 @@ void forward(const T* xb, i64 N, i64 Cb, i64 Hp, i64 Wp, const T* wb, i64 Fb, i6
     }
 }
 
+// The block pair (fb, cb) of dwb (Fb, Cb, kh, kw, B, B) -> dw (F, C, kh, kw), read in order.
+template <typename T>
+void unpack_pair(const T* dwb, i64 F, i64 C, i64 kh, i64 kw, T* dw, i64 fb, i64 cb) {
+    constexpr int B = Simd<T>::B;
+    const i64 Cb = (C + B - 1) / B;
+    const T* src = dwb + (fb * Cb + cb) * kh * kw * B * B;
+    for (i64 i = 0; i < kh; ++i)
+        for (i64 j = 0; j < kw; ++j)
+            for (int c = 0; c < B; ++c)
+                for (int f = 0; f < B; ++f, ++src)
+                    if (fb * B + f < F && cb * B + c < C)
+                        dw[(((fb * B + f) * C + cb * B + c) * kh + i) * kw + j] = *src;
+}
+
+// dwb -> dw for filter blocks fb0..fb1-1
+template <typename T>
+void unpack_weights(const T* dwb, i64 F, i64 C, i64 kh, i64 kw, T* dw, i64 fb0, i64 fb1) {
+    constexpr int B = Simd<T>::B;
+    for (i64 fb = fb0; fb < fb1; ++fb)
+        for (i64 cb = 0; cb < (C + B - 1) / B; ++cb) unpack_pair(dwb, F, C, kh, kw, dw, fb, cb);
+}
+
 // One register tile of dw: CH input channels (from c0) x GG filter blocks at kernel offset
 // (i, j), output rows oy0..oy1-1 of image n added to what dst holds.
 template <typename T, int GG>
@@ -173,15 +200,19 @@ void dw_tile(const T* xn, i64 Wp, const T* const* dn, i64 Wd, i64 oy0, i64 oy1, 
 // output rows in each, are taken in turn (a band's rows of x and dout stay in the L1 cache
 // while every kernel offset uses them); the tile's sums are kept in dwb in between, so every
 // element is still summed in the order n, oy, ox.
+// With dw not null, each task also writes its finished blocks to dw (F, C, kh, kw).
 template <typename T>
 void weight_grad(const T* xb, i64 N, i64 Cb, i64 Hp, i64 Wp, const T* db, i64 Fb, i64 Hd,
-                 i64 Wd, i64 off, i64 kh, i64 kw, T* dwb, i64 t0, i64 t1) {
+                 i64 Wd, i64 off, i64 kh, i64 kw, T* dwb, i64 t0, i64 t1, i64 F, i64 C,
+                 T* dw) {
     constexpr int B = Simd<T>::B;
     const i64 oh = Hp - kh + 1, ow = Wp - kw + 1;
     // rows per band: the band's x rows and the G dout rows in about DW_BAND_BYTES
     const i64 row_bytes = (Wp + G * Wd) * B * i64(sizeof(T));
     i64 rows = DW_BAND_BYTES / row_bytes - kh + 1;
     rows = rows < 1 ? 1 : rows;
+    const i64 bands = (oh + rows - 1) / rows;
+    rows = (oh + bands - 1) / bands;  // the rows in nearly equal bands
     for (i64 t = t0; t < t1; ++t) {
         const i64 fb = (t / Cb) * G, cb = t % Cb;
         const int gg = Fb - fb < G ? int(Fb - fb) : G;
@@ -209,6 +240,8 @@ void weight_grad(const T* xb, i64 N, i64 Cb, i64 Hp, i64 Wp, const T* db, i64 Fb
                         }
             }
         }
+        if (dw)
+            for (int q = 0; q < gg; ++q) unpack_pair(dwb, F, C, kh, kw, dw, fb + q, cb);
     }
 }
 
@@ -287,23 +320,6 @@ void turn_weights(const T* wb, i64 Fb, i64 Cb, i64 kh, i64 kw, T* wt, i64 cb0, i
                 }
 }
 
-// dwb (Fb, Cb, kh, kw, B, B) -> dw (F, C, kh, kw): filter blocks fb0..fb1-1, read in the
-// blocks' order
-template <typename T>
-void unpack_weights(const T* dwb, i64 F, i64 C, i64 kh, i64 kw, T* dw, i64 fb0, i64 fb1) {
-    constexpr int B = Simd<T>::B;
-    const i64 Cb = (C + B - 1) / B;
-    const T* src = dwb + fb0 * Cb * kh * kw * B * B;
-    for (i64 fb = fb0; fb < fb1; ++fb)
-        for (i64 cb = 0; cb < Cb; ++cb)
-            for (i64 i = 0; i < kh; ++i)
-                for (i64 j = 0; j < kw; ++j)
-                    for (int c = 0; c < B; ++c)
-                        for (int f = 0; f < B; ++f, ++src)
-                            if (fb * B + f < F && cb * B + c < C)
-                                dw[(((fb * B + f) * C + cb * B + c) * kh + i) * kw + j] = *src;
-}
-
 }  // namespace
 
 extern "C" {
@@ -315,9 +331,9 @@ extern "C" {
         forward<T>(xb, N, Cb, Hp, Wp, wb, Fb, kh, kw, bias, ob, t0, t1);                      \
     }                                                                                         \
     void blocked_dw_##SUFFIX(const T* xb, i64 N, i64 Cb, i64 Hp, i64 Wp, const T* db, i64 Fb, \
-                             i64 Hd, i64 Wd, i64 off, i64 kh, i64 kw, T* dwb, i64 t0,        \
-                             i64 t1) {                                                        \
-        weight_grad<T>(xb, N, Cb, Hp, Wp, db, Fb, Hd, Wd, off, kh, kw, dwb, t0, t1);          \
+                             i64 Hd, i64 Wd, i64 off, i64 kh, i64 kw, T* dwb, i64 t0, i64 t1, \
+                             i64 F, i64 C, T* dw) {                                           \
+        weight_grad<T>(xb, N, Cb, Hp, Wp, db, Fb, Hd, Wd, off, kh, kw, dwb, t0, t1, F, C, dw); \
     }                                                                                         \
     void blocked_pack_input_##SUFFIX(const T* x, i64 C, i64 H, i64 W, i64 pad, i64 Cb, T* xb, \
                                      i64 r0, i64 r1) {                                        \

@@ -34,7 +34,7 @@ _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 # pointer, then 64-bit integers, in the order of the C signatures
 _ARGS = {
     "blocked_forward": "pqqqqpqqqppqq",
-    "blocked_dw": "pqqqqpqqqqqqpqq",
+    "blocked_dw": "pqqqqpqqqqqqpqqqqp",
     "blocked_pack_input": "pqqqqqpqq",
     "blocked_unpack_output": "pqqqqpqq",
     "blocked_pack_weights": "pqqqqpqq",
@@ -194,10 +194,12 @@ def weight_grad_tasks(Fb: int, Cb: int) -> int:
 
 
 def weight_grad(xb, db, kh: int, kw: int, off: int, dwb, t0: int = 0,
-                t1: int | None = None) -> None:
+                t1: int | None = None, out=None) -> None:
     """``dwb (Fb, Cb, kh, kw, B, B)`` = the weight gradient of the convolution of ``xb`` for
     the blocked ``dout`` held in ``db (N, Fb, oh + 2*off, ow + 2*off, B)`` at offset ``off``
-    (tasks ``t0..t1-1`` of :func:`weight_grad_tasks`; each task overwrites its own blocks)."""
+    (tasks ``t0..t1-1`` of :func:`weight_grad_tasks`; each task overwrites its own blocks);
+    ``out (F, C, kh, kw)``: each task also writes its blocks there, as :func:`unpack_weights`
+    would."""
     t = _dtype_of(xb, "xb")
     N, Cb, Hp, Wp, B = xb.shape
     _, Fb, Hd, Wd, _ = db.shape
@@ -205,7 +207,15 @@ def weight_grad(xb, db, kh: int, kw: int, off: int, dwb, t0: int = 0,
     if (Hd, Wd) != (oh + 2 * off, ow + 2 * off) or min(oh, ow) < 1:
         raise ValueError(f"tinyspp.kernels.blocked: db must hold a {oh}x{ow} dout padded by "
                          f"{off}, got {Hd}x{Wd}")
+    F = C = 0
+    if out is not None:
+        F, C = out.shape[:2]
+        if weight_shape(F, C, kh, kw, t) != (Fb, Cb, kh, kw, B, B):
+            raise ValueError(f"tinyspp.kernels.blocked: out of shape {out.shape} does not fit "
+                             f"blocks {(Fb, Cb, kh, kw, B, B)}")
+        _checked(out, "out", t, (F, C, kh, kw))
     _fn("blocked_dw", t)(
         _checked(xb, "xb", t, xb.shape), N, Cb, Hp, Wp, _checked(db, "db", t, db.shape), Fb,
         Hd, Wd, off, kh, kw, _checked(dwb, "dwb", t, (Fb, Cb, kh, kw, B, B)), t0,
-        weight_grad_tasks(Fb, Cb) if t1 is None else t1)
+        weight_grad_tasks(Fb, Cb) if t1 is None else t1, F, C,
+        None if out is None else out.ctypes.data)

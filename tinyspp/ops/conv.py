@@ -535,17 +535,21 @@ def _blocked_backward(dout, cache: Conv2dCache, need_dx: bool):
     parts = blocked.empty((groups, *wb.shape), t)
     macs = F * C * k * k * N * (Hp - k + 1) * (Wp - k + 1)
 
+    dw = np.empty(w.shape, dtype=t)
+
     def grad(i0, i1):  # items i0..i1-1 of the (group, task) grid: one call per group
         for g in range(i0 // tasks, -(-i1 // tasks)):
             n0, n1 = N * g // groups, N * (g + 1) // groups
             t0, t1 = max(i0 - g * tasks, 0), min(i1 - g * tasks, tasks)
-            blocked.weight_grad(xb[n0:n1], db[n0:n1], k, k, off, parts[g], t0, t1)
+            blocked.weight_grad(xb[n0:n1], db[n0:n1], k, k, off, parts[g], t0, t1,
+                                out=dw if groups == 1 else None)  # one group: dw at once
 
     parallel_slices(grad, groups * tasks, macs // SPLIT_MACS)
-    for g in range(1, groups):  # in group order: the same sum on any number of threads
-        parts[0] += parts[g]
-    dw = np.empty(w.shape, dtype=t)
-    parallel_slices(lambda f0, f1: blocked.unpack_weights(parts[0], dw, f0, f1), Fb, dw.size)
+    if groups > 1:
+        for g in range(1, groups):  # in group order: the same sum on any number of threads
+            parts[0] += parts[g]
+        parallel_slices(lambda f0, f1: blocked.unpack_weights(parts[0], dw, f0, f1), Fb,
+                        dw.size)
     return dx, dw, dout.sum(axis=(0, 2, 3))
 
 
