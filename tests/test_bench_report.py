@@ -184,6 +184,15 @@ def test_conv_profile_table_gives_each_steps_share_and_the_gemms_together(tmp_pa
     assert f"| {conv} | whole backward | 70.00 |  |" in text
     assert f"| {conv} | bwd: col2im | 10.00 | 10% |" in text
     assert f"| {conv} | all the GEMMs | 85.00 | 85% |" in text
+    blocked = f"{conv}, blocked"  # the blocked kernel's pieces: its three kernels together
+    pieces = {"whole forward": 20.0, "whole backward": 30.0, "fwd: x to blocks": 1.0,
+              "fwd: blocked kernel (+ bias)": 15.0, "bwd: blocked kernel (dx)": 12.0,
+              "bwd: blocked kernel (dw)": 13.0, "bwd: db sum": 0.5}
+    write_record(tmp_path, "bench", [Row("profile", f"{conv}: {k}", v) for k, v in steps.items()]
+                 + [Row("profile", f"{blocked}: {k}", v) for k, v in pieces.items()])
+    text = render_conv_profile(tmp_path)
+    assert f"| {blocked} | all three kernels | 40.00 | 80% |" in text
+    assert f"| {conv} | all the GEMMs | 85.00 | 85% |" in text
     assert "Conv2d forward" not in text
     assert conv not in render_profile(tmp_path)  # the step's profile keeps to the step
 
@@ -252,13 +261,26 @@ def test_step_profile_names_what_each_convolution_runs():
 
     if not direct.available():
         pytest.skip(f"the direct kernel does not build here: {direct.why_unavailable()}")
+    from tinyspp.kernels import blocked
+    from tinyspp.ops import conv
+
     got = dict(profile_step(32, repeats=1))
     assert all(ms > 0 for ms in got.values())
-    # conv1: the kernel's forward and dw, no dx; conv2: the kernel's forward and dx, dw by
-    # GEMM on columns gathered from x; conv3: im2col + GEMM throughout
     keys = set(got)
+    # conv1: the kernel's forward and dw, no dx
     assert {"0 Conv2d   fwd: direct kernel (+ bias)", "0 Conv2d   bwd: direct kernel (dw)"} <= keys
     assert not any(k.startswith("0 Conv2d") and "dx" in k for k in got)
+    if conv.BLOCKED_IMPL == "auto" and blocked.available() and blocked.fast():
+        # conv2 and conv3 (16 and 32 channels): the blocked kernel's pieces
+        for layer in (3, 6):
+            assert {f"{layer} Conv2d   fwd: blocked kernel (+ bias)",
+                    f"{layer} Conv2d   bwd: blocked kernel (dx)",
+                    f"{layer} Conv2d   bwd: blocked kernel (dw)"} <= keys
+            assert not any(k.startswith(f"{layer} Conv2d") and ("GEMM" in k or "im2col" in k)
+                           for k in got)
+        return
+    # without the blocked kernel: conv2, the direct kernel's forward and dx, dw by GEMM on
+    # columns gathered from x; conv3: im2col + GEMM throughout
     assert {"3 Conv2d   fwd: direct kernel (+ bias)", "3 Conv2d   bwd: dx by the direct kernel",
             "3 Conv2d   bwd: GEMM (dw)", "3 Conv2d   bwd: im2col from x (compiled loop)"} <= keys
     assert not any(k.startswith("3 Conv2d") and ("col2im" in k or "dcols" in k) for k in got)

@@ -57,6 +57,88 @@ def _direct(impl: str):
     return mock.patch.object(conv, "DIRECT_IMPL", impl)
 
 
+def _blocked(impl: str):
+    """The convolution's ``BLOCKED_IMPL`` switch (the blocked kernel of deeper layers, or not)."""
+    from unittest import mock
+
+    from ..ops import conv
+
+    return mock.patch.object(conv, "BLOCKED_IMPL", impl)
+
+
+def _without_blocked(switch):
+    """``switch(fast)`` with the blocked kernel off as well: the ideas that came before it,
+    timed on the code they changed (im2col + GEMM or the first direct kernel)."""
+    @contextlib.contextmanager
+    def both(fast: bool):
+        with _blocked("off"), switch(fast):
+            yield
+
+    return both
+
+
+def _blocked_conv(x_shape, w_shape, pad: int, seed: int):
+    """A convolution forward + backward (with dx) by the path it ran before the blocked kernel
+    (plain: im2col + GEMM, or for up to ``DIRECT_MAX_CHANNELS`` channels the direct kernel's
+    forward and dx) or by the blocked kernel (fast)."""
+    from ..ops import conv2d_backward, conv2d_forward
+
+    x, w = data(x_shape, seed), data(w_shape, seed + 1, 0.1)
+    b = data(w_shape[:1], seed + 2)
+
+    def build(fast: bool):
+        out, _ = conv2d_forward(x, w, b, pad=pad)
+        dout = data(out.shape, seed + 3)
+
+        def step():
+            with _blocked("auto" if fast else "off"):
+                _, cache = conv2d_forward(x, w, b, pad=pad, keep_cols=False)
+                conv2d_backward(dout, cache)
+
+        return step
+
+    return build
+
+
+_blocked_step = _step_under(lambda fast: _blocked("auto" if fast else "off"))
+
+DETECT_IMAGE = (120, 144)  # the detection experiment's image sizes are 96 to 144 px
+DETECT_WINDOWS = 2000  # its timing_windows
+
+
+def _detection_features(method: str):
+    """``build(fast)``: one image's detection features as the detection experiment times them
+    (``tinyspp.apps.detect_demo``: the small SPP-net trunk of widths 8/16/32, pool levels
+    4/2/1, 2000 windows), ``method`` "spp" (SPP-net, the trunk once per scale 48/72/108) or
+    "rcnn" (R-CNN, every window warped to 24 x 24 and through the trunk), with the blocked
+    kernel off (plain) or as shipped (fast). Untrained weights: the time does not depend on
+    them."""
+    def build(fast: bool):
+        from ..detect.features import SPPFeatures
+        from ..detect.rcnn import RCNNFeatures
+        from ..nn import small_spp_net
+        from ..nn.models import split_trunk_head
+
+        trunk, _ = split_trunk_head(small_spp_net(3, levels=(4, 2, 1), widths=(8, 16, 32),
+                                                  hidden=64, seed=0))
+        common = dict(levels=(4, 2, 1), input_size=24)
+        extractor = (SPPFeatures(trunk, scales=(48, 72, 108), **common) if method == "spp"
+                     else RCNNFeatures(trunk, **common))
+        rng = np.random.default_rng(46)
+        H, W = DETECT_IMAGE
+        image = rng.random((H, W, 3)).astype(np.float32)
+        x0, y0 = rng.uniform(0, W - 8, DETECT_WINDOWS), rng.uniform(0, H - 8, DETECT_WINDOWS)
+        boxes = np.stack([x0, y0, x0 + rng.uniform(8, W - x0), y0 + rng.uniform(8, H - y0)], 1)
+
+        def run():
+            with _blocked("auto" if fast else "off"):
+                extractor.pool(image, boxes)
+
+        return run
+
+    return build
+
+
 def _first_conv(fast: bool):
     """The training step's first convolution (3 -> 16 channels, 5x5, pad 2, 48 x 48, batch
     32), forward + the backward a first layer runs (no dx): im2col + GEMM, or direct."""
@@ -92,13 +174,13 @@ def _second_conv(fast: bool):
     x, w, b = data((32, 16, 24, 24), 23), data((32, 16, 3, 3), 24, 0.1), data((32,), 25)
 
     def step():
-        with _few_channels(fast):
+        with _blocked("off"), _few_channels(fast):
             conv2d_forward(x, w, b, pad=1, keep_cols=False)
 
     return step
 
 
-_second_conv_step = _step_under(_few_channels)
+_second_conv_step = _step_under(_without_blocked(_few_channels))
 
 
 def _swap(fast: bool):
@@ -139,18 +221,19 @@ def _conv_dx(fast: bool):
     from ..ops import conv, conv2d_backward, conv2d_forward
 
     x, w, b = data((32, 16, 24, 24), 28), data((32, 16, 3, 3), 29, 0.1), data((32,), 30)
-    _, cache = conv2d_forward(x, w, b, pad=1, keep_cols=False)
+    with _blocked("off"):
+        _, cache = conv2d_forward(x, w, b, pad=1, keep_cols=False)
     dout = data((32, 32, 24, 24), 31)
 
     def step():
         limit = conv.DIRECT_DX_MAX_FILTERS if fast else 0
-        with mock.patch.object(conv, "DIRECT_DX_MAX_FILTERS", limit):
+        with _blocked("off"), mock.patch.object(conv, "DIRECT_DX_MAX_FILTERS", limit):
             conv2d_backward(dout, cache)
 
     return step
 
 
-_first_conv_step = _step_under(lambda fast: _direct("auto" if fast else "off"))
+_first_conv_step = _step_under(_without_blocked(lambda fast: _direct("auto" if fast else "off")))
 
 
 def _relu(fast: bool):
@@ -276,7 +359,8 @@ def _one_gemm(x_shape, w_shape):
             saved = conv.ONE_GEMM_RATIO
             conv.ONE_GEMM_RATIO = 0 if fast else 1 << 30  # 0: always one GEMM per piece
             try:
-                conv.conv2d_forward(x, w, b, pad=1, keep_cols=False)
+                with _blocked("off"):  # im2col + GEMM, whose GEMMs this idea groups
+                    conv.conv2d_forward(x, w, b, pad=1, keep_cols=False)
             finally:
                 conv.ONE_GEMM_RATIO = saved
 
@@ -367,24 +451,40 @@ IDEAS = [
      "kernel", _first_conv),
     ("conv bwd w(256, 96, 5, 5): dw's two (2400, 256) parts summed and transposed in one band "
      "-> in bands of 64 rows", _sum_transposed),
-    ("SGD step 32x3x48x48: direct kernel off (im2col + GEMM everywhere) -> on (conv1; conv2's "
-     "forward)", _first_conv_step),
-    ("conv fwd x(32, 16, 24, 24) w(32, 16, 3, 3) pad 1 (the step's conv2): im2col + GEMM -> "
-     "direct kernel (its backward stays im2col + GEMM)", _second_conv),
-    ("SGD step 32x3x48x48, the machine's threads: conv2's forward by im2col + GEMM -> direct "
-     "kernel", _second_conv_step),
+    ("SGD step 32x3x48x48, blocked kernel off: direct kernel off (im2col + GEMM everywhere) -> "
+     "on (conv1; conv2's forward)", _first_conv_step),
+    ("conv fwd x(32, 16, 24, 24) w(32, 16, 3, 3) pad 1 (the step's conv2), blocked kernel off: "
+     "im2col + GEMM -> direct kernel (its backward stays im2col + GEMM)", _second_conv),
+    ("SGD step 32x3x48x48, the machine's threads, blocked kernel off: conv2's forward by im2col "
+     "+ GEMM -> direct kernel", _second_conv_step),
     ("ReLU + max-pool 2/2 fwd+bwd x(32, 16, 48, 48): in the written order -> pooling first, "
      "ReLU on the pooled map", _relu_pool),
     ("SGD step 32x3x48x48, the machine's threads: ReLU, then pooling -> pooling, then ReLU",
      _relu_pool_step),
-    ("conv bwd x(32, 16, 24, 24) w(32, 16, 3, 3) pad 1: dx by dcols' GEMM + col2im -> by the "
-     "direct kernel", _conv_dx),
+    ("conv bwd x(32, 16, 24, 24) w(32, 16, 3, 3) pad 1, blocked kernel off: dx by dcols' GEMM "
+     "+ col2im -> by the direct kernel", _conv_dx),
+    ("conv fwd+bwd x(8, 96, 27, 27) w(256, 96, 5, 5) pad 2: im2col + GEMM -> blocked kernel",
+     _blocked_conv((8, 96, 27, 27), (256, 96, 5, 5), 2, 32)),
+    ("conv fwd+bwd x(8, 256, 13, 13) w(384, 256, 3, 3) pad 1: im2col + GEMM -> blocked kernel",
+     _blocked_conv((8, 256, 13, 13), (384, 256, 3, 3), 1, 36)),
+    ("conv fwd+bwd x(32, 16, 24, 24) w(32, 16, 3, 3) pad 1 (the step's conv2): direct kernel "
+     "forward and dx, dw by im2col + GEMM -> blocked kernel",
+     _blocked_conv((32, 16, 24, 24), (32, 16, 3, 3), 1, 40)),
+    ("conv fwd+bwd x(32, 32, 12, 12) w(64, 32, 3, 3) pad 1 (the step's conv3): im2col + GEMM "
+     "-> blocked kernel", _blocked_conv((32, 32, 12, 12), (64, 32, 3, 3), 1, 44)),
+    ("SGD step 32x3x48x48, the machine's threads: blocked kernel off -> on (conv2, conv3)",
+     _blocked_step),
+    ("detection features, one 120x144 image, 2000 windows, SPP-net at 3 scales: blocked "
+     "kernel off -> on (conv3)", _detection_features("spp")),
+    ("detection features, one 120x144 image, 2000 windows, R-CNN (warped 24x24 windows): "
+     "blocked kernel off -> on (conv3)", _detection_features("rcnn")),
     ("SGD step 32x3x48x48: 1 thread + BLAS's own threads -> our threads, BLAS on 1 (one pool)",
      _threads),
     ("conv fwd one image x(1, 3, 240, 320) w(16, 3, 5, 5), direct kernel: one thread -> its "
      "filters split over the threads", _one_image_filters),
 ]
-THREAD_IDEAS = (_threads, _one_image_filters, _second_conv_step, _relu_pool_step)  # timed with
+THREAD_IDEAS = (_threads, _one_image_filters, _second_conv_step, _relu_pool_step,
+                _blocked_step)  # timed with
 # the machine's threads, not one
 
 

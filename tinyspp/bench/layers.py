@@ -169,8 +169,9 @@ def blas_name() -> str:
     return "OpenBLAS" if build.startswith("openblas") else build.split(" (")[0]
 
 
-def _conv_method(x_shape, w_shape) -> str:
-    """What ``conv2d_forward`` runs on this shape: the direct kernel or im2col + GEMM."""
+def _conv_method(x_shape, w_shape, pad: int) -> str:
+    """What ``conv2d_forward`` runs on this shape: the blocked or the direct kernel, or
+    im2col + GEMM."""
     try:
         from ..ops.conv import _use_direct
     except ImportError:  # the "before" tree of docs/performance.md: im2col + GEMM only
@@ -178,6 +179,8 @@ def _conv_method(x_shape, w_shape) -> str:
     from ..ops import conv
 
     x, w = np.empty((1, *x_shape[1:]), np.float32), np.empty(w_shape, np.float32)
+    if hasattr(conv, "_use_blocked") and conv._use_blocked(x, w, 1, pad):
+        return "blocked kernel (no columns)"
     if not _use_direct(x, w, 1):
         return "im2col + GEMM"
     if x_shape[1] <= getattr(conv, "DIRECT_DW_MAX_CHANNELS", x_shape[1]):  # older trees: all
@@ -192,7 +195,7 @@ def run(opts) -> list[Row]:
         t = side_by_side(conv_ours(x_shape, w_shape, pad),
                          _spec("conv_torch", x_shape, w_shape, pad), opts)
         rows.append(Row("layers", f"conv fwd+bwd x{x_shape} w{tuple(w_shape)} pad {pad}", t[0],
-                        t[1], _conv_method(x_shape, w_shape), torch_inproc_ms=t[2]))
+                        t[1], _conv_method(x_shape, w_shape, pad), torch_inproc_ms=t[2]))
     for x_shape, w_shape, pad in CONV:  # the bound: the same GEMMs with nothing around them
         x_shape = _shape(x_shape, opts.quick)
         t = side_by_side(conv_gemms_ours(x_shape, w_shape, pad),
@@ -205,7 +208,7 @@ def run(opts) -> list[Row]:
         t = side_by_side(conv_ours(x_shape, w_shape, pad),
                          _spec("conv_torch", x_shape, w_shape, pad), opts)
         rows.append(Row("layers", f"conv fwd+bwd x{x_shape} w{tuple(w_shape)} pad {pad}", t[0],
-                        t[1], f"{label}; {_conv_method(x_shape, w_shape)}",
+                        t[1], f"{label}; {_conv_method(x_shape, w_shape, pad)}",
                         torch_inproc_ms=t[2]))
     for x_shape, w_shape, pad in CONV + [c[:3] for c in STEP_CONV]:  # the BLAS libraries alone
         x_shape = _shape(x_shape, opts.quick)

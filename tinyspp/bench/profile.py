@@ -4,7 +4,8 @@ The step of :mod:`tinyspp.bench.training` (batch 32, 3x32x32 and 3x48x48), taken
 layer's forward and backward timed on the activations the step really sees, the SGD update and
 the loss, and, inside the convolutions, the pieces of ``conv2d_forward`` / ``conv2d_backward``
 (im2col, compiled and in NumPy; the GEMMs; the layout transpose; col2im, both ways; or, where
-the direct kernel runs, its forward -- the first two layers -- and weight gradient -- the first).
+the direct kernel runs, its forward and weight gradient -- the first layer; or, where the
+blocked kernel runs, its copies into and out of the blocks and its three kernels).
 Each piece is timed alone (median of repeats), so the pieces of a layer need not add up exactly
 to its total. Layers run one by one in the written order (a ReLU before its pooling, not the
 swapped pair that ``Sequential`` runs). Everything runs on ONE thread (BLAS and tinyspp's
@@ -35,6 +36,53 @@ def _direct_pieces(layer, x, dout, repeats, dw: bool = True):
     if dw:
         pieces["bwd: direct kernel (dw)"] = lambda: direct.weight_grad(x, dout, kh, kw, p, grad)
         pieces["bwd: db sum"] = lambda: dout.sum(axis=(0, 2, 3))
+    return {name: median_ms(fn, repeats) for name, fn in pieces.items()}
+
+
+def blocked_pieces(x, w, b, pad: int, dout, need_dx: bool, repeats) -> dict:
+    """Time the pieces of a convolution that runs the blocked kernel
+    (``tinyspp/kernels/blocked.cpp``) as ``conv2d_forward`` / ``conv2d_backward`` call them,
+    each over the whole batch: x and w to blocks, the kernel, the output back to NCHW; dout to
+    blocks (padded for dx), the turned filters, the kernel again (dx) and back, the
+    weight-gradient kernel, dw back, db."""
+    from ..kernels import blocked
+
+    t = x.dtype
+    F, C, k, _ = w.shape
+    N, _, H, W = x.shape
+    B = blocked.block(t)
+    xb = blocked.empty((N, blocked.blocks(C, t), H + 2 * pad, W + 2 * pad, B), t)
+    wb = blocked.empty(blocked.weight_shape(F, C, k, k, t), t)
+    bias, zero = np.zeros(wb.shape[0] * B, t), np.zeros(wb.shape[1] * B, t)
+    ob = blocked.empty((N, wb.shape[0], *dout.shape[2:], B), t)
+    out = np.empty(dout.shape, t)
+    off = k - 1 - pad if need_dx else 0
+    db = blocked.empty((N, wb.shape[0], dout.shape[2] + 2 * off, dout.shape[3] + 2 * off, B), t)
+    turned = blocked.empty((wb.shape[1], wb.shape[0], k, k, B, B), t)
+    dxb = blocked.empty((N, wb.shape[1], H, W, B), t)
+    dx, dw, dwb = np.empty(x.shape, t), np.empty(w.shape, t), blocked.empty(wb.shape, t)
+    for fn in (lambda: blocked.pack_input(x, pad, xb), lambda: blocked.pack_weights(w, wb),
+               lambda: blocked.pack_input(dout, off, db),
+               lambda: blocked.turn_weights(wb, turned)):
+        fn()  # the inputs of the timed pieces
+    pieces = {
+        "fwd: x to blocks": lambda: blocked.pack_input(x, pad, xb),
+        "fwd: w to blocks": lambda: blocked.pack_weights(w, wb),
+        "fwd: blocked kernel (+ bias)": lambda: blocked.forward(xb, wb, bias, ob),
+        "fwd: output to NCHW": lambda: blocked.unpack_output(ob, F, out),
+        "bwd: dout to blocks": lambda: blocked.pack_input(dout, off, db),
+    }
+    if need_dx:
+        pieces.update({
+            "bwd: turned filters": lambda: blocked.turn_weights(wb, turned),
+            "bwd: blocked kernel (dx)": lambda: blocked.forward(db, turned, zero, dxb),
+            "bwd: dx to NCHW": lambda: blocked.unpack_output(dxb, C, dx),
+        })
+    pieces.update({
+        "bwd: blocked kernel (dw)": lambda: blocked.weight_grad(xb, db, k, k, off, dwb),
+        "bwd: dw to (F, C, k, k)": lambda: blocked.unpack_weights(dwb, dw),
+        "bwd: db sum": lambda: dout.sum(axis=(0, 2, 3)),
+    })
     return {name: median_ms(fn, repeats) for name, fn in pieces.items()}
 
 
@@ -141,7 +189,11 @@ def profile_step(size: int, repeats: int) -> list[tuple[str, float]]:
         out.append((f"{name} forward", median_ms(fwd, repeats)))
         layer.forward(inputs[i])
         out.append((f"{name} backward", median_ms(bwd, repeats)))
-        if isinstance(layer, Conv2d) and layer._cache.direct:
+        if isinstance(layer, Conv2d) and getattr(layer._cache, "packed", None) is not None:
+            w, b = layer.params["w"], layer.params["b"]
+            out += [(f"{name}   {k}", v) for k, v in blocked_pieces(
+                inputs[i], w, b, layer.pad, douts[i], i > 0, repeats).items()]
+        elif isinstance(layer, Conv2d) and layer._cache.direct:
             out += [(f"{name}   {k}", v) for k, v in
                     _direct_pieces(layer, inputs[i], douts[i], repeats).items()]
         elif isinstance(layer, Conv2d):
@@ -165,7 +217,8 @@ def profile_step(size: int, repeats: int) -> list[tuple[str, float]]:
 
 
 def profile_conv(x_shape, w_shape, pad: int, repeats: int) -> list[tuple[str, float]]:
-    """``(what, ms)`` for a convolution of the layers benchmark that runs im2col + GEMM: its
+    """``(what, ms)`` for a convolution of the layers benchmark by im2col + GEMM (with the
+    direct kernels off where they would run): its
     whole forward and backward, then each step of them over every piece of the batch as
     ``conv2d_forward`` / ``conv2d_backward`` cut it (``ops.conv.image_blocks``), so the pieces
     add up to about the whole; what is left beside the GEMMs is the work im2col + GEMM adds."""
@@ -175,7 +228,7 @@ def profile_conv(x_shape, w_shape, pad: int, repeats: int) -> list[tuple[str, fl
     from .layers import conv_data, data
 
     if conv._use_direct(np.empty((1, *x_shape[1:]), np.float32),
-                        np.empty(w_shape, np.float32), 1):
+                        np.empty(w_shape, np.float32), 1) or _runs_blocked(x_shape, w_shape, pad):
         with mock.patch.object(conv, "DIRECT_IMPL", "off"):  # the im2col + GEMM it profiles
             return profile_conv(x_shape, w_shape, pad, repeats)
     x, w, b = conv_data(x_shape, w_shape)
@@ -241,6 +294,33 @@ def profile_conv(x_shape, w_shape, pad: int, repeats: int) -> list[tuple[str, fl
     return [(f"{label}: {name}", median_ms(fn, repeats)) for name, fn in steps.items()]
 
 
+def profile_blocked(x_shape, w_shape, pad: int, repeats: int) -> list[tuple[str, float]]:
+    """``(what, ms)`` for a convolution of the layers benchmark as the blocked kernel runs it:
+    its whole forward and backward, then each piece (:func:`blocked_pieces`); what is left
+    beside the kernels is the work of the blocked layout (copies in and out)."""
+    from ..ops import conv
+    from .layers import conv_data, data
+
+    x, w, b = conv_data(x_shape, w_shape)
+    out, cache = conv.conv2d_forward(x, w, b, pad=pad)
+    dout = data(out.shape, 5)
+    steps = {"whole forward": lambda: conv.conv2d_forward(x, w, b, pad=pad),
+             "whole backward": lambda: conv.conv2d_backward(dout, cache)}
+    label = f"conv x{tuple(x_shape)} w{tuple(w_shape)}, blocked"
+    timed = [(f"{label}: {name}", median_ms(fn, repeats)) for name, fn in steps.items()]
+    return timed + [(f"{label}: {name}", ms) for name, ms in
+                    blocked_pieces(x, w, b, pad, dout, True, repeats).items()]
+
+
+def _runs_blocked(x_shape, w_shape, pad: int) -> bool:
+    """Whether ``conv2d_forward`` runs this shape on the blocked kernel (False for older
+    trees, which have none)."""
+    from ..ops import conv
+
+    return hasattr(conv, "_use_blocked") and conv._use_blocked(
+        np.empty((1, *x_shape[1:]), np.float32), np.empty(w_shape, np.float32), 1, pad)
+
+
 def run(opts) -> list[Row]:
     from ..ops import conv
     from .layers import CONV
@@ -253,6 +333,11 @@ def run(opts) -> list[Row]:
                                 note="1 thread"))
         for x_shape, w_shape, pad in CONV:  # the layers benchmark's im2col + GEMM shapes
             if hasattr(conv, "sum_transposed") and w_shape[1] > conv.DIRECT_MAX_CHANNELS:
+                # im2col + GEMM (the blocked kernel's twin), then the blocked kernel's pieces
                 for what, ms in profile_conv(x_shape, w_shape, pad, max(3, opts.repeats // 3)):
                     rows.append(Row("profile", what, ms, note="1 thread"))
+                if _runs_blocked(x_shape, w_shape, pad):
+                    for what, ms in profile_blocked(x_shape, w_shape, pad,
+                                                    max(3, opts.repeats // 3)):
+                        rows.append(Row("profile", what, ms, note="1 thread"))
     return rows
