@@ -284,9 +284,17 @@ def test_the_rule_that_picks_the_kernel(monkeypatch):
     assert not uses((1, m, 8, 8), (m, m, 3, 3), wdtype=np.float64)  # two dtypes
     assert not uses((1, m, 8, 8), (m, m, 3, 3), dtype=np.float16)
     monkeypatch.setattr(conv, "BLOCKED_IMPL", "auto")  # and a CPU with AVX-512
-    assert uses((1, m, 8, 8), (m, m, 3, 3)) == (ok and blocked.fast())
+    big = (1, m, 32, 32)  # BLOCKED_MIN_POSITIONS output positions
+    assert 32 * 32 == conv.BLOCKED_MIN_POSITIONS
+    assert uses(big, (m, m, 3, 3)) == (ok and blocked.fast())
+    # a small map of few channels: the direct kernel of few channels, where it runs
+    assert m <= conv.DIRECT_MAX_CHANNELS
+    assert not uses((1, m, 31, 32), (m, m, 3, 3)) or not conv._use_direct(
+        np.zeros((1, m, 31, 32), np.float32), np.zeros((m, m, 3, 3), np.float32), 1)
+    assert uses((1, m + conv.DIRECT_MAX_CHANNELS, 8, 8),  # more channels: any map
+                (m, m + conv.DIRECT_MAX_CHANNELS, 3, 3)) == (ok and blocked.fast())
     monkeypatch.setattr(conv, "DIRECT_IMPL", "off")  # im2col + GEMM everywhere
-    assert not uses((1, m, 8, 8), (m, m, 3, 3))
+    assert not uses(big, (m, m, 3, 3))
     monkeypatch.setattr(conv, "DIRECT_IMPL", "auto")
     monkeypatch.setattr(conv, "BLOCKED_IMPL", "off")
     assert not uses((1, m, 8, 8), (m, m, 3, 3))
@@ -390,12 +398,12 @@ def test_the_benchmark_ideas_switch_the_blocked_kernel_on_and_off(monkeypatch):
     calls = []
     real = conv._blocked_forward
     monkeypatch.setattr(conv, "_blocked_forward", lambda *a: calls.append(a[0].shape) or real(*a))
-    plain, fast = (ideas._blocked_conv((2, 16, 5, 5), (16, 16, 3, 3), 1, 0)(f) for f in (0, 1))
+    plain, fast = (ideas._blocked_conv((2, 16, 24, 24), (16, 16, 3, 3), 1, 0)(f) for f in (0, 1))
     calls.clear()
     plain()
     assert calls == []
     fast()
-    assert calls == ([(2, 16, 5, 5)] if blocked.fast() else [])
+    assert calls == ([(2, 16, 24, 24)] if blocked.fast() else [])
     calls.clear()
     for older in (ideas._second_conv, ideas._conv_dx):
         for f in (False, True):

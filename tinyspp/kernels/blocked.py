@@ -23,6 +23,9 @@ is False).
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 
 from .build import CppKernels
@@ -51,6 +54,7 @@ entry_points, library, available, why_unavailable = _KERNELS.api()
 flags = _KERNELS.flags
 
 
+@functools.cache
 def fast() -> bool:
     """Whether the build uses AVX-512 (``-mavx512f``: this CPU has it), the only case where
     ``conv2d_forward`` picks this kernel by itself."""
@@ -66,10 +70,10 @@ def empty(shape, dtype):
     0
     """
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.empty(nbytes + VECTOR_BYTES, dtype=np.uint8)
-    start = -raw.ctypes.data % VECTOR_BYTES
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
+    size = math.prod(shape)
+    raw = np.empty(size + VECTOR_BYTES // dtype.itemsize, dtype=dtype)
+    start = (-raw.__array_interface__["data"][0] % VECTOR_BYTES) // dtype.itemsize
+    return raw[start:start + size].reshape(shape)
 
 
 def block(dtype) -> int:
@@ -87,12 +91,13 @@ def _fn(name: str, dtype):
 
 
 def _checked(a, name: str, dtype, shape) -> int:
+    """``a``'s data pointer, once it is a C-contiguous array of ``dtype`` and ``shape``."""
     if not (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous
             and a.shape == tuple(shape)):
         got = f"{type(a).__name__} {getattr(a, 'dtype', '')} {getattr(a, 'shape', '')}"
         raise TypeError(f"tinyspp.kernels.blocked: {name} must be a C-contiguous "
                         f"{np.dtype(dtype)} NumPy array of shape {tuple(shape)}, got {got}")
-    return a.ctypes.data
+    return a.__array_interface__["data"][0]
 
 
 def _dtype_of(a, name: str):

@@ -135,6 +135,9 @@ BLOCKED_IMPL = "auto"  # "auto": the blocked kernel where it applies (_use_block
 # has AVX-512; "always": where it applies on any CPU (the tests); "off": never
 BLOCKED_MIN_CHANNELS = 16  # input channels and filters of a convolution the blocked kernel
 # runs, at least (below, a 16-wide channel block would be mostly zeros)
+BLOCKED_MIN_POSITIONS = 1024  # ... and output positions (N*oh*ow), at least, when the direct
+# kernel of few channels could run it instead (at most DIRECT_MAX_CHANNELS): on a small map
+# of one image (the detector's) the blocks' copies cost more than the kernel saves
 
 
 def _use_blocked(x, w, stride: int, pad: int) -> bool:
@@ -143,7 +146,8 @@ def _use_blocked(x, w, stride: int, pad: int) -> bool:
     dtype, stride 1, a square kernel with ``pad <= k - 1`` (so that the input gradient is a
     stride-1 convolution too), at least ``BLOCKED_MIN_CHANNELS`` input channels and filters,
     the library built, ``DIRECT_IMPL`` and ``BLOCKED_IMPL`` not ``"off"``, and, for ``"auto"``,
-    a CPU with AVX-512 (elsewhere im2col + GEMM is faster)."""
+    a CPU with AVX-512 (elsewhere im2col + GEMM is faster) and, for a layer the direct kernel
+    of few channels takes, at least ``BLOCKED_MIN_POSITIONS`` output positions."""
     if BLOCKED_IMPL not in ("auto", "always", "off"):
         raise ValueError(f"tinyspp.ops.conv.BLOCKED_IMPL must be 'auto', 'always' or 'off', "
                          f"got {BLOCKED_IMPL!r}")
@@ -152,6 +156,11 @@ def _use_blocked(x, w, stride: int, pad: int) -> bool:
             or pad > kh - 1 or min(C, F) < BLOCKED_MIN_CHANNELS
             or not isinstance(x, np.ndarray) or not isinstance(w, np.ndarray)
             or x.dtype not in (np.float32, np.float64) or w.dtype != x.dtype):
+        return False
+    N, _, H, W = x.shape
+    if (C <= DIRECT_MAX_CHANNELS and BLOCKED_IMPL == "auto"
+            and N * (H + 2 * pad - kh + 1) * (W + 2 * pad - kw + 1) < BLOCKED_MIN_POSITIONS
+            and _use_direct(x, w, stride)):
         return False
     from ..kernels import blocked
 
