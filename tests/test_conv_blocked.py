@@ -14,6 +14,7 @@
 
 import numpy as np
 import pytest
+from checks import assert_compiles_without_warnings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -343,15 +344,7 @@ def test_glue_errors_name_the_argument():
 
 
 def test_source_compiles_without_warnings(tmp_path):
-    import subprocess
-
-    from tinyspp.kernels import common, emulate
-
-    src = tmp_path / "blocked.cpp"
-    src.write_text(common.kernel_source(blocked.SOURCE_NAME))
-    proc = subprocess.run([emulate.find_compiler(), *blocked.flags(), "-Wall", "-Wextra",
-                           "-fsyntax-only", str(src)], capture_output=True, text=True)
-    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+    assert_compiles_without_warnings(blocked, tmp_path)
 
 
 def test_the_filter_tile_matches_the_kernel():

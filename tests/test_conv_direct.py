@@ -11,6 +11,7 @@
 
 import numpy as np
 import pytest
+from checks import assert_compiles_without_warnings
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -200,15 +201,7 @@ def test_glue_errors_name_the_argument():
 
 
 def test_source_compiles_without_warnings(tmp_path):
-    import subprocess
-
-    from tinyspp.kernels import common, emulate
-
-    src = tmp_path / "direct.cpp"
-    src.write_text(common.kernel_source(direct.SOURCE_NAME))
-    proc = subprocess.run([emulate.find_compiler(), *direct.flags(), "-Wall", "-Wextra",
-                           "-fsyntax-only", str(src)], capture_output=True, text=True)
-    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+    assert_compiles_without_warnings(direct, tmp_path)
 
 
 @needs_kernel

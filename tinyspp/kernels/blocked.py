@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from .build import CppKernels
+from .build import CppKernels, array_pointer
 
 SOURCE_NAME = "blocked.cpp"
 VECTOR_BYTES = 64  # one channel block: B = 16 float32 or 8 float64 channels (VBYTES in .cpp)
@@ -91,13 +91,7 @@ def _fn(name: str, dtype):
 
 
 def _checked(a, name: str, dtype, shape) -> int:
-    """``a``'s data pointer, once it is a C-contiguous array of ``dtype`` and ``shape``."""
-    if not (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous
-            and a.shape == tuple(shape)):
-        got = f"{type(a).__name__} {getattr(a, 'dtype', '')} {getattr(a, 'shape', '')}"
-        raise TypeError(f"tinyspp.kernels.blocked: {name} must be a C-contiguous "
-                        f"{np.dtype(dtype)} NumPy array of shape {tuple(shape)}, got {got}")
-    return a.__array_interface__["data"][0]
+    return array_pointer(a, "tinyspp.kernels.blocked", name, dtype, shape)
 
 
 def _dtype_of(a, name: str):
@@ -213,14 +207,15 @@ def weight_grad(xb, db, kh: int, kw: int, off: int, dwb, t0: int = 0,
         raise ValueError(f"tinyspp.kernels.blocked: db must hold a {oh}x{ow} dout padded by "
                          f"{off}, got {Hd}x{Wd}")
     F = C = 0
+    out_ptr = None
     if out is not None:
         F, C = out.shape[:2]
         if weight_shape(F, C, kh, kw, t) != (Fb, Cb, kh, kw, B, B):
             raise ValueError(f"tinyspp.kernels.blocked: out of shape {out.shape} does not fit "
                              f"blocks {(Fb, Cb, kh, kw, B, B)}")
-        _checked(out, "out", t, (F, C, kh, kw))
+        out_ptr = _checked(out, "out", t, (F, C, kh, kw))
     _fn("blocked_dw", t)(
         _checked(xb, "xb", t, xb.shape), N, Cb, Hp, Wp, _checked(db, "db", t, db.shape), Fb,
         Hd, Wd, off, kh, kw, _checked(dwb, "dwb", t, (Fb, Cb, kh, kw, B, B)), t0,
         weight_grad_tasks(Fb, Cb) if t1 is None else t1, F, C,
-        None if out is None else out.ctypes.data)
+        out_ptr)

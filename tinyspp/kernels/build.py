@@ -212,6 +212,20 @@ def bind(lib: ctypes.CDLL, signatures: dict) -> ctypes.CDLL:
     return lib
 
 
+def array_pointer(a, who: str, name: str, dtype, shape) -> int:
+    """The data pointer of ``a``, once it is a C-contiguous NumPy array of ``dtype`` and
+    ``shape`` (TypeError naming ``who`` and the argument ``name`` otherwise): what a kernel's
+    glue checks before an address reaches compiled code."""
+    import numpy as np
+
+    if not (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous
+            and a.shape == tuple(shape)):
+        got = f"{type(a).__name__} {getattr(a, 'dtype', '')} {getattr(a, 'shape', '')}"
+        raise TypeError(f"{who}: {name} must be a C-contiguous {np.dtype(dtype)} NumPy array "
+                        f"of shape {tuple(shape)}, got {got}")
+    return a.__array_interface__["data"][0]
+
+
 def float_entry_points(signatures: dict) -> dict:
     """``{name}_f32`` and ``{name}_f64`` for every ``name -> signature`` (see :func:`bind`):
     the entry points of a kernel file whose functions come in float32 and float64 versions."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .build import CppKernels
+from .build import CppKernels, array_pointer
 
 SOURCE_NAME = "direct.cpp"
 MAX_KERNEL = 7  # widest kernel the weight-gradient loop is compiled for (a template argument)
@@ -41,12 +41,7 @@ def takes(x, w, stride: int) -> bool:
 
 
 def _checked(a, name: str, dtype, shape) -> int:
-    if not (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous
-            and a.shape == tuple(shape)):
-        got = f"{type(a).__name__} {getattr(a, 'dtype', '')} {getattr(a, 'shape', '')}"
-        raise TypeError(f"tinyspp.kernels.direct: {name} must be a C-contiguous "
-                        f"{np.dtype(dtype)} NumPy array of shape {tuple(shape)}, got {got}")
-    return a.ctypes.data
+    return array_pointer(a, "tinyspp.kernels.direct", name, dtype, shape)
 
 
 def _geometry(x, F: int, kh: int, kw: int, pad: int):

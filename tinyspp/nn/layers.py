@@ -137,6 +137,8 @@ class Conv2d(Layer):
         ``ksize*ksize`` times the input's memory held by every conv layer until its backward);
         by default the layer keeps its input and the backward gathers the columns again.
         With ``keep_cols=True`` each forward also reuses the last batch's columns as its buffer.
+        A layer that one of the direct kernels runs (``tinyspp.ops.conv``) has no columns to
+        keep: it keeps its input (or, for the blocked kernel, its input and filters in blocks).
 
     Shapes: ``(N, C, H, W) -> (N, F, oh, ow)``, ``oh = (H + 2*pad - ksize) // stride + 1``.
     Parameters: ``w`` (F, C, ksize, ksize), ``b`` (F,).

@@ -465,14 +465,14 @@ def _blocked_forward(x, w, b, pad: int, out_shape):
     return out, Conv2dCache(x.shape, None, w, 1, pad, packed=(xb, wb))
 
 
-def _blocked_convolve(a, pad: int, wb, bias, size, channels: int | None = None):
+def _blocked_convolve(a, pad: int, wb, bias, size, channels: int):
     """``(out, ab)``: the blocked convolution of ``a (N, E, H, W)`` padded by ``pad`` with the
     blocks ``wb (Ob, Eb, kh, kw, B, B)`` plus ``bias (Ob*B,)``, as the NCHW array ``out`` of
-    its first ``channels`` channels (None: all of ``bias``'s that are real, i.e. the layer's
-    filters, given by the caller) and spatial ``size``, and ``ab``, the padded blocks of
-    ``a``. One split over threads when the images divide evenly among them (each thread
-    packs, convolves and unpacks its own images), else three (the tasks, output rows, split
-    finely: a single image's rows too)."""
+    its first ``channels`` channels (the real ones: the layer's filters, or dx's input
+    channels) and spatial ``size``, and ``ab``, the padded blocks of ``a``. One split over
+    threads when the images divide evenly among them (each thread packs, convolves and
+    unpacks its own images), else three (the tasks, output rows, split finely: a single
+    image's rows too)."""
     from ..kernels import blocked
 
     N = a.shape[0]
@@ -482,7 +482,6 @@ def _blocked_convolve(a, pad: int, wb, bias, size, channels: int | None = None):
     out = np.empty((N, channels, *size), dtype=a.dtype)
     rows = blocked.forward_tasks(1, Ob, size[0])  # the tasks of one image
     macs = N * Ob * Eb * B * B * kh * kw * size[0] * size[1]
-
     Hp = ab.shape[2]
 
     def pack(r0, r1):  # rows r0..r1-1 of the padded images
@@ -532,8 +531,7 @@ def _blocked_backward(dout, cache: Conv2dCache, need_dx: bool):
                         turned.size)
         zero = blocked.empty((Cb * B,), t)
         zero[:] = 0
-        dx, db = _blocked_convolve(dout, off, turned, zero,
-                                   cache.x_shape[2:], C)
+        dx, db = _blocked_convolve(dout, off, turned, zero, cache.x_shape[2:], C)
     else:
         off = 0
         db = blocked.empty((N, Fb, *dout.shape[2:], B), t)
@@ -543,7 +541,6 @@ def _blocked_backward(dout, cache: Conv2dCache, need_dx: bool):
     groups = 1 if tasks >= 2 * dispatch.cpu_count() else min(N, dispatch.cpu_count())
     parts = blocked.empty((groups, *wb.shape), t)
     macs = F * C * k * k * N * (Hp - k + 1) * (Wp - k + 1)
-
     dw = np.empty(w.shape, dtype=t)
 
     def grad(i0, i1):  # items i0..i1-1 of the (group, task) grid: one call per group
