@@ -11,7 +11,7 @@
 
 import numpy as np
 import pytest
-from checks import assert_compiles_without_warnings
+from checks import assert_compiles_without_warnings, assert_input_gradient_is_the_adjoint
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -270,14 +270,8 @@ def test_the_input_gradient_by_the_kernel(monkeypatch, dtype, shape, F, k, pad):
     dx2, _, _ = conv2d_backward(dout, conv2d_forward(x, w, b, pad=pad)[1])
     assert not conv._direct_dx(cache, dout)
     close(dx, dx2.astype(np.float64), dtype, factor=10)
-    # against the formula: the convolution is linear in x, so sum(conv(x) * dout) over every
-    # output (bias left out) equals sum(x * dx) -- dx is the adjoint's image of dout
-    x64, w64 = x.astype(np.float64), w.astype(np.float64)
-    lhs = (conv2d_forward_naive(x64, w64, np.zeros(F), pad=pad) * dout).sum()
-    rhs = (x64 * dx).sum()
-    scale = np.abs(conv2d_forward_naive(np.abs(x64), np.abs(w64), np.zeros(F), pad=pad)
-                   * np.abs(dout)).sum()
-    assert abs(lhs - rhs) <= (1e-5 if dtype == np.float32 else 1e-12) * scale
+    assert dx.dtype == dtype
+    assert_input_gradient_is_the_adjoint(x, w, pad, dout, dx)  # against the formula
     monkeypatch.setattr(conv, "DIRECT_IMPL", "auto")
     for threads in (1, 2, 3):  # the same bits on any number of threads
         with dispatch.using_threads(threads):
