@@ -61,7 +61,7 @@ struct Simd {
         return v;
     }
     static inline void store(T* p, V v) { std::memcpy(p, &v, sizeof v); }
-    static inline V zero() { return V{} ; }
+    static inline V zero() { return V{}; }
 };
 
 // One register tile of the forward: g filter blocks (g <= G) x R positions starting at ox0 of
